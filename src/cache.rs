@@ -1,0 +1,656 @@
+//! The public handle: [`Cache`].
+
+use crate::error::{Error, Result};
+use crate::guard::{EntryMeta, Guard};
+use crate::index::{self, Bucket, KeyHash};
+use crate::layout::{hdr, kind, reader, stripe, MAX_KEY_LEN, RECORD_HEADER};
+use crate::log::{NewRecord, StripeWriter};
+use crate::options::Options;
+use crate::readers::{count_local, Pin, ThreadSlot};
+use crate::record::{self, RecordHeader};
+use crate::shared::{self, now_ns, Shared};
+use crate::stats::Stats;
+use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bounds for values [`Cache::set`] can store.
+pub trait Storable:
+    for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+impl<T> Storable for T where
+    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
+
+/// Bounds for archived values [`Cache::get`] can validate.
+pub trait Checkable: for<'a> CheckBytes<HighValidator<'a, rancor::Error>> {}
+impl<T: ?Sized> Checkable for T where T: for<'a> CheckBytes<HighValidator<'a, rancor::Error>> {}
+
+/// What [`Cache::invalidate`] does to entries created before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    /// They become misses for every reader in every process.
+    Hard,
+    /// They become stale: misses for [`Cache::get`], still visible to
+    /// [`Cache::get_stale`] (so one caller can regenerate while others
+    /// serve the old value).
+    Soft,
+}
+
+/// The geometry of an open cache file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Info {
+    /// Total file size in bytes.
+    pub file_size: u64,
+    /// Lock stripes.
+    pub stripes: u32,
+    /// Segments per stripe ring.
+    pub segments: u32,
+    /// Bytes per segment.
+    pub segment_size: u64,
+    /// Index slots (two per intended entry).
+    pub index_slots: u64,
+    /// Reader slots.
+    pub reader_slots: u32,
+    /// Whether this handle is read-only.
+    pub read_only: bool,
+    /// When the file was created.
+    pub created: std::time::SystemTime,
+}
+
+/// The schema fingerprint stored with values of type `T`: a hash of the
+/// type's name and the size and alignment of its archived form. Values
+/// stored as one type are misses when read as another.
+pub fn schema_fingerprint<T: Archive>() -> u64 {
+    let name = std::any::type_name::<T>();
+    let size = std::mem::size_of::<T::Archived>() as u64;
+    let align = std::mem::align_of::<T::Archived>() as u64;
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(name.as_bytes(), size << 8 | align);
+    h.max(1)
+}
+
+/// A record found by a lookup: pinned, checksummed and of the right key.
+struct Found<'c> {
+    pin: Pin<'c>,
+    rh: RecordHeader,
+    value: &'c [u8],
+    meta: EntryMeta,
+}
+
+/// A cache file shared by every process that opens it.
+///
+/// Cheap to clone (an `Arc`); every clone and every other `open` of the same
+/// file in this process share one descriptor, one set of lock mutexes and
+/// the threads' reader slots.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("slotcache-doc-cache-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// use slotcache::{Cache, Options};
+///
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+/// struct User { name: String, visits: u32 }
+///
+/// let cache = Cache::open(dir.join("users.cache"), Options::new().capacity(16 << 20))?;
+/// cache.set("user:1", &User { name: "ada".into(), visits: 3 })?;
+///
+/// // Zero-copy: the guard points into the shared mapping.
+/// let user = cache.get::<User>("user:1")?.expect("present");
+/// assert_eq!(user.name, "ada");
+/// assert_eq!(user.visits, 3);
+/// drop(user);
+///
+/// assert_eq!(cache.get_owned::<User>("user:1")?, Some(User { name: "ada".into(), visits: 3 }));
+/// assert!(cache.delete("user:1")?);
+/// assert!(cache.get::<User>("user:1")?.is_none());
+/// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), slotcache::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    shared: Arc<Shared>,
+    default_ttl: u64,
+    pin_wait: Duration,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("path", &self.shared.path)
+            .field("info", &self.info())
+            .finish()
+    }
+}
+
+impl Cache {
+    /// Opens the cache file at `path`, creating and preallocating it if it
+    /// does not exist (unless [`Options::create`] is off).
+    ///
+    /// Opening an existing file reads and validates its header only (O(1),
+    /// whatever the file's size) and adopts its geometry. A file this
+    /// process cannot write is opened read-only.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Cache> {
+        let shared = shared::open(path.as_ref(), &options)?;
+        let default_ttl = match options.default_ttl {
+            Some(d) => d.as_nanos().max(1) as u64,
+            None => shared.header.default_ttl,
+        };
+        Ok(Cache {
+            shared,
+            default_ttl,
+            pin_wait: options.pin_wait,
+        })
+    }
+
+    /// The geometry of the file.
+    pub fn info(&self) -> Info {
+        let g = &self.shared.geo;
+        Info {
+            file_size: g.file_size,
+            stripes: g.stripes,
+            segments: g.segments,
+            segment_size: g.segment_size,
+            index_slots: g.stripes as u64 * g.buckets as u64 * 8,
+            reader_slots: g.reader_slots,
+            read_only: self.shared.read_only.is_some(),
+            created: std::time::UNIX_EPOCH + Duration::from_nanos(self.shared.header.created),
+        }
+    }
+
+    /// The largest value this file stores under a key of `key_len` bytes.
+    pub fn max_value_len(&self, key_len: usize) -> usize {
+        self.shared.geo.max_value(key_len)
+    }
+
+    /// The path the file was opened with.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    fn check_key(key: &[u8]) -> Result<()> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::KeyTooLarge {
+                max: MAX_KEY_LEN,
+                found: key.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn count(&self, field: u64) {
+        if self.shared.read_only.is_some() {
+            count_local(&self.shared, field);
+        } else if let Ok(slot) = ThreadSlot::get(&self.shared) {
+            slot.count(&self.shared, field);
+        }
+    }
+
+    /// Finds `key`: lock-free, no system call (for a read-write handle), no
+    /// allocation. Expired and soft-invalidated entries are returned only
+    /// with `stale_ok`; hard-invalidated ones never.
+    #[inline]
+    fn lookup(&self, key: &[u8], stale_ok: bool) -> Result<Option<Found<'_>>> {
+        Self::check_key(key)?;
+        let sh = &self.shared;
+        let geo = &sh.geo;
+        let kh = KeyHash::new(key, sh.header.seed, geo);
+        let tail = sh
+            .map
+            .atomic(geo.stripe_entry(kh.stripe) + stripe::TAIL)
+            .load(Ordering::Acquire);
+        let bucket = Bucket::of(&sh.map, geo, &kh);
+        for (slot, w) in bucket.candidates(kh.tag, tail) {
+            let pos = index::word_pos(w);
+            let Some(pin) = Pin::acquire(&self.shared, kh.stripe, pos)? else {
+                continue;
+            };
+            let seg = geo.segment_size;
+            let off = geo.data(kh.stripe, pos);
+            // SAFETY: the record at `pos` is published (its slot was loaded
+            // with Acquire after the writer's Release store) and pinned above
+            // the tail, so no process writes these bytes while `pin` lives;
+            // the `Found` we return carries `pin` with the slice.
+            let head = unsafe { sh.map.bytes(off, RECORD_HEADER) };
+            let rh = head.and_then(|h| RecordHeader::decode(h, seg - pos % seg));
+            let Some(rh) = rh else {
+                pin.count(reader::CORRUPT);
+                continue;
+            };
+            // SAFETY: as above; `decode` checked the record fits its segment.
+            let Some(all) = (unsafe { sh.map.bytes(off, rh.size()) }) else {
+                continue;
+            };
+            let klen = rh.key_len as usize;
+            if rh.hash != kh.hash
+                || &all[RECORD_HEADER as usize..RECORD_HEADER as usize + klen] != key
+            {
+                continue; // another key with the same tag
+            }
+            let voff = rh.value_offset() as usize;
+            let value = &all[voff..voff + rh.val_len as usize];
+            if record::checksum(&all[..RECORD_HEADER as usize], key, value) != rh.crc {
+                pin.count(reader::CORRUPT);
+                continue;
+            }
+            let hard = sh
+                .map
+                .atomic(hdr::HARD_INVALIDATE as u64)
+                .load(Ordering::Acquire);
+            let soft = sh
+                .map
+                .atomic(hdr::SOFT_INVALIDATE as u64)
+                .load(Ordering::Acquire);
+            let now = if rh.expires != 0 { now_ns() } else { 0 };
+            let meta = EntryMeta {
+                created: rh.created,
+                expires: rh.expires,
+                now: now.max(rh.created),
+                soft,
+            };
+            if rh.created <= hard || (!stale_ok && meta.is_stale()) {
+                pin.count(reader::EXPIRED);
+                pin.count(reader::MISSES);
+                return Ok(None);
+            }
+            if sh.map.writable() {
+                index::mark_visited(slot, w);
+            }
+            return Ok(Some(Found {
+                pin,
+                rh,
+                value,
+                meta,
+            }));
+        }
+        self.count(reader::MISSES);
+        Ok(None)
+    }
+
+    fn typed<'c, V: ?Sized>(
+        &'c self,
+        found: Option<Found<'c>>,
+        want_kind: u8,
+        want_schema: u64,
+        access: impl FnOnce(&'c [u8]) -> Option<&'c V>,
+    ) -> Option<Guard<'c, V>> {
+        let f = found?;
+        if f.rh.kind != want_kind || f.rh.schema != want_schema {
+            f.pin.count(reader::MISMATCHED);
+            f.pin.count(reader::MISSES);
+            return None;
+        }
+        match access(f.value) {
+            Some(value) => {
+                f.pin.count(reader::HITS);
+                Some(Guard {
+                    value,
+                    meta: f.meta,
+                    _pin: f.pin,
+                })
+            }
+            None => {
+                f.pin.count(reader::CORRUPT);
+                f.pin.count(reader::MISSES);
+                None
+            }
+        }
+    }
+
+    /// Reads the value stored under `key` as `T`, validated with
+    /// `bytecheck`, without copying: the guard derefs to `T::Archived` in the
+    /// mapping. A missing, expired, corrupt or differently typed entry is
+    /// `Ok(None)`.
+    pub fn get<T: Archive>(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, T::Archived>>>
+    where
+        T::Archived: Checkable,
+    {
+        let found = self.lookup(key.as_ref(), false)?;
+        Ok(
+            self.typed(found, kind::ARCHIVED, schema_fingerprint::<T>(), |b| {
+                rkyv::access::<T::Archived, rancor::Error>(b).ok()
+            }),
+        )
+    }
+
+    /// Like [`get`](Self::get), but also returns expired and
+    /// soft-invalidated entries (see [`EntryMeta::is_stale`]). Hard
+    /// invalidation still hides them.
+    pub fn get_stale<T: Archive>(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<Guard<'_, T::Archived>>>
+    where
+        T::Archived: Checkable,
+    {
+        let found = self.lookup(key.as_ref(), true)?;
+        Ok(
+            self.typed(found, kind::ARCHIVED, schema_fingerprint::<T>(), |b| {
+                rkyv::access::<T::Archived, rancor::Error>(b).ok()
+            }),
+        )
+    }
+
+    /// Like [`get`](Self::get) without `bytecheck` validation (the CRC32 and
+    /// the schema fingerprint are still checked).
+    ///
+    /// # Safety
+    /// Every process writing this file must store well-formed archives of
+    /// `T` under this schema fingerprint: a record that passes its checksum
+    /// but holds an invalid archive (a bug in a writer, or a type changed
+    /// without changing its name and archived size) is undefined behaviour.
+    pub unsafe fn get_unchecked<T: Archive>(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<Guard<'_, T::Archived>>> {
+        let found = self.lookup(key.as_ref(), false)?;
+        Ok(
+            self.typed(found, kind::ARCHIVED, schema_fingerprint::<T>(), |b| {
+                // SAFETY: the caller promises the bytes are a valid archive of T;
+                // they are 16-aligned and immutable while the guard lives.
+                Some(unsafe { rkyv::access_unchecked::<T::Archived>(b) })
+            }),
+        )
+    }
+
+    /// Reads and deserializes the value under `key` into an owned `T`.
+    pub fn get_owned<T: Archive>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>>
+    where
+        T::Archived: Checkable + Deserialize<T, HighDeserializer<rancor::Error>>,
+    {
+        match self.get::<T>(key)? {
+            Some(g) => rkyv::deserialize::<T, rancor::Error>(&*g)
+                .map(Some)
+                .map_err(|e| Error::Deserialize(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads raw bytes stored with [`set_bytes`](Self::set_bytes), without
+    /// copying.
+    pub fn get_bytes(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, [u8]>>> {
+        let found = self.lookup(key.as_ref(), false)?;
+        Ok(self.typed(found, kind::BYTES, 0, Some))
+    }
+
+    /// Like [`get_bytes`](Self::get_bytes), but also returns expired and
+    /// soft-invalidated entries.
+    pub fn get_bytes_stale(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, [u8]>>> {
+        let found = self.lookup(key.as_ref(), true)?;
+        Ok(self.typed(found, kind::BYTES, 0, Some))
+    }
+
+    /// Whether a fresh entry (of any type) exists under `key`.
+    pub fn contains(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        let found = self.lookup(key.as_ref(), false)?;
+        if let Some(f) = &found {
+            f.pin.count(reader::HITS);
+        }
+        Ok(found.is_some())
+    }
+
+    /// Reads several keys; `result[i]` belongs to `keys[i]`. Lookups take no
+    /// locks, so this is a loop over [`get`](Self::get) that keeps every
+    /// guard alive together.
+    pub fn get_many<T: Archive, K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Guard<'_, T::Archived>>>>
+    where
+        T::Archived: Checkable,
+    {
+        keys.iter().map(|k| self.get::<T>(k)).collect()
+    }
+
+    /// Raw-bytes counterpart of [`get_many`](Self::get_many).
+    pub fn get_many_bytes<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+    ) -> Result<Vec<Option<Guard<'_, [u8]>>>> {
+        keys.iter().map(|k| self.get_bytes(k)).collect()
+    }
+
+    fn expiry(&self, ttl: Option<Duration>, now: u64) -> u64 {
+        match ttl {
+            Some(d) => now
+                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64)
+                .max(1),
+            None => 0,
+        }
+    }
+
+    fn default_ttl(&self) -> Option<Duration> {
+        (self.default_ttl != 0).then(|| Duration::from_nanos(self.default_ttl))
+    }
+
+    /// Checks one item and places its key.
+    fn prepare(&self, key: &[u8], value_len: usize) -> Result<KeyHash> {
+        Self::check_key(key)?;
+        let max = self.shared.geo.max_value(key.len());
+        if value_len > max {
+            return Err(Error::ValueTooLarge {
+                max,
+                found: value_len,
+                segment_size: self.shared.geo.segment_size,
+            });
+        }
+        Ok(KeyHash::new(key, self.shared.header.seed, &self.shared.geo))
+    }
+
+    /// Writes a batch: one lock acquisition per stripe touched.
+    fn write_batch(
+        &self,
+        op: &'static str,
+        items: &[(&[u8], u8, u64, &[u8])],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        self.shared.writable(op)?;
+        let mut placed = items
+            .iter()
+            .map(|&(k, kind, schema, v)| Ok((self.prepare(k, v.len())?, k, kind, schema, v)))
+            .collect::<Result<Vec<_>>>()?;
+        placed.sort_by_key(|p| p.0.stripe);
+        let pr = self.shared.process()?;
+        let now = now_ns();
+        let expires = self.expiry(ttl, now);
+        for group in placed.chunk_by(|a, b| a.0.stripe == b.0.stripe) {
+            let s = group[0].0.stripe;
+            let _lock = pr
+                .lock_stripe(s)
+                .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
+            let mut w = StripeWriter::new(&self.shared, pr, s, self.pin_wait, now);
+            for (kh, key, kind, schema, value) in group {
+                let rec = NewRecord {
+                    kind: *kind,
+                    schema: *schema,
+                    key,
+                    value,
+                    created: now,
+                    expires,
+                };
+                w.put(kh, &rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `value` under `key` with the cache's default TTL.
+    pub fn set<T: Storable + Archive>(&self, key: impl AsRef<[u8]>, value: &T) -> Result<()> {
+        self.set_with_ttl(key, value, self.default_ttl())
+    }
+
+    /// Stores `value` under `key`, expiring after `ttl` (`None`: never).
+    pub fn set_with_ttl<T: Storable + Archive>(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let bytes =
+            rkyv::to_bytes::<rancor::Error>(value).map_err(|e| Error::Serialize(e.to_string()))?;
+        self.write_batch(
+            "set",
+            &[(
+                key.as_ref(),
+                kind::ARCHIVED,
+                schema_fingerprint::<T>(),
+                &bytes,
+            )],
+            ttl,
+        )
+    }
+
+    /// Stores raw bytes under `key` with the cache's default TTL.
+    pub fn set_bytes(&self, key: impl AsRef<[u8]>, value: &[u8]) -> Result<()> {
+        self.set_bytes_with_ttl(key, value, self.default_ttl())
+    }
+
+    /// Stores raw bytes under `key`, expiring after `ttl` (`None`: never).
+    pub fn set_bytes_with_ttl(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        self.write_batch("set_bytes", &[(key.as_ref(), kind::BYTES, 0, value)], ttl)
+    }
+
+    /// Stores several values with the default TTL, taking each stripe's
+    /// lock once for all the keys in it.
+    pub fn set_many<'v, T, K, I>(&self, items: I) -> Result<()>
+    where
+        T: Storable + Archive + 'v,
+        K: AsRef<[u8]>,
+        I: IntoIterator<Item = (K, &'v T)>,
+    {
+        let owned = items
+            .into_iter()
+            .map(|(k, v)| {
+                let b = rkyv::to_bytes::<rancor::Error>(v)
+                    .map_err(|e| Error::Serialize(e.to_string()))?;
+                Ok((k, b))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let schema = schema_fingerprint::<T>();
+        let items: Vec<_> = owned
+            .iter()
+            .map(|(k, b)| (k.as_ref(), kind::ARCHIVED, schema, &b[..]))
+            .collect();
+        self.write_batch("set_many", &items, self.default_ttl())
+    }
+
+    /// Raw-bytes counterpart of [`set_many`](Self::set_many).
+    pub fn set_many_bytes<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, items: &[(K, V)]) -> Result<()> {
+        let items: Vec<_> = items
+            .iter()
+            .map(|(k, v)| (k.as_ref(), kind::BYTES, 0, v.as_ref()))
+            .collect();
+        self.write_batch("set_many_bytes", &items, self.default_ttl())
+    }
+
+    /// Removes `key`; returns whether it was present.
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.shared.writable("delete")?;
+        let key = key.as_ref();
+        let kh = self.prepare(key, 0)?;
+        let pr = self.shared.process()?;
+        let _lock = pr
+            .lock_stripe(kh.stripe)
+            .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
+        Ok(
+            StripeWriter::new(&self.shared, pr, kh.stripe, self.pin_wait, now_ns())
+                .delete(&kh, key),
+        )
+    }
+
+    /// Removes every entry, stripe by stripe (each under its lock).
+    pub fn clear(&self) -> Result<()> {
+        self.shared.writable("clear")?;
+        let pr = self.shared.process()?;
+        for s in 0..self.shared.geo.stripes {
+            let _lock = pr
+                .lock_stripe(s)
+                .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
+            StripeWriter::new(&self.shared, pr, s, self.pin_wait, now_ns()).clear();
+        }
+        self.shared
+            .map
+            .atomic(hdr::CLEARS as u64)
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Invalidates every entry created up to now, in every process using the
+    /// file (the time is stored in the header).
+    pub fn invalidate(&self, how: Invalidation) -> Result<()> {
+        self.shared.writable("invalidate")?;
+        let field = match how {
+            Invalidation::Hard => hdr::HARD_INVALIDATE,
+            Invalidation::Soft => hdr::SOFT_INVALIDATE,
+        };
+        self.shared
+            .map
+            .atomic(field as u64)
+            .fetch_max(now_ns(), Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Writes dirty pages to the file and waits for the disk (`msync`).
+    /// Without it, a crash of a *process* loses nothing, but a power failure
+    /// may lose recent writes.
+    pub fn flush(&self) -> Result<()> {
+        self.shared
+            .map
+            .flush()
+            .map_err(|e| Error::io("flushing", &self.shared.path, e))
+    }
+
+    /// Sums the counters of every stripe and every reader slot.
+    pub fn stats(&self) -> Stats {
+        let sh = &self.shared;
+        let geo = &sh.geo;
+        let a = |off: u64| sh.map.atomic(off).load(Ordering::Relaxed);
+        let mut st = Stats {
+            capacity: geo.stripes as u64 * geo.ring_size(),
+            ..Stats::default()
+        };
+        for s in 0..geo.stripes {
+            let e = geo.stripe_entry(s);
+            st.entries = st.entries.wrapping_add(a(e + stripe::ENTRIES));
+            st.bytes_used += a(e + stripe::HEAD).saturating_sub(a(e + stripe::TAIL));
+            st.inserts += a(e + stripe::INSERTS);
+            st.evictions += a(e + stripe::EVICTIONS);
+            st.reinserts += a(e + stripe::REINSERTS);
+            st.deletes += a(e + stripe::DELETES);
+            st.pin_waits += a(e + stripe::PIN_WAITS);
+        }
+        if (st.entries as i64) < 0 {
+            st.entries = 0;
+        }
+        let hwm = (a(hdr::READER_HWM as u64) as u32).min(geo.reader_slots);
+        for i in 0..hwm {
+            let r = geo.reader_slot(i);
+            st.hits += a(r + reader::HITS);
+            st.misses += a(r + reader::MISSES);
+            st.expired += a(r + reader::EXPIRED);
+            st.corrupt += a(r + reader::CORRUPT);
+            st.mismatched += a(r + reader::MISMATCHED);
+        }
+        let l = &sh.local;
+        st.hits += l.hits.load(Ordering::Relaxed);
+        st.misses += l.misses.load(Ordering::Relaxed);
+        st.expired += l.expired.load(Ordering::Relaxed);
+        st.corrupt += l.corrupt.load(Ordering::Relaxed);
+        st.mismatched += l.mismatched.load(Ordering::Relaxed);
+        st
+    }
+}

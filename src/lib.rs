@@ -1,0 +1,54 @@
+//! # slotcache
+//!
+//! A memory-mapped, single-file cache that many processes on one machine
+//! share. Reads take no lock and make no system call: they return a guard
+//! that points straight into the mapping (zero-copy, `rkyv`-validated).
+//! Writes lock only the stripe of keys they touch (`hash % stripes`), with
+//! an in-process mutex and a byte-range lock on the file that the kernel
+//! releases if the process dies. The file has a fixed size chosen at
+//! creation; when it is full, old entries are evicted, and entries that were
+//! read get a second chance.
+//!
+//! The byte layout and every protocol are described in `format.md` at the
+//! root of the repository.
+//!
+//! ```
+//! # let dir = std::env::temp_dir().join(format!("slotcache-doc-lib-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! use slotcache::{Cache, Options};
+//! use std::time::Duration;
+//!
+//! let cache = Cache::open(dir.join("app.cache"), Options::new().capacity(32 << 20))?;
+//! cache.set_bytes_with_ttl("greeting", b"hello", Some(Duration::from_secs(60)))?;
+//! assert_eq!(&*cache.get_bytes("greeting")?.unwrap(), b"hello");
+//!
+//! cache.set("answer", &42u64)?;
+//! assert_eq!(*cache.get::<u64>("answer")?.unwrap(), 42);
+//! # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), slotcache::Error>(())
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod cache;
+mod error;
+mod guard;
+mod index;
+mod layout;
+mod locks;
+mod log;
+mod map;
+mod options;
+mod process;
+mod readers;
+mod record;
+mod shared;
+mod stats;
+
+pub use cache::{schema_fingerprint, Cache, Checkable, Info, Invalidation, Storable};
+pub use error::{Error, Result};
+pub use guard::{EntryMeta, Guard};
+pub use layout::{FORMAT_VERSION, MAX_KEY_LEN};
+pub use options::Options;
+pub use rkyv;
+pub use stats::Stats;

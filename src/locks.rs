@@ -1,0 +1,251 @@
+//! Byte-range locks on the cache file: stripe write locks, regeneration
+//! locks, reader-slot liveness locks and read-only pins.
+//!
+//! Each lock is one byte at an offset far beyond the data
+//! ([`crate::layout::locks`]), so it never covers bytes anyone reads or
+//! writes. The kernel drops every lock of a process that dies, which is what
+//! makes a crash harmless.
+//!
+//! - **Linux**: open-file-description locks (`F_OFD_SETLK[W]`,
+//!   `F_OFD_GETLK`). They belong to the open file description, not to the
+//!   process, so closing an unrelated descriptor of the same file does not
+//!   drop them (the classic `fcntl` trap), and two descriptions in one
+//!   process exclude each other like two processes do.
+//! - **macOS and other Unix**: classic `fcntl` locks (`F_SETLK[W]`,
+//!   `F_GETLK`). They belong to the process and are all dropped when *any*
+//!   descriptor of the file is closed, so slotcache keeps exactly one
+//!   descriptor per file per process (see `registry`) and closes it only
+//!   when the last handle goes; exclusion between threads of one process
+//!   comes from the in-process mutex taken first.
+//! - **Windows**: `LockFileEx`/`UnlockFileEx` on the same offsets (beyond
+//!   the end of the file, which Windows allows). Windows has no "who holds
+//!   this" query, so [`held_by_other`] tries a non-blocking lock and undoes
+//!   it.
+
+use std::fs::File;
+use std::io;
+
+/// Whether a lock excludes everyone or only exclusive holders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A read lock: excludes exclusive holders only.
+    Shared,
+    /// A write lock: excludes everyone else.
+    Exclusive,
+}
+
+#[cfg(unix)]
+mod sys {
+    use super::Mode;
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+
+    #[cfg(target_os = "linux")]
+    const SET: libc::c_int = libc::F_OFD_SETLK;
+    #[cfg(target_os = "linux")]
+    const SET_WAIT: libc::c_int = libc::F_OFD_SETLKW;
+    #[cfg(target_os = "linux")]
+    const GET: libc::c_int = libc::F_OFD_GETLK;
+    #[cfg(not(target_os = "linux"))]
+    const SET: libc::c_int = libc::F_SETLK;
+    #[cfg(not(target_os = "linux"))]
+    const SET_WAIT: libc::c_int = libc::F_SETLKW;
+    #[cfg(not(target_os = "linux"))]
+    const GET: libc::c_int = libc::F_GETLK;
+
+    fn flock(kind: libc::c_int, off: u64) -> libc::flock {
+        // SAFETY: `flock` is a plain C struct for which all-zero is valid
+        // (OFD locks even require `l_pid == 0`).
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = kind as _;
+        fl.l_whence = libc::SEEK_SET as _;
+        fl.l_start = off as libc::off_t;
+        fl.l_len = 1;
+        fl
+    }
+
+    fn fcntl(file: &File, cmd: libc::c_int, fl: &mut libc::flock) -> io::Result<()> {
+        loop {
+            // SAFETY: the descriptor is open for the life of `file`, and `fl`
+            // is a valid, exclusively borrowed `flock` for the call.
+            let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, fl as *mut libc::flock) };
+            if r != -1 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
+    pub(super) fn lock(file: &File, off: u64, mode: Mode, wait: bool) -> io::Result<bool> {
+        let kind = match mode {
+            Mode::Shared => libc::F_RDLCK,
+            Mode::Exclusive => libc::F_WRLCK,
+        };
+        let mut fl = flock(kind, off);
+        match fcntl(file, if wait { SET_WAIT } else { SET }, &mut fl) {
+            Ok(()) => Ok(true),
+            Err(e)
+                if !wait && matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) fn unlock(file: &File, off: u64) -> io::Result<()> {
+        fcntl(file, SET, &mut flock(libc::F_UNLCK, off))
+    }
+
+    pub(super) fn held_by_other(file: &File, off: u64) -> io::Result<bool> {
+        let mut fl = flock(libc::F_WRLCK, off);
+        fcntl(file, GET, &mut fl)?;
+        Ok(fl.l_type as libc::c_int != libc::F_UNLCK as libc::c_int)
+    }
+}
+
+#[cfg(windows)]
+mod sys {
+    use super::Mode;
+    use std::fs::File;
+    use std::io;
+    use std::os::windows::io::AsRawHandle;
+    use windows_sys::Win32::Foundation::{ERROR_IO_PENDING, ERROR_LOCK_VIOLATION, HANDLE};
+    use windows_sys::Win32::Storage::FileSystem::{
+        LockFileEx, UnlockFileEx, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY,
+    };
+    use windows_sys::Win32::System::IO::OVERLAPPED;
+
+    fn overlapped(off: u64) -> OVERLAPPED {
+        // SAFETY: OVERLAPPED is a plain C struct; all-zero is its documented
+        // initial state.
+        let mut ov: OVERLAPPED = unsafe { std::mem::zeroed() };
+        ov.Anonymous.Anonymous.Offset = off as u32;
+        ov.Anonymous.Anonymous.OffsetHigh = (off >> 32) as u32;
+        ov
+    }
+
+    pub(super) fn lock(file: &File, off: u64, mode: Mode, wait: bool) -> io::Result<bool> {
+        let mut flags = 0;
+        if mode == Mode::Exclusive {
+            flags |= LOCKFILE_EXCLUSIVE_LOCK;
+        }
+        if !wait {
+            flags |= LOCKFILE_FAIL_IMMEDIATELY;
+        }
+        let mut ov = overlapped(off);
+        // SAFETY: the handle is open for the life of `file`; `ov` outlives
+        // the call, which is synchronous because the file is not opened
+        // for overlapped I/O.
+        let ok = unsafe { LockFileEx(file.as_raw_handle() as HANDLE, flags, 0, 1, 0, &mut ov) };
+        if ok != 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(c)
+                if !wait && (c == ERROR_LOCK_VIOLATION as i32 || c == ERROR_IO_PENDING as i32) =>
+            {
+                Ok(false)
+            }
+            _ => Err(e),
+        }
+    }
+
+    pub(super) fn unlock(file: &File, off: u64) -> io::Result<()> {
+        let mut ov = overlapped(off);
+        // SAFETY: as in `lock`.
+        let ok = unsafe { UnlockFileEx(file.as_raw_handle() as HANDLE, 0, 1, 0, &mut ov) };
+        if ok != 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    pub(super) fn held_by_other(file: &File, off: u64) -> io::Result<bool> {
+        if lock(file, off, Mode::Exclusive, false)? {
+            unlock(file, off)?;
+            Ok(false)
+        } else {
+            Ok(true)
+        }
+    }
+}
+
+/// Takes the one-byte lock at `off`. With `wait`, blocks until it is
+/// granted and returns `true`; without, returns `false` when someone else
+/// holds a conflicting lock.
+pub(crate) fn lock(file: &File, off: u64, mode: Mode, wait: bool) -> io::Result<bool> {
+    sys::lock(file, off, mode, wait)
+}
+
+/// Releases the lock at `off` held through `file`.
+pub(crate) fn unlock(file: &File, off: u64) -> io::Result<()> {
+    sys::unlock(file, off)
+}
+
+/// Whether anyone other than `file`'s own lock owner holds a lock on the
+/// byte at `off` (a live process holding a reader slot or a read-only pin).
+pub(crate) fn held_by_other(file: &File, off: u64) -> io::Result<bool> {
+    sys::held_by_other(file, off)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::OpenOptions;
+
+    fn open(p: &std::path::Path) -> File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+            .unwrap()
+    }
+
+    #[test]
+    fn two_descriptions_exclude_each_other() {
+        let dir = std::env::temp_dir().join(format!("slotcache-locks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        let a = open(&p);
+        let b = open(&p);
+        let off = crate::layout::locks::WRITE + 3;
+        assert!(lock(&a, off, Mode::Exclusive, false).unwrap());
+        assert!(
+            !lock(&b, off, Mode::Exclusive, false).unwrap(),
+            "second description must be refused"
+        );
+        assert!(held_by_other(&b, off).unwrap());
+        assert!(
+            !held_by_other(&a, off).unwrap(),
+            "own lock is not someone else's"
+        );
+        assert!(
+            lock(&b, off + 1, Mode::Exclusive, false).unwrap(),
+            "other bytes are independent"
+        );
+        unlock(&a, off).unwrap();
+        assert!(!held_by_other(&b, off).unwrap());
+        assert!(lock(&b, off, Mode::Exclusive, false).unwrap());
+        assert!(!lock(&a, off, Mode::Shared, false).unwrap());
+        unlock(&b, off).unwrap();
+        assert!(lock(&a, off, Mode::Shared, false).unwrap());
+        assert!(
+            lock(&b, off, Mode::Shared, false).unwrap(),
+            "shared locks coexist"
+        );
+        drop(a);
+        // Closing `a` must not drop `b`'s lock (OFD semantics).
+        let c = open(&p);
+        assert!(held_by_other(&c, off).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

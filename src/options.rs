@@ -1,0 +1,187 @@
+//! Options for [`Cache::open`](crate::Cache::open).
+
+use crate::error::{Error, Result};
+use crate::layout::{MAX_READER_SLOTS, MAX_SEGMENTS, MAX_STRIPES, MIN_SEGMENTS};
+use std::time::Duration;
+
+/// How to create or open a cache file.
+///
+/// Geometry options (`capacity`, `max_entries`, `stripes`, `segments`,
+/// `reader_slots`) apply when the file is created; an existing file keeps
+/// the geometry it was created with, whatever these say.
+///
+/// ```
+/// use slotcache::Options;
+/// use std::time::Duration;
+/// let opts = Options::new()
+///     .capacity(256 << 20)
+///     .max_entries(1_000_000)
+///     .stripes(64)
+///     .default_ttl(Duration::from_secs(300));
+/// assert_eq!(opts.get_capacity(), 256 << 20);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) capacity: u64,
+    pub(crate) max_entries: Option<u64>,
+    pub(crate) stripes: Option<u32>,
+    pub(crate) segments: u32,
+    pub(crate) reader_slots: u32,
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) mode: u32,
+    pub(crate) read_only: bool,
+    pub(crate) create: bool,
+    pub(crate) pin_wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            capacity: 64 << 20,
+            max_entries: None,
+            stripes: None,
+            segments: 16,
+            reader_slots: 256,
+            default_ttl: None,
+            mode: 0o600,
+            read_only: false,
+            create: true,
+            pin_wait: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Options {
+    /// Defaults: 64 MiB, one index entry per 256 bytes of capacity, stripes
+    /// chosen from the capacity (up to 64), 16 segments per stripe, 256
+    /// reader slots, no TTL, mode `0o600`, read-write, create if missing,
+    /// 100 ms pin wait.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Total size of the file in bytes (header, tables, index and data).
+    pub fn capacity(mut self, bytes: u64) -> Options {
+        self.capacity = bytes;
+        self
+    }
+
+    /// The capacity set.
+    pub fn get_capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// How many entries the index holds (two slots are reserved per entry,
+    /// 16 bytes). Default: capacity / 256.
+    pub fn max_entries(mut self, n: u64) -> Options {
+        self.max_entries = Some(n);
+        self
+    }
+
+    /// Number of lock stripes (1..=4096). Each stripe has its own write
+    /// lock, index partition and log ring of `capacity / stripes` bytes.
+    /// Default: one per MiB of capacity, rounded down to a power of two,
+    /// between 1 and 64.
+    pub fn stripes(mut self, n: u32) -> Options {
+        self.stripes = Some(n);
+        self
+    }
+
+    /// Segments per stripe ring (4..=1024, default 16). Eviction frees one
+    /// segment at a time; the largest value is one segment minus the record
+    /// header and key.
+    pub fn segments(mut self, n: u32) -> Options {
+        self.segments = n;
+        self
+    }
+
+    /// Number of reader slots (1..=65536, default 256): one per thread
+    /// that reads, across all processes, at the same time.
+    pub fn reader_slots(mut self, n: u32) -> Options {
+        self.reader_slots = n;
+        self
+    }
+
+    /// TTL for entries written without an explicit one. Stored in the file
+    /// at creation; when set on open of an existing file it overrides the
+    /// stored default for this handle.
+    pub fn default_ttl(mut self, ttl: Duration) -> Options {
+        self.default_ttl = Some(ttl);
+        self
+    }
+
+    /// Permission bits of a newly created file (Unix; default `0o600`).
+    pub fn mode(mut self, mode: u32) -> Options {
+        self.mode = mode;
+        self
+    }
+
+    /// Open read-only: reads work, writes return [`Error::ReadOnly`].
+    /// A file the process cannot write is opened read-only automatically.
+    pub fn read_only(mut self, yes: bool) -> Options {
+        self.read_only = yes;
+        self
+    }
+
+    /// Whether to create the file if it does not exist (default `true`).
+    pub fn create(mut self, yes: bool) -> Options {
+        self.create = yes;
+        self
+    }
+
+    /// How long a write waits for a live reader to release a pinned
+    /// segment before it fails with [`Error::Pinned`] (default 100 ms).
+    pub fn pin_wait(mut self, wait: Duration) -> Options {
+        self.pin_wait = wait;
+        self
+    }
+
+    /// The stripe count a new file gets.
+    pub(crate) fn effective_stripes(&self) -> u32 {
+        self.stripes.unwrap_or_else(|| {
+            let per_mib = (self.capacity >> 20).clamp(1, 64) as u32;
+            1 << (31 - per_mib.leading_zeros())
+        })
+    }
+
+    /// The entry count a new file's index is sized for.
+    pub(crate) fn effective_entries(&self) -> u64 {
+        self.max_entries.unwrap_or(self.capacity / 256).max(1)
+    }
+
+    /// Checks ranges; the geometry check (does it all fit) comes after.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let check = |option, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                Err(Error::InvalidOptions {
+                    option,
+                    expected: format!("{lo}..={hi}"),
+                    found: v.to_string(),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        check(
+            "stripes",
+            self.effective_stripes() as u64,
+            1,
+            MAX_STRIPES as u64,
+        )?;
+        check(
+            "segments",
+            self.segments as u64,
+            MIN_SEGMENTS as u64,
+            MAX_SEGMENTS as u64,
+        )?;
+        check(
+            "reader_slots",
+            self.reader_slots as u64,
+            1,
+            MAX_READER_SLOTS as u64,
+        )?;
+        check("max_entries", self.effective_entries(), 1, 1 << 40)?;
+        check("mode", self.mode as u64, 0, 0o7777)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,359 @@
+//! The reader table: one cache-line-padded slot per reading thread, holding
+//! that thread's pins (one word per stripe) and its statistics counters.
+//!
+//! A slot is owned through a byte-range lock at `LIVE + index`: a thread
+//! claims a slot by taking that lock without waiting, so a slot whose owner
+//! died (the kernel dropped its lock) can be claimed again, and a writer that
+//! finds a pin in a slot whose lock nobody holds knows the pin is dead
+//! (LMDB's reader-table liveness check, with locks instead of pids).
+//!
+//! Pinning follows the hazard-pointer pattern. A reader stores the position
+//! it is about to read into its pin word, then re-reads the stripe's tail; a
+//! writer advances the tail, then scans the pins before it reuses a segment.
+//! With both sides sequentially consistent, either the reader sees the new
+//! tail (and backs off) or the writer sees the pin (and waits).
+//!
+//! Read-only handles cannot write the table; they pin a segment with a
+//! shared byte-range lock at `RO_PIN + stripe * segments + segment`, which
+//! costs two system calls per guard.
+
+use crate::error::{Error, Result};
+use crate::layout::{hdr, locks as lk, reader};
+use crate::locks::{self, Mode};
+use crate::process::{self, Process};
+use crate::shared::Shared;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::{Arc, Weak};
+
+/// A reader slot held by the current thread.
+pub(crate) struct ThreadSlot {
+    shared_id: u64,
+    generation: u64,
+    /// Index in the reader table.
+    pub index: u32,
+    base: u64,
+    counts: Box<[Cell<u32>]>,
+    pinned: Box<[Cell<u64>]>,
+    owner: Weak<Shared>,
+}
+
+thread_local! {
+    static SLOTS: RefCell<Vec<Rc<ThreadSlot>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl ThreadSlot {
+    /// The current thread's slot for `shared`, claiming one on first use.
+    #[inline]
+    pub(crate) fn get(shared: &Arc<Shared>) -> Result<Rc<ThreadSlot>> {
+        let gen = process::generation();
+        let found = SLOTS.with(|v| {
+            v.borrow()
+                .iter()
+                .find(|t| t.shared_id == shared.id && t.generation == gen)
+                .cloned()
+        });
+        match found {
+            Some(t) => Ok(t),
+            None => Self::claim(shared),
+        }
+    }
+
+    /// The index of the current thread's slot for `shared`, if it has one.
+    pub(crate) fn current_index(shared: &Shared) -> Option<u32> {
+        let gen = process::generation();
+        SLOTS.with(|v| {
+            v.borrow()
+                .iter()
+                .find(|t| t.shared_id == shared.id && t.generation == gen)
+                .map(|t| t.index)
+        })
+    }
+
+    #[cold]
+    fn claim(shared: &Arc<Shared>) -> Result<Rc<ThreadSlot>> {
+        let pr = shared.process()?;
+        let geo = &shared.geo;
+        let n = geo.reader_slots;
+        let _claiming = pr.claim.lock().unwrap_or_else(|p| p.into_inner());
+        let start = (std::process::id().wrapping_mul(2_654_435_761) >> 7) % n;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if pr.owned_slots[i as usize].load(Ordering::Acquire) {
+                continue;
+            }
+            let got = locks::lock(&pr.file, lk::LIVE + i as u64, Mode::Exclusive, false)
+                .map_err(|e| Error::io("locking a reader slot", &shared.path, e))?;
+            if !got {
+                continue;
+            }
+            // Nobody alive holds slot `i`: whatever pins it has belong to a
+            // dead thread. Reset them before we use it.
+            for s in 0..geo.stripes {
+                shared
+                    .map
+                    .atomic(geo.pin_word(i, s))
+                    .store(0, Ordering::SeqCst);
+            }
+            shared
+                .map
+                .atomic(geo.reader_slot(i) + reader::OWNER_PID)
+                .store(pr.pid as u64, Ordering::Relaxed);
+            pr.owned_slots[i as usize].store(true, Ordering::Release);
+            shared
+                .map
+                .atomic(hdr::READER_HWM as u64)
+                .fetch_max(i as u64 + 1, Ordering::SeqCst);
+            let slot = Rc::new(ThreadSlot {
+                shared_id: shared.id,
+                generation: pr.generation,
+                index: i,
+                base: geo.reader_slot(i),
+                counts: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
+                pinned: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
+                owner: Arc::downgrade(shared),
+            });
+            SLOTS.with(|v| {
+                let mut v = v.borrow_mut();
+                v.retain(|t| t.owner.strong_count() > 0 && t.generation == pr.generation);
+                v.push(slot.clone());
+            });
+            return Ok(slot);
+        }
+        Err(Error::ReadersFull {
+            path: shared.path.clone(),
+            slots: n,
+        })
+    }
+
+    /// Adds one to counter `field` (an offset from [`reader`]). Only this
+    /// thread writes the slot's counters, so a plain load and store do.
+    #[inline]
+    pub(crate) fn count(&self, shared: &Shared, field: u64) {
+        let c = shared.map.atomic(self.base + field);
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Publishes a pin on `pos` in stripe `s`. The pin word holds the lowest
+    /// pinned position + 1 and protects everything from there on.
+    #[inline]
+    fn pin(&self, shared: &Shared, s: u32, pos: u64) {
+        let c = &self.counts[s as usize];
+        let cur = &self.pinned[s as usize];
+        let want = pos + 1;
+        if c.get() == 0 || want < cur.get() {
+            shared
+                .map
+                .atomic(self.base + reader::PINS + 8 * s as u64)
+                .swap(want, Ordering::SeqCst);
+            cur.set(want);
+        }
+        c.set(c.get() + 1);
+    }
+
+    #[inline]
+    fn unpin(&self, shared: &Shared, s: u32) {
+        let c = &self.counts[s as usize];
+        c.set(c.get() - 1);
+        if c.get() == 0 && self.generation == process::generation() {
+            shared
+                .map
+                .atomic(self.base + reader::PINS + 8 * s as u64)
+                .store(0, Ordering::Release);
+            self.pinned[s as usize].set(0);
+        }
+    }
+}
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        // In a fork child the slot is the parent's: leave it alone.
+        if self.generation != process::generation() {
+            return;
+        }
+        let Some(shared) = self.owner.upgrade() else {
+            return;
+        };
+        let Ok(pr) = shared.process() else { return };
+        for s in 0..shared.geo.stripes {
+            shared
+                .map
+                .atomic(shared.geo.pin_word(self.index, s))
+                .store(0, Ordering::SeqCst);
+        }
+        pr.owned_slots[self.index as usize].store(false, Ordering::Release);
+        let _ = locks::unlock(&pr.file, lk::LIVE + self.index as u64);
+    }
+}
+
+/// What keeps a record's bytes from being reused while a guard lives.
+pub(crate) enum Pin<'c> {
+    /// A pin word in the thread's reader slot.
+    Slot {
+        /// The slot.
+        slot: Rc<ThreadSlot>,
+        /// The file.
+        shared: &'c Shared,
+        /// The stripe pinned.
+        stripe: u32,
+    },
+    /// A shared byte-range lock (read-only handles).
+    Lock {
+        /// The file.
+        shared: &'c Shared,
+        /// The process state the lock was taken through.
+        process: &'c Process,
+        /// The lock offset.
+        off: u64,
+    },
+}
+
+impl<'c> Pin<'c> {
+    /// Pins `pos` of stripe `s` and checks it is still live. `None` when the
+    /// position fell below the tail meanwhile (the caller treats that like a
+    /// slot that changed under it).
+    #[inline]
+    pub(crate) fn acquire(shared: &'c Arc<Shared>, s: u32, pos: u64) -> Result<Option<Pin<'c>>> {
+        let tail = shared.map.atomic(shared.geo.stripe_entry(s));
+        if shared.read_only.is_none() {
+            let slot = ThreadSlot::get(shared)?;
+            slot.pin(shared, s, pos);
+            let pin = Pin::Slot {
+                slot,
+                shared,
+                stripe: s,
+            };
+            return Ok((tail.load(Ordering::SeqCst) <= pos).then_some(pin));
+        }
+        let pr = shared.process()?;
+        let geo = &shared.geo;
+        let off = lk::RO_PIN
+            + s as u64 * geo.segments as u64
+            + (pos / geo.segment_size) % geo.segments as u64;
+        {
+            let mut pins = pr.ro_pins.lock().unwrap_or_else(|p| p.into_inner());
+            let n = pins.entry(off).or_insert(0);
+            if *n == 0 {
+                locks::lock(&pr.file, off, Mode::Shared, true)
+                    .map_err(|e| Error::io("taking a read-only pin", &shared.path, e))?;
+            }
+            *n += 1;
+        }
+        fence(Ordering::SeqCst);
+        let pin = Pin::Lock {
+            shared,
+            process: pr,
+            off,
+        };
+        Ok((tail.load(Ordering::SeqCst) <= pos).then_some(pin))
+    }
+
+    /// Counts an event in this reader's counters.
+    #[inline]
+    pub(crate) fn count(&self, field: u64) {
+        match self {
+            Pin::Slot { slot, shared, .. } => slot.count(shared, field),
+            Pin::Lock { shared, .. } => count_local(shared, field),
+        }
+    }
+}
+
+/// Counts an event for a reader without a slot (read-only handles).
+pub(crate) fn count_local(shared: &Shared, field: u64) {
+    let l = &shared.local;
+    let c = match field {
+        reader::HITS => &l.hits,
+        reader::MISSES => &l.misses,
+        reader::EXPIRED => &l.expired,
+        reader::CORRUPT => &l.corrupt,
+        _ => &l.mismatched,
+    };
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Drop for Pin<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        match self {
+            Pin::Slot {
+                slot,
+                shared,
+                stripe,
+            } => slot.unpin(shared, *stripe),
+            Pin::Lock {
+                process: pr, off, ..
+            } => {
+                if pr.generation != process::generation() {
+                    return;
+                }
+                let mut pins = pr.ro_pins.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = pins.get_mut(off) {
+                    *n -= 1;
+                    if *n == 0 {
+                        pins.remove(off);
+                        let _ = locks::unlock(&pr.file, *off);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A live reader found pinning space a writer wants to reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// Reader slot `i` (of this or another live process).
+    Slot(u32),
+    /// The calling thread itself: waiting would never end.
+    SelfThread(u32),
+    /// A read-only process.
+    ReadOnly,
+}
+
+/// Finds a live reader that pins any position below `end` in stripe `s`,
+/// or holds a read-only pin on physical segment `phys`. Pins of dead
+/// readers are cleared on the way.
+pub(crate) fn find_pin(
+    shared: &Shared,
+    pr: &Process,
+    s: u32,
+    end: u64,
+    phys: u64,
+) -> Result<Option<Holder>> {
+    let geo = &shared.geo;
+    let me = ThreadSlot::current_index(shared);
+    let hwm = (shared
+        .map
+        .atomic(hdr::READER_HWM as u64)
+        .load(Ordering::SeqCst) as u32)
+        .min(geo.reader_slots);
+    for i in 0..hwm {
+        let word = shared.map.atomic(geo.pin_word(i, s));
+        let w = word.load(Ordering::SeqCst);
+        if w == 0 || w - 1 >= end {
+            continue;
+        }
+        if me == Some(i) {
+            return Ok(Some(Holder::SelfThread(i)));
+        }
+        if pr.owned_slots[i as usize].load(Ordering::Acquire) {
+            return Ok(Some(Holder::Slot(i)));
+        }
+        let alive = locks::held_by_other(&pr.file, lk::LIVE + i as u64)
+            .map_err(|e| Error::io("checking a reader's liveness", &shared.path, e))?;
+        if alive {
+            return Ok(Some(Holder::Slot(i)));
+        }
+        // Dead owner: its pin protects nobody. A new owner's pins are set
+        // after the tail moved past `end`, so they back off by themselves.
+        let _ = word.compare_exchange(w, 0, Ordering::SeqCst, Ordering::Relaxed);
+    }
+    let ro = lk::RO_PIN + s as u64 * geo.segments as u64 + phys;
+    if locks::held_by_other(&pr.file, ro)
+        .map_err(|e| Error::io("checking read-only pins", &shared.path, e))?
+    {
+        return Ok(Some(Holder::ReadOnly));
+    }
+    Ok(None)
+}

@@ -1,0 +1,171 @@
+//! Log records: a 48-byte header, the key, then the value aligned to 16
+//! bytes. A record is written once, before any index slot names it, and
+//! never changes afterwards.
+
+use crate::layout::{align_up, kind, MAX_KEY_LEN, RECORD_ALIGN, RECORD_HEADER};
+
+/// Field offsets inside a record header.
+mod off {
+    pub const CRC: usize = 0;
+    pub const KIND: usize = 4;
+    pub const KEY_LEN: usize = 8;
+    pub const VAL_LEN: usize = 12;
+    pub const HASH: usize = 16;
+    pub const CREATED: usize = 24;
+    pub const EXPIRES: usize = 32;
+    pub const SCHEMA: usize = 40;
+}
+
+/// The decoded header of one record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordHeader {
+    /// CRC32 of header bytes 4..48, the key and the value.
+    pub crc: u32,
+    /// [`kind::BYTES`] or [`kind::ARCHIVED`].
+    pub kind: u8,
+    /// Key length.
+    pub key_len: u32,
+    /// Value length.
+    pub val_len: u32,
+    /// xxh3 of the key with the file's seed.
+    pub hash: u64,
+    /// Creation time, ns since the Unix epoch.
+    pub created: u64,
+    /// Expiry time, ns since the Unix epoch (0 = never).
+    pub expires: u64,
+    /// Schema fingerprint of the value's type (0 for raw bytes).
+    pub schema: u64,
+}
+
+/// Offset of the value from the start of a record with a `key_len`-byte key.
+pub(crate) fn value_offset(key_len: usize) -> u64 {
+    align_up(RECORD_HEADER + key_len as u64, RECORD_ALIGN)
+}
+
+/// Total size of a record, padding included.
+pub(crate) fn record_size(key_len: usize, val_len: usize) -> u64 {
+    align_up(value_offset(key_len) + val_len as u64, RECORD_ALIGN)
+}
+
+fn get32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+}
+
+fn get64(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
+impl RecordHeader {
+    /// Encodes the header, computing the CRC over it, `key` and `value`.
+    pub(crate) fn encode(&self, key: &[u8], value: &[u8]) -> [u8; RECORD_HEADER as usize] {
+        let mut h = [0u8; RECORD_HEADER as usize];
+        h[off::KIND] = self.kind;
+        h[off::KEY_LEN..off::KEY_LEN + 4].copy_from_slice(&self.key_len.to_le_bytes());
+        h[off::VAL_LEN..off::VAL_LEN + 4].copy_from_slice(&self.val_len.to_le_bytes());
+        h[off::HASH..off::HASH + 8].copy_from_slice(&self.hash.to_le_bytes());
+        h[off::CREATED..off::CREATED + 8].copy_from_slice(&self.created.to_le_bytes());
+        h[off::EXPIRES..off::EXPIRES + 8].copy_from_slice(&self.expires.to_le_bytes());
+        h[off::SCHEMA..off::SCHEMA + 8].copy_from_slice(&self.schema.to_le_bytes());
+        let crc = checksum(&h, key, value);
+        h[off::CRC..off::CRC + 4].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Decodes a header, checking only what is needed to walk the log
+    /// safely: a known kind, a key no longer than [`MAX_KEY_LEN`] and a
+    /// record no larger than `room` bytes. `None` for anything else
+    /// (including the end marker).
+    pub(crate) fn decode(h: &[u8], room: u64) -> Option<RecordHeader> {
+        let kind = h[off::KIND];
+        if kind != kind::BYTES && kind != kind::ARCHIVED {
+            return None;
+        }
+        let key_len = get32(h, off::KEY_LEN);
+        let val_len = get32(h, off::VAL_LEN);
+        if key_len as usize > MAX_KEY_LEN || record_size(key_len as usize, val_len as usize) > room
+        {
+            return None;
+        }
+        Some(RecordHeader {
+            crc: get32(h, off::CRC),
+            kind,
+            key_len,
+            val_len,
+            hash: get64(h, off::HASH),
+            created: get64(h, off::CREATED),
+            expires: get64(h, off::EXPIRES),
+            schema: get64(h, off::SCHEMA),
+        })
+    }
+
+    /// Size of the whole record.
+    pub(crate) fn size(&self) -> u64 {
+        record_size(self.key_len as usize, self.val_len as usize)
+    }
+
+    /// Offset of the value from the start of the record.
+    pub(crate) fn value_offset(&self) -> u64 {
+        value_offset(self.key_len as usize)
+    }
+}
+
+/// CRC32 of header bytes 4..48 (everything but the CRC itself), the key
+/// and the value.
+pub(crate) fn checksum(header: &[u8], key: &[u8], value: &[u8]) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&header[off::KIND..RECORD_HEADER as usize]);
+    c.update(key);
+    c.update(value);
+    c.finalize()
+}
+
+/// The 16-byte end-of-segment marker written where a segment's records end.
+pub(crate) fn end_marker() -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[off::KIND] = kind::END;
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_aligned() {
+        assert_eq!(value_offset(0), 48);
+        assert_eq!(value_offset(1), 64);
+        assert_eq!(value_offset(16), 64);
+        assert_eq!(record_size(20, 100), 64 + 112);
+        assert_eq!(record_size(20, 100) % 16, 0);
+    }
+
+    #[test]
+    fn encode_decode_and_crc() {
+        let h = RecordHeader {
+            crc: 0,
+            kind: kind::BYTES,
+            key_len: 3,
+            val_len: 5,
+            hash: 42,
+            created: 7,
+            expires: 9,
+            schema: 0,
+        };
+        let bytes = h.encode(b"key", b"value");
+        let d = RecordHeader::decode(&bytes, 4096).unwrap();
+        assert_eq!(d.crc, checksum(&bytes, b"key", b"value"));
+        assert_eq!(RecordHeader { crc: d.crc, ..h }, d);
+        assert_ne!(d.crc, checksum(&bytes, b"key", b"valuf"));
+        assert!(
+            RecordHeader::decode(&bytes, 16).is_none(),
+            "larger than room"
+        );
+        assert!(RecordHeader::decode(&end_marker_padded(), 4096).is_none());
+    }
+
+    fn end_marker_padded() -> [u8; 48] {
+        let mut b = [0u8; 48];
+        b[..16].copy_from_slice(&end_marker());
+        b
+    }
+}

@@ -1,0 +1,382 @@
+//! Opening and creating a cache file, and the state every handle to one
+//! file in one process shares.
+
+use crate::error::{Error, Result};
+use crate::layout::{Geometry, Header, HEADER_SIZE, MAGIC, MAGIC_INIT};
+use crate::map::Map;
+use crate::options::Options;
+use crate::process::{self, Process};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Counters of a read-only handle, which cannot write reader slots.
+#[derive(Default)]
+pub(crate) struct LocalCounters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub expired: AtomicU64,
+    pub corrupt: AtomicU64,
+    pub mismatched: AtomicU64,
+}
+
+/// One open cache file in this process: the mapping, the validated header
+/// and the per-process lock state. Shared by every [`Cache`](crate::Cache)
+/// handle on the same file.
+pub(crate) struct Shared {
+    /// Unique per `Shared` for the life of the process (thread-local reader
+    /// slots are keyed by it).
+    pub id: u64,
+    /// The path it was opened with.
+    pub path: PathBuf,
+    /// The mapping.
+    pub map: Map,
+    /// The validated header.
+    pub header: Header,
+    /// Copy of `header.geo`, for brevity.
+    pub geo: Geometry,
+    /// Why writes are refused, if they are.
+    pub read_only: Option<&'static str>,
+    /// Counters of a read-only handle.
+    pub local: LocalCounters,
+    process: AtomicPtr<Process>,
+}
+
+// SAFETY: `process` points to a `Process` (which is Sync) that lives until
+// `Shared` drops; everything else is Sync already.
+unsafe impl Sync for Shared {}
+// SAFETY: as above; nothing in `Shared` is tied to a thread.
+unsafe impl Send for Shared {}
+
+impl Shared {
+    /// The per-process state, rebuilt first if this process is a fork child
+    /// of the one that built it.
+    #[inline]
+    pub(crate) fn process(&self) -> Result<&Process> {
+        let p = self.process.load(Ordering::Acquire);
+        // SAFETY: `process` always holds a pointer from `Box::into_raw`
+        // that is freed only in `Drop for Shared`; replaced pointers are
+        // leaked, never freed (see `refresh`). So it is valid for `&self`.
+        let pr = unsafe { &*p };
+        if pr.generation == process::generation() {
+            return Ok(pr);
+        }
+        self.refresh(p)
+    }
+
+    #[cold]
+    fn refresh(&self, old: *mut Process) -> Result<&Process> {
+        // SAFETY: see `process`.
+        let parent = unsafe { &*old };
+        let file = Process::reopen_for_child(&parent.file, self.read_only.is_none())
+            .map_err(|e| Error::io("reopening the cache file after fork", &self.path, e))?;
+        let fresh = Box::into_raw(Box::new(Process::new(
+            file,
+            self.geo.stripes,
+            self.geo.reader_slots,
+        )));
+        match self
+            .process
+            .compare_exchange(old, fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            // The parent's state is leaked on purpose: dropping it would
+            // close the parent's description and release its locks.
+            // SAFETY: `fresh` came from `Box::into_raw` just above.
+            Ok(_) => Ok(unsafe { &*fresh }),
+            Err(winner) => {
+                // SAFETY: `fresh` was never shared; free it. `winner` is a
+                // live pointer installed by another thread.
+                unsafe {
+                    drop(Box::from_raw(fresh));
+                    Ok(&*winner)
+                }
+            }
+        }
+    }
+
+    /// Whether the calling process is a fork child that has not yet rebuilt
+    /// its state (used where rebuilding is not wanted, e.g. in `Drop`).
+    pub(crate) fn writable(&self, op: &'static str) -> Result<()> {
+        match self.read_only {
+            None => Ok(()),
+            Some(why) => Err(Error::ReadOnly {
+                path: self.path.clone(),
+                op,
+                why,
+            }),
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let p = *self.process.get_mut();
+        // SAFETY: see `process`; we own the pointer now.
+        let pr = unsafe { &*p };
+        if pr.generation == process::generation() {
+            // SAFETY: built in this process by `Box::into_raw`; no other
+            // reference exists once `Shared` is being dropped.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+/// Identity of an open file, for sharing one `Shared` per file.
+#[cfg(unix)]
+fn file_key(f: &File) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Open files of this process, so a second `open` of the same file shares
+/// the descriptor (required by classic `fcntl` locks: closing any descriptor
+/// drops all the process's locks on the file) and the in-process mutexes.
+#[cfg(unix)]
+static REGISTRY: Mutex<Vec<((u64, u64), bool, Weak<Shared>)>> = Mutex::new(Vec::new());
+
+/// The rkyv format flags of this build, measured rather than assumed:
+/// bit 0 little-endian, bit 1 aligned, bits 4..8 pointer width in bytes.
+pub(crate) fn rkyv_flags() -> u32 {
+    let probe = rkyv::to_bytes::<rkyv::rancor::Error>(&0x0102_0304u32).expect("u32 serializes");
+    let little = (probe[0] == 0x04) as u32;
+    let aligned = (std::mem::align_of::<rkyv::Archived<u32>>() == 4) as u32;
+    let width = std::mem::size_of::<rkyv::Archived<usize>>() as u32;
+    little | (aligned << 1) | (width << 4)
+}
+
+/// Nanoseconds since the Unix epoch (the clock every timestamp in the file
+/// uses: `CLOCK_REALTIME`).
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ns());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Opens the file: read-write (creating it if allowed), or read-only when
+/// asked or when the file cannot be written. Returns the file, whether this
+/// call created it, and why it is read-only, if it is.
+fn open_file(path: &Path, opts: &Options) -> Result<(File, bool, Option<&'static str>)> {
+    let err = |op, e| Error::io(op, path, e);
+    if opts.read_only {
+        let f = OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(|e| err("opening read-only", e))?;
+        return Ok((f, false, Some("opened with Options::read_only")));
+    }
+    if opts.create {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, opts.mode);
+        match o.open(path) {
+            Ok(f) => {
+                // The umask may have cleared bits the caller asked for.
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    f.set_permissions(std::fs::Permissions::from_mode(opts.mode))
+                        .map_err(|e| err("setting permissions", e))?;
+                }
+                return Ok((f, true, None));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err("creating", e)),
+        }
+    }
+    match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => Ok((f, false, None)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(30) => {
+            let f = OpenOptions::new()
+                .read(true)
+                .open(path)
+                .map_err(|e| err("opening read-only", e))?;
+            Ok((f, false, Some("the file is not writable by this process")))
+        }
+        Err(e) => Err(err("opening", e)),
+    }
+}
+
+/// Writes a new header and preallocates the file. Called with the
+/// whole-file lock held, on an empty file or one whose creator died before
+/// publishing the magic.
+fn initialize(file: &File, path: &Path, opts: &Options) -> Result<Geometry> {
+    let geo = Geometry::plan(
+        opts.capacity,
+        opts.effective_stripes(),
+        opts.segments,
+        opts.effective_entries(),
+        opts.reader_slots,
+    )?;
+    let ttl = opts.default_ttl.map_or(0, |d| d.as_nanos().max(1) as u64);
+    let mut h = vec![0u8; HEADER_SIZE as usize];
+    geo.encode(&mut h, random_seed(), rkyv_flags(), now_ns(), ttl);
+    h[..8].copy_from_slice(&MAGIC_INIT);
+    let err = |op, e| Error::io(op, path, e);
+    // Start from zero bytes so nothing a crashed creator wrote survives.
+    file.set_len(0)
+        .map_err(|e| err("truncating a half-created file", e))?;
+    write_at(file, &h, 0).map_err(|e| err("writing the header", e))?;
+    if let Err(e) = fs4::FileExt::allocate(file, geo.file_size) {
+        let _ = file.set_len(0);
+        return Err(Error::io(
+            if e.raw_os_error() == Some(28) {
+                "preallocating the file (the disk is full)"
+            } else {
+                "preallocating the file"
+            },
+            path,
+            e,
+        ));
+    }
+    if file.metadata().map_err(|e| err("stat", e))?.len() != geo.file_size {
+        file.set_len(geo.file_size)
+            .map_err(|e| err("sizing the file", e))?;
+    }
+    // Publish: the magic goes last.
+    write_at(file, &MAGIC, 0).map_err(|e| err("publishing the header", e))?;
+    Ok(geo)
+}
+
+fn write_at(file: &File, buf: &[u8], off: u64) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, buf, off)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            done +=
+                std::os::windows::fs::FileExt::seek_write(file, &buf[done..], off + done as u64)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_at(file, buf, off)
+    }
+    #[cfg(windows)]
+    {
+        std::os::windows::fs::FileExt::seek_read(file, buf, off)
+    }
+}
+
+/// Opens or creates the cache file at `path`.
+pub(crate) fn open(path: &Path, opts: &Options) -> Result<Arc<Shared>> {
+    opts.validate()?;
+    process::install_fork_handler();
+    // An open file is found by identity *before* opening a descriptor: with
+    // classic `fcntl` locks, opening and closing a second descriptor would
+    // drop every lock this process holds on the file.
+    #[cfg(unix)]
+    if let Ok(m) = std::fs::metadata(path) {
+        use std::os::unix::fs::MetadataExt;
+        let reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = reg
+            .iter()
+            .find(|(k, ro, _)| *k == (m.dev(), m.ino()) && *ro == opts.read_only)
+            .and_then(|(_, _, w)| w.upgrade())
+        {
+            return Ok(s);
+        }
+    }
+    let (file, _created, read_only) = open_file(path, opts)?;
+    #[cfg(unix)]
+    let key = file_key(&file).map_err(|e| Error::io("stat", path, e))?;
+    let err = |op, e| Error::io(op, path, e);
+    // Whole-file lock while creating or validating, so that two processes
+    // racing to create the same path end with one file: the loser waits,
+    // then finds the magic and validates instead of initialising.
+    fs4::FileExt::lock(&file).map_err(|e| err("locking the file for opening", e))?;
+    let result = (|| {
+        let mut first = [0u8; 8];
+        let n = read_at(&file, &mut first, 0).map_err(|e| err("reading the header", e))?;
+        let len = file.metadata().map_err(|e| err("stat", e))?.len();
+        if len == 0 || (n == 8 && first == MAGIC_INIT) {
+            if let Some(why) = read_only {
+                return Err(Error::ReadOnly {
+                    path: path.to_path_buf(),
+                    op: "create",
+                    why,
+                });
+            }
+            initialize(&file, path, opts)?;
+        } else if n < 8 || first != MAGIC {
+            let mut found = [0u8; 8];
+            found[..n.min(8)].copy_from_slice(&first[..n.min(8)]);
+            return Err(Error::NotSlotcache {
+                path: path.to_path_buf(),
+                expected: MAGIC,
+                found,
+            });
+        }
+        let len = file.metadata().map_err(|e| err("stat", e))?.len();
+        if len < HEADER_SIZE {
+            return Err(Error::SizeMismatch {
+                path: path.to_path_buf(),
+                expected: HEADER_SIZE,
+                found: len,
+            });
+        }
+        let mut h = vec![0u8; HEADER_SIZE as usize];
+        read_at(&file, &mut h, 0).map_err(|e| err("reading the header", e))?;
+        let header = Header::decode(path, &h, len)?;
+        let flags = rkyv_flags();
+        if header.rkyv_flags != flags {
+            return Err(Error::FormatFlags {
+                path: path.to_path_buf(),
+                expected: flags,
+                found: header.rkyv_flags,
+            });
+        }
+        let raw = if read_only.is_some() {
+            memmap2::MmapOptions::new()
+                .len(len as usize)
+                .map_raw_read_only(&file)
+        } else {
+            memmap2::MmapOptions::new().len(len as usize).map_raw(&file)
+        }
+        .map_err(|e| err("mapping the file", e))?;
+        Ok((header, Map::new(raw, len, read_only.is_none())))
+    })();
+    let _ = fs4::FileExt::unlock(&file);
+    let (header, map) = result?;
+    let geo = header.geo;
+    let file = Arc::new(file);
+    let process = Box::into_raw(Box::new(Process::new(file, geo.stripes, geo.reader_slots)));
+    let shared = Arc::new(Shared {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        path: path.to_path_buf(),
+        map,
+        header,
+        geo,
+        read_only,
+        local: LocalCounters::default(),
+        process: AtomicPtr::new(process),
+    });
+    #[cfg(unix)]
+    {
+        let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+        reg.retain(|(_, _, w)| w.strong_count() > 0);
+        reg.push((key, read_only.is_some(), Arc::downgrade(&shared)));
+    }
+    Ok(shared)
+}

@@ -1,0 +1,129 @@
+use slotcache::{Cache, Error, Invalidation, Options};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("slotcache-basic-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d.join("c")
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq, Clone)]
+struct Item {
+    id: u64,
+    name: String,
+    tags: Vec<u32>,
+}
+
+#[test]
+fn set_get_delete_roundtrip() {
+    let p = tmp("rt");
+    let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
+    c.set_bytes("a", b"one").unwrap();
+    assert_eq!(&*c.get_bytes("a").unwrap().unwrap(), b"one");
+    c.set_bytes("a", b"two").unwrap();
+    assert_eq!(&*c.get_bytes("a").unwrap().unwrap(), b"two");
+    let it = Item {
+        id: 7,
+        name: "seven".into(),
+        tags: vec![1, 2, 3],
+    };
+    c.set("item", &it).unwrap();
+    let g = c.get::<Item>("item").unwrap().unwrap();
+    assert_eq!(g.id, 7);
+    assert_eq!(g.name, "seven");
+    assert_eq!(g.tags.len(), 3);
+    drop(g);
+    assert_eq!(c.get_owned::<Item>("item").unwrap(), Some(it));
+    assert!(c.contains("a").unwrap());
+    assert!(c.delete("a").unwrap());
+    assert!(!c.delete("a").unwrap());
+    assert!(c.get_bytes("a").unwrap().is_none());
+    let st = c.stats();
+    assert_eq!(st.entries, 1);
+    assert!(st.hits >= 3, "{st:?}");
+    assert_eq!(st.deletes, 1);
+}
+
+#[test]
+fn type_mismatch_is_a_counted_miss() {
+    let p = tmp("mismatch");
+    let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
+    c.set("k", &5u64).unwrap();
+    assert!(c.get::<u32>("k").unwrap().is_none());
+    assert!(c.get_bytes("k").unwrap().is_none());
+    assert_eq!(*c.get::<u64>("k").unwrap().unwrap(), 5);
+    assert_eq!(c.stats().mismatched, 2);
+}
+
+#[test]
+fn eviction_keeps_size_bounded_and_reads_survive() {
+    let p = tmp("evict");
+    let c = Cache::open(&p, Options::new().capacity(2 << 20).stripes(2).segments(8)).unwrap();
+    let v = vec![7u8; 1000];
+    for i in 0..20_000u32 {
+        c.set_bytes(format!("k{i}"), &v).unwrap();
+        if i % 100 == 0 {
+            // keep k0 hot
+            let _ = c.get_bytes("k0").unwrap();
+        }
+    }
+    let st = c.stats();
+    assert!(st.evictions > 10_000, "{st:?}");
+    assert!(st.bytes_used <= st.capacity);
+    assert!(
+        c.get_bytes("k0").unwrap().is_some(),
+        "hot key survives: {st:?}"
+    );
+    assert!(c.get_bytes("k19999").unwrap().is_some());
+    assert!(c.get_bytes("k1").unwrap().is_none());
+}
+
+#[test]
+fn ttl_and_invalidation() {
+    let p = tmp("ttl");
+    let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
+    c.set_bytes_with_ttl("short", b"x", Some(Duration::from_millis(30)))
+        .unwrap();
+    c.set_bytes("forever", b"y").unwrap();
+    assert!(c.get_bytes("short").unwrap().is_some());
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(c.get_bytes("short").unwrap().is_none());
+    let stale = c.get_bytes_stale("short").unwrap().unwrap();
+    assert!(stale.meta().is_expired());
+    drop(stale);
+    c.invalidate(Invalidation::Soft).unwrap();
+    assert!(c.get_bytes("forever").unwrap().is_none());
+    assert!(c
+        .get_bytes_stale("forever")
+        .unwrap()
+        .unwrap()
+        .meta()
+        .is_stale());
+    c.invalidate(Invalidation::Hard).unwrap();
+    assert!(c.get_bytes_stale("forever").unwrap().is_none());
+    c.set_bytes("new", b"z").unwrap();
+    assert!(c.get_bytes("new").unwrap().is_some());
+}
+
+#[test]
+fn limits_are_typed_errors() {
+    let p = tmp("limits");
+    let c = Cache::open(&p, Options::new().capacity(2 << 20).stripes(2).segments(4)).unwrap();
+    let big_key = vec![1u8; slotcache::MAX_KEY_LEN + 1];
+    assert!(matches!(
+        c.set_bytes(&big_key, b"v"),
+        Err(Error::KeyTooLarge { .. })
+    ));
+    assert!(matches!(
+        c.get_bytes(&big_key),
+        Err(Error::KeyTooLarge { .. })
+    ));
+    let max = c.max_value_len(1);
+    c.set_bytes("k", &vec![0u8; max]).unwrap();
+    let e = c.set_bytes("k", &vec![0u8; max + 1]).unwrap_err();
+    assert!(matches!(e, Error::ValueTooLarge { .. }), "{e}");
+    assert!(e.to_string().contains(&max.to_string()));
+    assert_eq!(c.get_bytes("k").unwrap().unwrap().len(), max);
+}
