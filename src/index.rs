@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn slot_word_roundtrip() {
-        for pos in [0u64, 16, 4096, (1 << 55) - 16] {
+        for pos in [0u64, 16, 4096, crate::layout::MAX_POSITION - 16] {
             for tag in [0u64, 1, 0xFFF] {
                 let w = slot_word(tag, pos);
                 assert_ne!(w, 0);

@@ -45,7 +45,7 @@ pub const MIN_SEGMENTS: u32 = 4;
 /// See [`MIN_SEGMENTS`].
 pub const MAX_SEGMENTS: u32 = 1024;
 /// Largest log position (exclusive) an index slot can name: 2^55 bytes.
-pub const MAX_POSITION: u64 = 1 << 55;
+pub const MAX_POSITION: u64 = (1 << 55) - 16;
 
 /// Header field offsets (bytes from the start of the file).
 pub mod hdr {

@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(value_offset(0), 48);
         assert_eq!(value_offset(1), 64);
         assert_eq!(value_offset(16), 64);
-        assert_eq!(record_size(20, 100), 64 + 112);
+        assert_eq!(record_size(20, 100), 80 + 112);
         assert_eq!(record_size(20, 100) % 16, 0);
     }
 
