@@ -1,0 +1,374 @@
+//! Creating and opening files: the create race, validation errors that say
+//! what was expected and found, read-only access, corrupt records.
+
+use slotcache::{Cache, Error, Options};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("slotcache-files-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn small() -> Options {
+    Options::new().capacity(4 << 20).stripes(4)
+}
+
+fn patch(path: &Path, off: u64, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(off)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+/// Runs this test binary again as a child with `role` in the environment.
+fn child(role: &str, path: &Path, extra: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env("SLOTCACHE_ROLE", role)
+        .env("SLOTCACHE_PATH", path)
+        .env("SLOTCACHE_EXTRA", extra);
+    c
+}
+
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var("SLOTCACHE_ROLE") else {
+        return;
+    };
+    let path = PathBuf::from(std::env::var("SLOTCACHE_PATH").unwrap());
+    let extra = std::env::var("SLOTCACHE_EXTRA").unwrap();
+    match role.as_str() {
+        "create" => {
+            let c = Cache::open(&path, small()).expect("open in racing child");
+            c.set_bytes(format!("from-{extra}"), extra.as_bytes())
+                .unwrap();
+        }
+        #[cfg(unix)]
+        "nobody" => {
+            // SAFETY: dropping privileges in a child process of our own.
+            unsafe {
+                assert_eq!(libc::setgid(65534), 0);
+                assert_eq!(libc::setuid(65534), 0);
+            }
+            let c = Cache::open(&path, small()).expect("open a file we cannot write");
+            assert!(c.info().read_only);
+            assert_eq!(&*c.get_bytes("k").unwrap().unwrap(), b"v");
+            let e = c.set_bytes("k", b"w").unwrap_err();
+            assert!(matches!(e, Error::ReadOnly { .. }), "{e}");
+            println!("NOBODY-OK");
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn racing_creators_end_with_one_valid_file() {
+    for round in 0..5 {
+        let d = dir(&format!("race{round}"));
+        let p = d.join("c");
+        let kids: Vec<_> = (0..6)
+            .map(|i| {
+                child("create", &p, &i.to_string())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut k in kids {
+            assert!(k.wait().unwrap().success());
+        }
+        let c = Cache::open(&p, small()).unwrap();
+        for i in 0..6 {
+            let g = c.get_bytes(format!("from-{i}")).unwrap();
+            assert_eq!(
+                g.as_deref(),
+                Some(i.to_string().as_bytes()),
+                "round {round}: writer {i} lost"
+            );
+        }
+        drop(c);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn existing_file_keeps_its_geometry() {
+    let d = dir("geometry");
+    let p = d.join("c");
+    let a = Cache::open(&p, Options::new().capacity(8 << 20).stripes(8)).unwrap();
+    a.set_bytes("k", b"v").unwrap();
+    let info = a.info();
+    drop(a);
+    let b = Cache::open(&p, Options::new().capacity(64 << 20).stripes(2)).unwrap();
+    assert_eq!(b.info(), info);
+    assert_eq!(&*b.get_bytes("k").unwrap().unwrap(), b"v");
+    drop(b);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn preallocates_the_whole_file() {
+    let d = dir("prealloc");
+    let p = d.join("c");
+    let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
+    let len = std::fs::metadata(&p).unwrap().len();
+    assert_eq!(len, c.info().file_size);
+    assert!(len <= 8 << 20 && len > 7 << 20);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let blocks = std::fs::metadata(&p).unwrap().blocks() * 512;
+        assert!(blocks >= len, "only {blocks} of {len} bytes allocated");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().mode() & 0o777,
+            0o600,
+            "private by default"
+        );
+    }
+    drop(c);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn bad_files_are_typed_errors() {
+    let d = dir("bad");
+    // Not ours.
+    let p = d.join("text");
+    std::fs::write(&p, b"hello, this is not a cache file at all").unwrap();
+    let e = Cache::open(&p, small()).unwrap_err();
+    assert!(matches!(e, Error::NotSlotcache { .. }), "{e}");
+    assert!(e.to_string().contains("not a slotcache file"), "{e}");
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        b"hello, this is not a cache file at all",
+        "left untouched"
+    );
+
+    let make = |name: &str| {
+        let p = d.join(name);
+        let c = Cache::open(&p, small()).unwrap();
+        c.set_bytes("k", b"v").unwrap();
+        drop(c);
+        p
+    };
+    // Newer format version (bytes 8..12).
+    let p = make("newer");
+    patch(&p, 8, &99u32.to_le_bytes());
+    let e = Cache::open(&p, small()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::UnsupportedVersion {
+                expected: 1,
+                found: 99,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("newer"), "{e}");
+
+    // Truncated and extended.
+    let p = make("truncated");
+    let len = std::fs::metadata(&p).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let e = Cache::open(&p, small()).unwrap_err();
+    assert!(
+        matches!(e, Error::SizeMismatch { expected, found, .. } if expected == len && found == len / 2),
+        "{e}"
+    );
+    let p = make("extended");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len + 4096)
+        .unwrap();
+    assert!(matches!(
+        Cache::open(&p, small()).unwrap_err(),
+        Error::SizeMismatch { .. }
+    ));
+
+    // A flipped geometry byte fails the header checksum.
+    let p = make("corrupt-header");
+    patch(&p, 24, &[0x7f]);
+    let e = Cache::open(&p, small()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::CorruptHeader {
+                field: "header_crc",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("expected") && e.to_string().contains("found"),
+        "{e}"
+    );
+
+    // Shorter than a header.
+    let p = d.join("tiny");
+    std::fs::write(&p, b"SLOTCACH").unwrap();
+    assert!(matches!(
+        Cache::open(&p, small()).unwrap_err(),
+        Error::SizeMismatch { .. }
+    ));
+
+    // Missing, with create off.
+    let e = Cache::open(d.join("missing"), small().create(false)).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn half_created_file_is_initialised_by_the_next_opener() {
+    let d = dir("half");
+    let p = d.join("c");
+    // What a creator killed before publishing the magic leaves behind.
+    let mut h = vec![0u8; 4096];
+    h[..8].copy_from_slice(b"SLOTINIT");
+    std::fs::write(&p, &h).unwrap();
+    let c = Cache::open(&p, small()).unwrap();
+    c.set_bytes("k", b"v").unwrap();
+    assert_eq!(&*c.get_bytes("k").unwrap().unwrap(), b"v");
+    // And an empty file (killed right after creating it).
+    let p2 = d.join("empty");
+    std::fs::write(&p2, b"").unwrap();
+    assert!(Cache::open(&p2, small()).is_ok());
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn invalid_options_are_typed_errors() {
+    let d = dir("opts");
+    let cases = [
+        (Options::new().stripes(0), "stripes"),
+        (Options::new().stripes(5000), "stripes"),
+        (Options::new().segments(2), "segments"),
+        (Options::new().reader_slots(0), "reader_slots"),
+        (Options::new().capacity(64 << 10), "capacity"),
+        (Options::new().mode(0o10000), "mode"),
+    ];
+    for (i, (o, field)) in cases.into_iter().enumerate() {
+        let e = Cache::open(d.join(format!("c{i}")), o).unwrap_err();
+        match &e {
+            Error::InvalidOptions { option, .. } => assert_eq!(*option, field, "{e}"),
+            other => panic!("expected InvalidOptions for {field}, got {other}"),
+        }
+        assert!(e.to_string().contains("expected"), "{e}");
+    }
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn read_only_handles_read_and_refuse_writes() {
+    let d = dir("ro");
+    let p = d.join("c");
+    let rw = Cache::open(&p, small()).unwrap();
+    rw.set_bytes("k", b"v").unwrap();
+    let ro = Cache::open(&p, small().read_only(true)).unwrap();
+    assert!(ro.info().read_only);
+    let g = ro.get_bytes("k").unwrap().unwrap();
+    assert_eq!(&*g, b"v");
+    for e in [
+        ro.set_bytes("k", b"w").unwrap_err(),
+        ro.delete("k").map(|_| ()).unwrap_err(),
+        ro.clear().unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::ReadOnly { .. }), "{e}");
+    }
+    // The read-only guard pins its segment: a writer wrapping the ring
+    // must not overwrite it.
+    let val = vec![9u8; 2000];
+    let mut pinned = false;
+    for i in 0..20_000 {
+        match rw.set_bytes(format!("fill{i}"), &val) {
+            Ok(()) => {}
+            Err(Error::Pinned { .. }) => {
+                pinned = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(pinned, "the writer must stop at the read-only pin");
+    assert_eq!(&*g, b"v", "pinned bytes unchanged");
+    drop(g);
+    for i in 0..5_000 {
+        rw.set_bytes(format!("again{i}"), &val).unwrap();
+    }
+    assert!(ro.stats().hits >= 1);
+    drop((ro, rw));
+
+    // A file this process cannot write is opened read-only automatically.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let c = Cache::open(&p, small()).unwrap();
+        c.set_bytes("k", b"v").unwrap();
+        drop(c);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // Root may write anything: check as `nobody` in a child.
+            let out = child("nobody", &p, "").output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("NOBODY-OK"),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
+            let c = Cache::open(&p, small()).unwrap();
+            assert!(c.info().read_only);
+            assert_eq!(&*c.get_bytes("k").unwrap().unwrap(), b"v");
+            assert!(matches!(
+                c.set_bytes("k", b"w"),
+                Err(Error::ReadOnly { .. })
+            ));
+        }
+    }
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn corrupt_record_is_a_counted_miss() {
+    let d = dir("record");
+    let p = d.join("c");
+    let c = Cache::open(&p, small()).unwrap();
+    let marker = b"MARKER-0123456789-MARKER";
+    c.set_bytes("victim", marker).unwrap();
+    c.set_bytes("bystander", b"fine").unwrap();
+    // Find the value in the file and flip one byte of it behind the cache's
+    // back (the shared mapping sees the change).
+    let mut bytes = Vec::new();
+    std::fs::File::open(&p)
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("value in file");
+    patch(&p, at as u64 + 3, b"#");
+    assert!(c.get_bytes("victim").unwrap().is_none());
+    assert_eq!(c.stats().corrupt, 1);
+    assert_eq!(&*c.get_bytes("bystander").unwrap().unwrap(), b"fine");
+    // Rewriting the key heals it.
+    c.set_bytes("victim", b"new").unwrap();
+    assert_eq!(&*c.get_bytes("victim").unwrap().unwrap(), b"new");
+    drop(c);
+    std::fs::remove_dir_all(d).unwrap();
+}
