@@ -207,7 +207,7 @@ impl Cache {
         let tail = sh
             .map
             .atomic(geo.stripe_entry(kh.stripe) + stripe::TAIL)
-            .load(Ordering::Acquire);
+            .load(Ordering::Relaxed);
         let bucket = Bucket::of(&sh.map, geo, &kh);
         for (slot, w) in bucket.candidates(kh.tag, tail) {
             let pos = index::word_pos(w);
@@ -215,13 +215,18 @@ impl Cache {
                 continue;
             };
             let seg = geo.segment_size;
+            let room = seg - pos % seg;
+            if room < RECORD_HEADER {
+                pin.count(reader::CORRUPT);
+                continue;
+            }
             let off = geo.data(kh.stripe, pos);
             // SAFETY: the record at `pos` is published (its slot was loaded
             // with Acquire after the writer's Release store) and pinned above
             // the tail, so no process writes these bytes while `pin` lives;
             // the `Found` we return carries `pin` with the slice.
             let head = unsafe { sh.map.bytes(off, RECORD_HEADER) };
-            let rh = head.and_then(|h| RecordHeader::decode(h, seg - pos % seg));
+            let rh = head.and_then(|h| RecordHeader::decode(h, room));
             let Some(rh) = rh else {
                 pin.count(reader::CORRUPT);
                 continue;
@@ -245,11 +250,11 @@ impl Cache {
             let hard = sh
                 .map
                 .atomic(hdr::HARD_INVALIDATE as u64)
-                .load(Ordering::Acquire);
+                .load(Ordering::Relaxed);
             let soft = sh
                 .map
                 .atomic(hdr::SOFT_INVALIDATE as u64)
-                .load(Ordering::Acquire);
+                .load(Ordering::Relaxed);
             let now = if rh.expires != 0 { now_ns() } else { 0 };
             let meta = EntryMeta {
                 created: rh.created,
@@ -352,6 +357,11 @@ impl Cache {
         &self,
         key: impl AsRef<[u8]>,
     ) -> Result<Option<Guard<'_, T::Archived>>> {
+        if std::mem::align_of::<T::Archived>() > crate::layout::RECORD_ALIGN as usize {
+            // Values are 16-aligned in the log; a type that needs more
+            // cannot be referenced in place (`get` reports it as corrupt).
+            return Ok(None);
+        }
         let found = self.lookup(key.as_ref(), false)?;
         Ok(
             self.typed(found, kind::ARCHIVED, schema_fingerprint::<T>(), |b| {
@@ -636,7 +646,7 @@ impl Cache {
         if (st.entries as i64) < 0 {
             st.entries = 0;
         }
-        let hwm = (a(hdr::READER_HWM as u64) as u32).min(geo.reader_slots);
+        let hwm = a(hdr::READER_HWM as u64).min(geo.reader_slots as u64) as u32;
         for i in 0..hwm {
             let r = geo.reader_slot(i);
             st.hits += a(r + reader::HITS);

@@ -56,6 +56,13 @@ pub(crate) fn slot_word(tag: u64, pos: u64) -> u64 {
     (tag << TAG_SHIFT) | (pos / RECORD_ALIGN + 1)
 }
 
+/// Whether a slot word names a position (zero, or a corrupt word with no
+/// position bits, is an empty slot).
+#[inline]
+pub(crate) fn occupied(w: u64) -> bool {
+    w & POS_MASK != 0
+}
+
 /// Tag of a non-empty slot word.
 #[inline]
 pub(crate) fn word_tag(w: u64) -> u64 {
@@ -101,8 +108,10 @@ impl<'m> Bucket<'m> {
     ) -> impl Iterator<Item = (&'m AtomicU64, u64)> + '_ {
         (0..BUCKET_SLOTS).filter_map(move |i| {
             let s = self.slot(i);
-            let w = s.load(Ordering::Acquire);
-            (w != 0 && word_tag(w) == tag && word_pos(w) >= tail).then_some((s, w))
+            // Relaxed + fence: a read-only mapping may only be loaded Relaxed.
+            let w = s.load(Ordering::Relaxed);
+            std::sync::atomic::fence(Ordering::Acquire);
+            (occupied(w) && word_tag(w) == tag && word_pos(w) >= tail).then_some((s, w))
         })
     }
 
@@ -111,7 +120,7 @@ impl<'m> Bucket<'m> {
         (0..BUCKET_SLOTS).find_map(|i| {
             let s = self.slot(i);
             let w = s.load(Ordering::Acquire);
-            (w != 0 && word_pos(w) == pos).then_some((s, w))
+            (occupied(w) && word_pos(w) == pos).then_some((s, w))
         })
     }
 
@@ -125,7 +134,7 @@ impl<'m> Bucket<'m> {
         for i in 0..BUCKET_SLOTS {
             let s = self.slot(i);
             let w = s.load(Ordering::Acquire);
-            if w == 0 || word_pos(w) < tail {
+            if !occupied(w) || word_pos(w) < tail {
                 return (s, false);
             }
             if victim.is_none_or(|(_, v)| rank(w) < rank(v)) {

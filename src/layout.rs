@@ -40,6 +40,9 @@ pub const MAX_STRIPES: u32 = 4096;
 pub const MAX_READER_SLOTS: u32 = 65_536;
 /// Smallest segment size.
 pub const MIN_SEGMENT: u64 = 4096;
+/// Largest segment size (keeps every size computation far from overflow:
+/// stripes x segments x segment size < 2^62).
+pub const MAX_SEGMENT: u64 = 1 << 40;
 /// Smallest and largest number of segments per stripe.
 pub const MIN_SEGMENTS: u32 = 4;
 /// See [`MIN_SEGMENTS`].
@@ -234,7 +237,7 @@ impl Geometry {
             return Err(too_small(data_off + min_data));
         }
         let per_segment = (capacity - data_off) / (stripes as u64 * segments as u64);
-        let segment_size = per_segment & !(MIN_SEGMENT - 1);
+        let segment_size = (per_segment & !(MIN_SEGMENT - 1)).min(MAX_SEGMENT);
         let file_size = data_off + stripes as u64 * segments as u64 * segment_size;
         Ok(Geometry {
             file_size,
@@ -283,7 +286,8 @@ impl Geometry {
 
     /// Largest value that fits in one record with a key of `key_len` bytes.
     pub fn max_value(&self, key_len: usize) -> usize {
-        (self.segment_size - align_up(RECORD_HEADER + key_len as u64, RECORD_ALIGN)) as usize
+        let room = self.segment_size - align_up(RECORD_HEADER + key_len as u64, RECORD_ALIGN);
+        room.min(u32::MAX as u64) as usize
     }
 
     /// Writes the immutable header fields into `h` (the first
@@ -420,10 +424,10 @@ impl Header {
             MAX_KEY_LEN as u64,
             MAX_KEY_LEN as u64,
         )?;
-        if segment_size < MIN_SEGMENT || segment_size % MIN_SEGMENT != 0 {
+        if !(MIN_SEGMENT..=MAX_SEGMENT).contains(&segment_size) || segment_size % MIN_SEGMENT != 0 {
             return Err(bad(
                 "segment_size",
-                format!("a multiple of {MIN_SEGMENT}"),
+                format!("a multiple of {MIN_SEGMENT} up to {MAX_SEGMENT}"),
                 segment_size.to_string(),
             ));
         }

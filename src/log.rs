@@ -60,14 +60,39 @@ impl<'a> StripeWriter<'a> {
         pin_wait: Duration,
         now: u64,
     ) -> Self {
-        StripeWriter {
+        let w = StripeWriter {
             shared,
             process,
             geo: &shared.geo,
             s,
             pin_wait,
             now,
+        };
+        w.check();
+        w
+    }
+
+    /// Checks the stripe's head and tail before trusting them. They are only
+    /// ever written by holders of this lock with `tail <= head <= tail +
+    /// ring`, both 16-aligned; anything else means the file was damaged
+    /// from outside. Then the stripe's entries cannot be trusted either: it
+    /// is emptied and restarted at the next segment boundary, so every walk
+    /// stays bounded and no slot can name space that is being rewritten.
+    fn check(&self) {
+        let (h, t) = (self.head(), self.tail());
+        let ring = self.geo.ring_size();
+        let sane = t <= h && h - t <= ring && h < MAX_POSITION && h % 16 == 0 && t % 16 == 0;
+        if sane {
+            return;
         }
+        let seg = self.geo.segment_size;
+        let restart = match h.max(t).checked_add(seg) {
+            Some(p) if p < MAX_POSITION / 2 => p / seg * seg,
+            _ => 0,
+        };
+        self.clear_index();
+        self.set_tail(restart);
+        self.set_head(restart);
     }
 
     fn field(&self, f: u64) -> &'a AtomicU64 {
@@ -209,20 +234,21 @@ impl<'a> StripeWriter<'a> {
 
     /// Drops every entry of the stripe.
     pub(crate) fn clear(&mut self) {
-        for b in 0..self.geo.buckets {
-            Bucket::of(
-                &self.shared.map,
-                self.geo,
-                &KeyHash {
-                    hash: 0,
-                    stripe: self.s,
-                    bucket: b,
-                    tag: 0,
-                },
-            )
-            .clear();
-        }
+        self.clear_index();
         self.set_tail(self.head());
+    }
+
+    /// Empties every index bucket of the stripe and zeroes its entry count.
+    fn clear_index(&self) {
+        for bucket in 0..self.geo.buckets {
+            let kh = KeyHash {
+                hash: 0,
+                stripe: self.s,
+                bucket,
+                tag: 0,
+            };
+            Bucket::of(&self.shared.map, self.geo, &kh).clear();
+        }
         self.field(stripe::ENTRIES).store(0, Ordering::Relaxed);
     }
 
@@ -339,6 +365,10 @@ impl<'a> StripeWriter<'a> {
             };
             let size = rh.size();
             let kh = KeyHash::from_hash(rh.hash, self.geo);
+            if kh.stripe != self.s {
+                p = seg_end; // a corrupt record: never touch another stripe's index
+                continue;
+            }
             let bucket = Bucket::of(&self.shared.map, self.geo, &kh);
             if let Some((slot, w)) = bucket
                 .find_pos(p)
@@ -347,7 +377,14 @@ impl<'a> StripeWriter<'a> {
                 let fresh = (rh.expires == 0 || rh.expires > self.now)
                     && rh.created > hard
                     && rh.created > soft;
-                if w & VISITED != 0 && fresh && size <= budget {
+                let voff = rh.value_offset() as usize;
+                let klen = rh.key_len as usize;
+                let intact = || {
+                    let (h, key) = all.split_at(RECORD_HEADER as usize);
+                    record::checksum(h, &key[..klen], &all[voff..voff + rh.val_len as usize])
+                        == rh.crc
+                };
+                if w & VISITED != 0 && fresh && size <= budget && intact() {
                     let to_pos = self.head();
                     // SAFETY: the destination is at the head of the segment
                     // `enter_segment` cleared (unpinned, unnamed), the source
@@ -360,7 +397,6 @@ impl<'a> StripeWriter<'a> {
                             size,
                         )
                     };
-                    let _ = all;
                     self.set_head(to_pos + size);
                     slot.store(index::slot_word(kh.tag, to_pos), Ordering::Release);
                     budget -= size;

@@ -39,6 +39,12 @@ pub(crate) struct ThreadSlot {
     owner: Weak<Shared>,
 }
 
+/// The error for a read from a thread whose thread-locals are being destroyed.
+fn tls_gone(shared: &Shared) -> Error {
+    let e = std::io::Error::other("the thread is exiting: its reader slots are gone");
+    Error::io("reading", &shared.path, e)
+}
+
 thread_local! {
     static SLOTS: RefCell<Vec<Rc<ThreadSlot>>> = const { RefCell::new(Vec::new()) };
 }
@@ -48,12 +54,14 @@ impl ThreadSlot {
     #[inline]
     pub(crate) fn get(shared: &Arc<Shared>) -> Result<Rc<ThreadSlot>> {
         let gen = process::generation();
-        let found = SLOTS.with(|v| {
-            v.borrow()
-                .iter()
-                .find(|t| t.shared_id == shared.id && t.generation == gen)
-                .cloned()
-        });
+        let found = SLOTS
+            .try_with(|v| {
+                v.borrow()
+                    .iter()
+                    .find(|t| t.shared_id == shared.id && t.generation == gen)
+                    .cloned()
+            })
+            .map_err(|_| tls_gone(shared))?;
         match found {
             Some(t) => Ok(t),
             None => Self::claim(shared),
@@ -63,12 +71,15 @@ impl ThreadSlot {
     /// The index of the current thread's slot for `shared`, if it has one.
     pub(crate) fn current_index(shared: &Shared) -> Option<u32> {
         let gen = process::generation();
-        SLOTS.with(|v| {
-            v.borrow()
-                .iter()
-                .find(|t| t.shared_id == shared.id && t.generation == gen)
-                .map(|t| t.index)
-        })
+        SLOTS
+            .try_with(|v| {
+                v.borrow()
+                    .iter()
+                    .find(|t| t.shared_id == shared.id && t.generation == gen)
+                    .map(|t| t.index)
+            })
+            .ok()
+            .flatten()
     }
 
     #[cold]
@@ -114,11 +125,13 @@ impl ThreadSlot {
                 pinned: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
                 owner: Arc::downgrade(shared),
             });
-            SLOTS.with(|v| {
-                let mut v = v.borrow_mut();
-                v.retain(|t| t.owner.strong_count() > 0 && t.generation == pr.generation);
-                v.push(slot.clone());
-            });
+            SLOTS
+                .try_with(|v| {
+                    let mut v = v.borrow_mut();
+                    v.retain(|t| t.owner.strong_count() > 0 && t.generation == pr.generation);
+                    v.push(slot.clone());
+                })
+                .map_err(|_| tls_gone(shared))?;
             return Ok(slot);
         }
         Err(Error::ReadersFull {
@@ -137,12 +150,14 @@ impl ThreadSlot {
 
     /// Publishes a pin on `pos` in stripe `s`. The pin word holds the lowest
     /// pinned position + 1 and protects everything from there on.
+    /// Returns the word's previous value, for [`ThreadSlot::back_off`].
     #[inline]
-    fn pin(&self, shared: &Shared, s: u32, pos: u64) {
+    fn pin(&self, shared: &Shared, s: u32, pos: u64) -> u64 {
         let c = &self.counts[s as usize];
         let cur = &self.pinned[s as usize];
+        let prev = cur.get();
         let want = pos + 1;
-        if c.get() == 0 || want < cur.get() {
+        if c.get() == 0 || want < prev {
             shared
                 .map
                 .atomic(self.base + reader::PINS + 8 * s as u64)
@@ -150,6 +165,24 @@ impl ThreadSlot {
             cur.set(want);
         }
         c.set(c.get() + 1);
+        prev
+    }
+
+    /// Undoes a [`pin`](ThreadSlot::pin) whose position turned out dead,
+    /// restoring the word to what the other guards on the stripe need.
+    #[cold]
+    fn back_off(&self, shared: &Shared, s: u32, prev: u64) {
+        let c = &self.counts[s as usize];
+        if c.get() > 1 && self.pinned[s as usize].get() != prev {
+            c.set(c.get() - 1);
+            shared
+                .map
+                .atomic(self.base + reader::PINS + 8 * s as u64)
+                .store(prev, Ordering::Release);
+            self.pinned[s as usize].set(prev);
+        } else {
+            self.unpin(shared, s);
+        }
     }
 
     #[inline]
@@ -218,13 +251,16 @@ impl<'c> Pin<'c> {
         let tail = shared.map.atomic(shared.geo.stripe_entry(s));
         if shared.read_only.is_none() {
             let slot = ThreadSlot::get(shared)?;
-            slot.pin(shared, s, pos);
-            let pin = Pin::Slot {
+            let prev = slot.pin(shared, s, pos);
+            if tail.load(Ordering::SeqCst) > pos {
+                slot.back_off(shared, s, prev);
+                return Ok(None);
+            }
+            return Ok(Some(Pin::Slot {
                 slot,
                 shared,
                 stripe: s,
-            };
-            return Ok((tail.load(Ordering::SeqCst) <= pos).then_some(pin));
+            }));
         }
         let pr = shared.process()?;
         let geo = &shared.geo;
@@ -240,13 +276,17 @@ impl<'c> Pin<'c> {
             }
             *n += 1;
         }
+        // A read-only mapping may only be loaded with Relaxed ordering; the
+        // fence (and the lock system call before it) orders the load.
         fence(Ordering::SeqCst);
         let pin = Pin::Lock {
             shared,
             process: pr,
             off,
         };
-        Ok((tail.load(Ordering::SeqCst) <= pos).then_some(pin))
+        let live = tail.load(Ordering::Relaxed) <= pos;
+        fence(Ordering::Acquire);
+        Ok(live.then_some(pin))
     }
 
     /// Counts an event in this reader's counters.
@@ -345,9 +385,9 @@ pub(crate) fn find_pin(
         if alive {
             return Ok(Some(Holder::Slot(i)));
         }
-        // Dead owner: its pin protects nobody. A new owner's pins are set
-        // after the tail moved past `end`, so they back off by themselves.
-        let _ = word.compare_exchange(w, 0, Ordering::SeqCst, Ordering::Relaxed);
+        // Dead owner: its pin protects nobody. (The word is reset by the
+        // next thread that claims the slot; a new owner's pins are set after
+        // the tail moved past `end`, so they back off by themselves.)
     }
     let ro = lk::RO_PIN + s as u64 * geo.segments as u64 + phys;
     if locks::held_by_other(&pr.file, ro)
