@@ -27,6 +27,18 @@ impl Map {
         Map { raw, len, writable }
     }
 
+    /// Address of the first byte (for the fork handler's remapping).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn addr(&self) -> usize {
+        self.raw.as_ptr() as usize
+    }
+
+    /// Length in bytes.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn len(&self) -> usize {
+        self.len as usize
+    }
+
     /// Whether stores are allowed.
     pub(crate) fn writable(&self) -> bool {
         self.writable

@@ -12,7 +12,12 @@
 //! — one relaxed load of a process-local word — and a child builds itself a
 //! fresh `Process` (new open file description, new mutexes, no reader slots)
 //! before doing anything. The parent's `Process` is leaked in the child: it
-//! must not close or unlock anything the parent still uses.
+//! must not unlock anything the parent still holds.
+//!
+//! On Linux the child handler also re-points each cache file's descriptor
+//! and mapping at a new open file description: otherwise the child would
+//! keep the parent's description alive, and with it every OFD lock the
+//! parent holds, even after the parent is killed.
 
 use crate::layout::locks as lk;
 use crate::locks;
@@ -23,17 +28,151 @@ use std::sync::{Arc, Mutex, Once};
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 
+/// Open cache files of this process, for the fork handler: descriptor,
+/// mapping address and length, and whether the mapping is writable.
+#[cfg(target_os = "linux")]
+static OPEN_FILES: std::sync::Mutex<Vec<(i32, usize, usize, bool)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Held from the `prepare` fork handler until the parent and child handlers
+/// run, so no thread is half-way through changing `OPEN_FILES` at `fork()`.
+#[cfg(target_os = "linux")]
+static FORK_LOCK: AtomicBool = AtomicBool::new(false);
+
+#[cfg(target_os = "linux")]
+fn fork_lock() {
+    while FORK_LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn fork_unlock() {
+    FORK_LOCK.store(false, Ordering::Release);
+}
+
+/// Records an open file so a forked child can detach from it.
+#[cfg(target_os = "linux")]
+pub(crate) fn register_open_file(fd: i32, addr: usize, len: usize, writable: bool) {
+    fork_lock();
+    OPEN_FILES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((fd, addr, len, writable));
+    fork_unlock();
+}
+
+/// Forgets a file recorded by [`register_open_file`].
+#[cfg(target_os = "linux")]
+pub(crate) fn unregister_open_file(fd: i32, addr: usize) {
+    fork_lock();
+    OPEN_FILES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|e| (e.0, e.1) != (fd, addr));
+    fork_unlock();
+}
+
+#[cfg(target_os = "linux")]
+extern "C" fn before_fork() {
+    fork_lock();
+}
+
+#[cfg(target_os = "linux")]
+extern "C" fn after_fork_in_parent() {
+    fork_unlock();
+}
+
 #[cfg(unix)]
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+    #[cfg(target_os = "linux")]
+    {
+        // The child inherits the parent's open file description through the
+        // descriptor *and* through the shared mapping. OFD locks are
+        // released only when the last reference to the description goes, so
+        // as long as this child lives, a parent killed while holding a stripe
+        // lock or a reader slot would keep them. Give the child a description
+        // of its own for both. Only async-signal-safe calls here, and no
+        // allocation: the list is read in place (the prepare handler holds
+        // `FORK_LOCK`, so nobody was changing it, and only this thread exists).
+        if let Ok(files) = OPEN_FILES.try_lock() {
+            for &(fd, addr, len, writable) in files.iter() {
+                detach(fd, addr, len, writable);
+            }
+        }
+        fork_unlock();
+    }
 }
 
-/// Installs the fork handler (once per process).
+/// Replaces descriptor `fd` and the mapping at `addr` with a new open file
+/// description of the same file (fork child only).
+#[cfg(target_os = "linux")]
+fn detach(fd: i32, addr: usize, len: usize, writable: bool) {
+    let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
+    let mut digits = [0u8; 12];
+    let (mut n, mut i) = (fd as u32, digits.len());
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let d = &digits[i..];
+    path[14..14 + d.len()].copy_from_slice(d);
+    let flags = libc::O_CLOEXEC
+        | if writable {
+            libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        };
+    // SAFETY: `path` is NUL-terminated (the buffer has room for 12 digits
+    // and a zero after them). open, mmap, dup2 and close are
+    // async-signal-safe. The new mapping replaces the old one at the same
+    // address and length, with the same protection, over the same file, so
+    // every pointer into it stays valid and sees the same bytes.
+    unsafe {
+        let new = libc::open(path.as_ptr() as *const libc::c_char, flags);
+        if new < 0 {
+            return;
+        }
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        let m = libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            prot,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            new,
+            0,
+        );
+        if m != libc::MAP_FAILED {
+            libc::dup2(new, fd);
+        }
+        libc::close(new);
+    }
+}
+
+/// Installs the fork handlers (once per process).
 pub(crate) fn install_fork_handler() {
     ATFORK.call_once(|| {
-        #[cfg(unix)]
-        // SAFETY: registering a handler that only performs an atomic add is
-        // async-signal-safe and valid for the life of the process.
+        #[cfg(target_os = "linux")]
+        // SAFETY: the handlers only take a spin lock, re-point descriptors
+        // and mappings with async-signal-safe calls, and bump an atomic;
+        // they stay valid for the life of the process.
+        unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            );
+        }
+        #[cfg(all(unix, not(target_os = "linux")))]
+        // SAFETY: the handler only performs an atomic add.
         unsafe {
             libc::pthread_atfork(None, None, Some(after_fork_in_child));
         }

@@ -44,6 +44,9 @@ pub(crate) struct Shared {
     /// Counters of a read-only handle.
     pub local: LocalCounters,
     process: AtomicPtr<Process>,
+    /// The descriptor the mapping was made from (registered for fork).
+    #[cfg(target_os = "linux")]
+    fd: i32,
 }
 
 // SAFETY: `process` points to a `Process` (which is Sync) that lives until
@@ -114,6 +117,8 @@ impl Shared {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        process::unregister_open_file(self.fd, self.map.addr());
         let p = *self.process.get_mut();
         // SAFETY: see `process`; we own the pointer now.
         let pr = unsafe { &*p };
@@ -360,6 +365,13 @@ pub(crate) fn open(path: &Path, opts: &Options) -> Result<Arc<Shared>> {
     let _ = fs4::FileExt::unlock(&file);
     let (header, map) = result?;
     let geo = header.geo;
+    #[cfg(target_os = "linux")]
+    let fd = {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        process::register_open_file(fd, map.addr(), map.len(), map.writable());
+        fd
+    };
     let file = Arc::new(file);
     let process = Box::into_raw(Box::new(Process::new(file, geo.stripes, geo.reader_slots)));
     let shared = Arc::new(Shared {
@@ -371,6 +383,8 @@ pub(crate) fn open(path: &Path, opts: &Options) -> Result<Arc<Shared>> {
         read_only,
         local: LocalCounters::default(),
         process: AtomicPtr::new(process),
+        #[cfg(target_os = "linux")]
+        fd,
     });
     #[cfg(unix)]
     {

@@ -1,0 +1,149 @@
+//! Fork safety: pre-fork servers open the cache and then fork. The child
+//! must get its own lock description, reader slot and liveness lock, must
+//! not release the parent's pins, and must not keep a dead parent's locks
+//! alive.
+#![cfg(target_os = "linux")]
+
+use slotcache::{Cache, Error, Options};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("slotcache-fork-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn opts() -> Options {
+    Options::new()
+        .capacity(1 << 20)
+        .stripes(1)
+        .segments(8)
+        .pin_wait(Duration::from_millis(30))
+}
+
+/// Writes until the ring has wrapped `laps` times or a write fails.
+fn churn(c: &Cache, laps: u64, tag: &str) -> Result<(), Error> {
+    let val = vec![0xCD; 1500];
+    let ring = c.info().segment_size * c.info().segments as u64;
+    for i in 0..laps * ring / 1500 + 1 {
+        c.set_bytes(format!("{tag}{i}"), &val)?;
+    }
+    Ok(())
+}
+
+fn wait(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status),
+        "child died of signal {}",
+        libc::WTERMSIG(status)
+    );
+    libc::WEXITSTATUS(status)
+}
+
+#[test]
+fn child_respects_parent_pins_and_has_its_own_slot_and_locks() {
+    let d = dir("pins");
+    let c = Cache::open(d.join("c"), opts()).unwrap();
+    c.set_bytes("held", b"parent's value").unwrap();
+    let guard = c.get_bytes("held").unwrap().unwrap();
+    // SAFETY: the child runs only cache operations and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // Dropping the inherited guard must not unpin the parent's read.
+            drop(guard);
+            // The child reads and writes with a slot and locks of its own.
+            c.set_bytes("child", b"hello").unwrap();
+            assert_eq!(&*c.get_bytes("child").unwrap().unwrap(), b"hello");
+            // The parent's pin (a live process) must stop the child's writer.
+            match churn(&c, 3, "c") {
+                Err(Error::Pinned { who, .. }) => assert!(!who.contains("calling thread"), "{who}"),
+                other => panic!("child overwrote a segment the parent pins: {other:?}"),
+            }
+            0
+        }))
+        .unwrap_or(1);
+        // SAFETY: leaving the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    assert_eq!(wait(pid), 0, "child checks failed");
+    assert_eq!(&*guard, b"parent's value", "pinned bytes changed");
+    assert_eq!(&*c.get_bytes("child").unwrap().unwrap(), b"hello");
+    // The parent's own thread slot is still its own: its pin stops the
+    // parent's writer at once.
+    match churn(&c, 3, "p") {
+        Err(Error::Pinned { who, .. }) => assert!(who.contains("calling thread"), "{who}"),
+        other => panic!("expected the parent's own pin to stop it: {other:?}"),
+    }
+    drop(guard);
+    churn(&c, 3, "q").unwrap();
+    drop(c);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn child_entry() {
+    let Ok(path) = std::env::var("SLOTCACHE_FORKER") else {
+        return;
+    };
+    let c = Cache::open(&path, opts()).unwrap();
+    let g = c.get_bytes("held").unwrap().unwrap();
+    // SAFETY: the grandchild only sleeps and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        std::thread::sleep(Duration::from_secs(30));
+        // SAFETY: leaving without destructors.
+        unsafe { libc::_exit(0) };
+    }
+    println!("READY {pid} {}", g.len());
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn a_killed_parent_leaves_no_locks_behind_in_its_children() {
+    let d = dir("dead-parent");
+    let p = d.join("c");
+    let c = Cache::open(&p, opts()).unwrap();
+    c.set_bytes("held", b"v").unwrap();
+    let mut forker = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env("SLOTCACHE_FORKER", &p)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(forker.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("READY") {
+        line.clear();
+        assert_ne!(out.read_line(&mut line).unwrap(), 0, "forker exited early");
+    }
+    let grandchild: libc::pid_t = line
+        .split_whitespace()
+        .skip_while(|w| !w.ends_with("READY"))
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The forker holds a guard: its pin is respected while it lives.
+    assert!(matches!(churn(&c, 3, "a"), Err(Error::Pinned { .. })));
+    forker.kill().unwrap();
+    forker.wait().unwrap();
+    // Its child still lives. Had it kept the parent's open file description,
+    // the dead parent's reader-slot lock would still be held and its pin
+    // would block this writer forever.
+    let r = churn(&c, 3, "b");
+    // SAFETY: killing the grandchild we were told about.
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    r.expect("a dead parent's pin must be reclaimable while its children live");
+    drop(c);
+    std::fs::remove_dir_all(d).unwrap();
+}
