@@ -371,7 +371,7 @@ pub(crate) fn find_pin(
     for i in 0..hwm {
         let word = shared.map.atomic(geo.pin_word(i, s));
         let w = word.load(Ordering::SeqCst);
-        if w == 0 || w - 1 >= end {
+        if w == 0 || w > end {
             continue;
         }
         if me == Some(i) {

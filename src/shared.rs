@@ -142,7 +142,11 @@ fn file_key(f: &File) -> io::Result<(u64, u64)> {
 /// the descriptor (required by classic `fcntl` locks: closing any descriptor
 /// drops all the process's locks on the file) and the in-process mutexes.
 #[cfg(unix)]
-static REGISTRY: Mutex<Vec<((u64, u64), bool, Weak<Shared>)>> = Mutex::new(Vec::new());
+static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
+
+/// A registry entry: (device, inode), read-only, and the shared state.
+#[cfg(unix)]
+type Registered = ((u64, u64), bool, Weak<Shared>);
 
 /// The rkyv format flags of this build, measured rather than assumed:
 /// bit 0 little-endian, bit 1 aligned, bits 4..8 pointer width in bytes.
