@@ -10,7 +10,9 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
+#[cfg(unix)]
+use std::sync::{Mutex, Weak};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
