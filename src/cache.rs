@@ -152,6 +152,12 @@ impl Cache {
         })
     }
 
+    /// The shared state (unit tests inspect the file through it).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// The geometry of the file.
     pub fn info(&self) -> Info {
         let g = &self.shared.geo;

@@ -127,3 +127,148 @@ fn limits_are_typed_errors() {
     assert!(e.to_string().contains(&max.to_string()));
     assert_eq!(c.get_bytes("k").unwrap().unwrap().len(), max);
 }
+
+#[test]
+fn hot_set_survives_a_stream_of_one_time_writes() {
+    let p = tmp("hot");
+    let c = Cache::open(&p, Options::new().capacity(8 << 20).stripes(4)).unwrap();
+    let v = vec![1u8; 200];
+    let hot: Vec<String> = (0..500).map(|i| format!("hot{i}")).collect();
+    for k in &hot {
+        c.set_bytes(k, &v).unwrap();
+    }
+    let (mut hits, mut reads) = (0u64, 0u64);
+    // Stream 20x the cache's capacity of keys that are written once and
+    // never read, while the hot keys keep being read.
+    for i in 0..200_000u32 {
+        c.set_bytes(format!("cold{i}"), &v).unwrap();
+        if i % 10 == 0 {
+            let k = &hot[(i as usize / 10) % hot.len()];
+            reads += 1;
+            match c.get_bytes(k).unwrap() {
+                Some(_) => hits += 1,
+                None => c.set_bytes(k, &v).unwrap(), // a miss refills, as a cache user would
+            }
+        }
+    }
+    let st = c.stats();
+    assert!(st.evictions > 100_000, "{st:?}");
+    assert!(st.reinserts > 0, "{st:?}");
+    let ratio = hits as f64 / reads as f64;
+    assert!(
+        ratio > 0.95,
+        "hot-set hit ratio {ratio:.3} ({hits}/{reads}), {st:?}"
+    );
+    // The one-time keys from long ago are gone.
+    assert!(c.get_bytes("cold0").unwrap().is_none());
+}
+
+#[test]
+fn full_index_evicts_within_the_bucket() {
+    let p = tmp("index");
+    let c = Cache::open(
+        &p,
+        Options::new().capacity(8 << 20).stripes(2).max_entries(64),
+    )
+    .unwrap();
+    let slots = c.info().index_slots;
+    for i in 0..10_000u32 {
+        c.set_bytes(i.to_le_bytes(), b"v").unwrap();
+    }
+    let st = c.stats();
+    assert!(st.entries <= slots, "{st:?} slots {slots}");
+    assert!(st.evictions >= 10_000 - slots, "{st:?}");
+    assert!(
+        c.get_bytes(9999u32.to_le_bytes()).unwrap().is_some(),
+        "the newest entry is there"
+    );
+    let live = (0..10_000u32)
+        .filter(|i| c.contains(i.to_le_bytes()).unwrap())
+        .count() as u64;
+    assert_eq!(live, st.entries);
+}
+
+#[test]
+fn batches_clear_and_flush() {
+    let p = tmp("batch");
+    let c = Cache::open(&p, Options::new().capacity(8 << 20).stripes(8)).unwrap();
+    let items: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("k{i}"), format!("v{i}").into_bytes()))
+        .collect();
+    c.set_many_bytes(&items).unwrap();
+    let keys: Vec<&str> = items
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .chain(["absent"])
+        .collect();
+    let got = c.get_many_bytes(&keys).unwrap();
+    assert_eq!(got.len(), 301);
+    for (i, g) in got.iter().take(300).enumerate() {
+        assert_eq!(g.as_deref(), Some(format!("v{i}").as_bytes()));
+    }
+    assert!(got[300].is_none());
+    drop(got);
+    let typed: Vec<(String, Item)> = (0..50)
+        .map(|i| {
+            (
+                format!("t{i}"),
+                Item {
+                    id: i,
+                    name: format!("n{i}"),
+                    tags: vec![i as u32],
+                },
+            )
+        })
+        .collect();
+    c.set_many(typed.iter().map(|(k, v)| (k.as_str(), v)))
+        .unwrap();
+    let g = c.get_many::<Item, _>(&["t7", "t49", "nope"]).unwrap();
+    assert_eq!(g[0].as_ref().unwrap().id, 7);
+    assert_eq!(g[1].as_ref().unwrap().name, "n49");
+    assert!(g[2].is_none());
+    drop(g);
+    assert_eq!(c.stats().entries, 350);
+    c.flush().unwrap();
+    c.clear().unwrap();
+    assert_eq!(c.stats().entries, 0);
+    assert!(!c.contains("k1").unwrap());
+    assert!(c.get::<Item>("t7").unwrap().is_none());
+    c.set_bytes("after", b"clear").unwrap();
+    assert_eq!(&*c.get_bytes("after").unwrap().unwrap(), b"clear");
+}
+
+#[test]
+fn default_ttl_is_stored_in_the_file() {
+    let p = tmp("defttl");
+    let c = Cache::open(
+        &p,
+        Options::new()
+            .capacity(8 << 20)
+            .default_ttl(Duration::from_millis(40)),
+    )
+    .unwrap();
+    c.set_bytes("k", b"v").unwrap();
+    let exp = c
+        .get_bytes("k")
+        .unwrap()
+        .unwrap()
+        .meta()
+        .expires()
+        .expect("has a TTL");
+    assert!(exp > std::time::SystemTime::now());
+    drop(c);
+    // Another handle (as another process would) adopts the stored default.
+    let c = Cache::open(&p, Options::new()).unwrap();
+    c.set_bytes("k2", b"v").unwrap();
+    assert!(c
+        .get_bytes("k2")
+        .unwrap()
+        .unwrap()
+        .meta()
+        .expires()
+        .is_some());
+    std::thread::sleep(Duration::from_millis(80));
+    assert!(c.get_bytes("k").unwrap().is_none());
+    assert!(c.get_bytes("k2").unwrap().is_none());
+    assert_eq!(c.stats().expired, 2);
+}
