@@ -325,12 +325,21 @@ impl Cache {
     where
         T::Archived: Checkable,
     {
-        let found = self.lookup(key.as_ref(), false)?;
-        Ok(
-            self.typed(found, kind::ARCHIVED, schema_fingerprint::<T>(), |b| {
-                rkyv::access::<T::Archived, rancor::Error>(b).ok()
-            }),
-        )
+        self.get_checked::<T>(key.as_ref(), false)
+    }
+
+    /// `get` and `get_stale`: a validated typed lookup.
+    fn get_checked<T: Archive>(
+        &self,
+        key: &[u8],
+        stale_ok: bool,
+    ) -> Result<Option<Guard<'_, T::Archived>>>
+    where
+        T::Archived: Checkable,
+    {
+        let found = self.lookup(key, stale_ok)?;
+        let access = |b| rkyv::access::<T::Archived, rancor::Error>(b).ok();
+        Ok(self.typed(found, kind::ARCHIVED, schema_fingerprint::<T>(), access))
     }
 
     /// Like [`get`](Self::get), but also returns expired and
@@ -343,12 +352,7 @@ impl Cache {
     where
         T::Archived: Checkable,
     {
-        let found = self.lookup(key.as_ref(), true)?;
-        Ok(
-            self.typed(found, kind::ARCHIVED, schema_fingerprint::<T>(), |b| {
-                rkyv::access::<T::Archived, rancor::Error>(b).ok()
-            }),
-        )
+        self.get_checked::<T>(key.as_ref(), true)
     }
 
     /// Like [`get`](Self::get) without `bytecheck` validation (the CRC32 and

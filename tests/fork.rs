@@ -4,18 +4,12 @@
 //! alive.
 #![cfg(target_os = "linux")]
 
+mod common;
+use common::{churn, dir};
 use slotcache::{Cache, Error, Options};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("slotcache-fork-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn opts() -> Options {
     Options::new()
@@ -23,16 +17,6 @@ fn opts() -> Options {
         .stripes(1)
         .segments(8)
         .pin_wait(Duration::from_millis(30))
-}
-
-/// Writes until the ring has wrapped `laps` times or a write fails.
-fn churn(c: &Cache, laps: u64, tag: &str) -> Result<(), Error> {
-    let val = vec![0xCD; 1500];
-    let ring = c.info().segment_size * c.info().segments as u64;
-    for i in 0..laps * ring / 1500 + 1 {
-        c.set_bytes(format!("{tag}{i}"), &val)?;
-    }
-    Ok(())
 }
 
 fn wait(pid: libc::pid_t) -> i32 {
@@ -49,7 +33,7 @@ fn wait(pid: libc::pid_t) -> i32 {
 
 #[test]
 fn child_respects_parent_pins_and_has_its_own_slot_and_locks() {
-    let d = dir("pins");
+    let d = dir("fork", "pins");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set_bytes("held", b"parent's value").unwrap();
     let guard = c.get_bytes("held").unwrap().unwrap();
@@ -109,7 +93,7 @@ fn child_entry() {
 
 #[test]
 fn a_killed_parent_leaves_no_locks_behind_in_its_children() {
-    let d = dir("dead-parent");
+    let d = dir("fork", "dead-parent");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     c.set_bytes("held", b"v").unwrap();

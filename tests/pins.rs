@@ -3,18 +3,13 @@
 //! pin is its own thread's); the pinned bytes never change; a dead reader's
 //! pin is reclaimed without waiting.
 
+mod common;
+use common::{churn, dir, KillOnDrop};
 use slotcache::{Cache, Error, Options};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("slotcache-pins-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// One stripe, eight 4 KiB... segments: the ring wraps after a few hundred KiB.
 fn opts() -> Options {
@@ -25,20 +20,9 @@ fn opts() -> Options {
         .pin_wait(Duration::from_millis(50))
 }
 
-/// Writes until the ring has wrapped `laps` times or a write fails.
-fn churn(c: &Cache, laps: u64, tag: &str) -> Result<(), Error> {
-    let val = vec![0xAB; 1500];
-    let ring = c.info().segment_size * c.info().segments as u64;
-    let n = laps * ring / 1500 + 1;
-    for i in 0..n {
-        c.set_bytes(format!("{tag}{i}"), &val)?;
-    }
-    Ok(())
-}
-
 #[test]
 fn own_guard_fails_the_write_at_once() {
-    let d = dir("own");
+    let d = dir("pins", "own");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set_bytes("held", b"precious").unwrap();
     let g = c.get_bytes("held").unwrap().unwrap();
@@ -60,7 +44,7 @@ fn own_guard_fails_the_write_at_once() {
 
 #[test]
 fn other_threads_guard_makes_the_writer_wait_then_fail() {
-    let d = dir("other");
+    let d = dir("pins", "other");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set_bytes("held", b"precious").unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -103,7 +87,7 @@ fn child_entry() {
     std::thread::sleep(Duration::from_secs(600));
 }
 
-fn holder(path: &Path) -> Holder {
+fn holder(path: &Path) -> KillOnDrop {
     let mut ch = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
         .env("SLOTCACHE_HOLD", path)
@@ -121,22 +105,12 @@ fn holder(path: &Path) -> Holder {
             "child exited before pinning"
         );
     }
-    Holder(ch)
-}
-
-/// Kills the child when the test ends, pass or fail.
-struct Holder(std::process::Child);
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    KillOnDrop(ch)
 }
 
 #[test]
 fn live_process_pin_blocks_and_dead_process_pin_is_reclaimed() {
-    let d = dir("dead");
+    let d = dir("pins", "dead");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     c.set_bytes("held", b"precious").unwrap();
@@ -167,7 +141,7 @@ fn live_process_pin_blocks_and_dead_process_pin_is_reclaimed() {
 
 #[test]
 fn exited_threads_release_their_reader_slots() {
-    let d = dir("slots");
+    let d = dir("pins", "slots");
     let c = Cache::open(d.join("c"), opts().reader_slots(4)).unwrap();
     c.set_bytes("k", b"v").unwrap();
     for _ in 0..50 {

@@ -1,0 +1,36 @@
+//! Helpers shared by the integration tests that need a fresh directory, a
+//! writer that wraps a stripe's ring, or a child process killed on drop.
+#![allow(dead_code)]
+
+use slotcache::{Cache, Error};
+use std::path::PathBuf;
+
+/// A fresh, empty directory for one test.
+pub fn dir(suite: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("slotcache-{suite}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Writes 1500-byte values under `{tag}{i}` until every stripe ring has
+/// wrapped about `laps` times, or a write fails.
+pub fn churn(c: &Cache, laps: u64, tag: &str) -> Result<(), Error> {
+    let val = vec![0xAB; 1500];
+    let info = c.info();
+    let ring = info.segment_size * info.segments as u64 * info.stripes as u64;
+    for i in 0..laps * ring / 1500 + 1 {
+        c.set_bytes(format!("{tag}{i}"), &val)?;
+    }
+    Ok(())
+}
+
+/// A child process that is killed and reaped when dropped, pass or fail.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
