@@ -121,6 +121,7 @@ pub struct Cache {
     shared: Arc<Shared>,
     default_ttl: u64,
     pin_wait: Duration,
+    pub(crate) dogpile: crate::dogpile::DogpileDefaults,
 }
 
 impl std::fmt::Debug for Cache {
@@ -145,10 +146,16 @@ impl Cache {
             Some(d) => d.as_nanos().max(1) as u64,
             None => shared.header.default_ttl,
         };
+        let dogpile = crate::dogpile::DogpileDefaults {
+            lock_timeout: options.lock_timeout,
+            policy: options.stale_policy,
+            expiration: options.expiration,
+        };
         Ok(Cache {
             shared,
             default_ttl,
             pin_wait: options.pin_wait,
+            dogpile,
         })
     }
 
@@ -193,7 +200,28 @@ impl Cache {
         Ok(())
     }
 
-    fn count(&self, field: u64) {
+    pub(crate) fn shared_ref(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub(crate) fn shared_arc(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(crate) fn seed(&self) -> u64 {
+        self.shared.header.seed
+    }
+
+    pub(crate) fn geo(&self) -> &crate::layout::Geometry {
+        &self.shared.geo
+    }
+
+    pub(crate) fn default_ttl_duration(&self) -> Option<Duration> {
+        self.default_ttl()
+    }
+
+    /// Counts an event in the calling thread's reader slot.
+    pub(crate) fn count(&self, field: u64) {
         if self.shared.read_only.is_some() {
             count_local(&self.shared, field);
         } else if let Ok(slot) = ThreadSlot::get(&self.shared) {
@@ -664,6 +692,10 @@ impl Cache {
             st.expired += a(r + reader::EXPIRED);
             st.corrupt += a(r + reader::CORRUPT);
             st.mismatched += a(r + reader::MISMATCHED);
+            st.creates += a(r + reader::CREATES);
+            st.stale_served += a(r + reader::STALE_SERVED);
+            st.waits += a(r + reader::WAITS);
+            st.lock_timeouts += a(r + reader::LOCK_TIMEOUTS);
         }
         let l = &sh.local;
         st.hits += l.hits.load(Ordering::Relaxed);

@@ -143,6 +143,24 @@ pub enum Error {
         who: &'static str,
     },
 
+    /// `get_or_create` was called for a key from inside that key's own
+    /// creator (on the same thread).
+    #[error("get_or_create re-entered for key {key:?} from inside its own creator; that would wait for itself forever")]
+    Reentrant {
+        /// The key (lossy UTF-8).
+        key: String,
+    },
+
+    /// Waiting for another caller's creator of a missing value took longer
+    /// than the lock timeout.
+    #[error("timed out after {waited_ms} ms waiting for another caller to create the value of {key:?} (lock_timeout)")]
+    LockTimeout {
+        /// The key (lossy UTF-8).
+        key: String,
+        /// How long the caller waited.
+        waited_ms: u64,
+    },
+
     /// A value could not be serialized with rkyv.
     #[error("serializing the value failed: {0}")]
     Serialize(String),

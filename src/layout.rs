@@ -33,11 +33,13 @@ pub const BUCKET_SLOTS: usize = 8;
 /// first, the writer-owned fields in the second).
 pub const STRIPE_ENTRY: u64 = 128;
 /// Size of the per-reader counter line that starts every reader slot.
-pub const READER_COUNTERS: u64 = 64;
+pub const READER_COUNTERS: u64 = 128;
 /// Largest stripe count.
 pub const MAX_STRIPES: u32 = 4096;
 /// Largest reader-slot count.
 pub const MAX_READER_SLOTS: u32 = 65_536;
+/// Largest regeneration-stripe count.
+pub const MAX_REGEN_STRIPES: u32 = 1 << 20;
 /// Smallest segment size.
 pub const MIN_SEGMENT: u64 = 4096;
 /// Largest segment size (keeps every size computation far from overflow:
@@ -86,6 +88,8 @@ pub mod hdr {
     pub const READER_OFF: usize = 88;
     /// `u32` size of one reader slot.
     pub const READER_SLOT_SIZE: usize = 96;
+    /// `u32` number of regeneration lock stripes.
+    pub const REGEN_STRIPES: usize = 100;
     /// `u64` offset of the index.
     pub const INDEX_OFF: usize = 104;
     /// `u64` offset of the data region.
@@ -139,8 +143,16 @@ pub mod reader {
     pub const MISMATCHED: u64 = 32;
     /// `AtomicU64` pid of the last owner (diagnostics only).
     pub const OWNER_PID: u64 = 40;
+    /// `AtomicU64` creator runs (`get_or_create` regenerations).
+    pub const CREATES: u64 = 48;
+    /// `AtomicU64` stale values served while another caller regenerates.
+    pub const STALE_SERVED: u64 = 56;
+    /// `AtomicU64` waits for another caller's creator.
+    pub const WAITS: u64 = 64;
+    /// `AtomicU64` waits that ended in a lock timeout.
+    pub const LOCK_TIMEOUTS: u64 = 72;
     /// First pin word (one `AtomicU64` per stripe follows).
-    pub const PINS: u64 = 64;
+    pub const PINS: u64 = 128;
 }
 
 /// Byte-range lock offsets. They lie far beyond the end of any file, so they
@@ -150,8 +162,7 @@ pub mod locks {
     pub const BASE: u64 = 1 << 62;
     /// Stripe write lock `s` is at `WRITE + s`.
     pub const WRITE: u64 = BASE;
-    /// Regeneration lock `r` is at `REGEN + r` (reserved for `get_or_create`).
-    #[allow(dead_code)]
+    /// Regeneration lock `r` is at `REGEN + r`.
     pub const REGEN: u64 = BASE + (1 << 32);
     /// Liveness lock of reader slot `i` is at `LIVE + i`.
     pub const LIVE: u64 = BASE + (2 << 32);
@@ -292,7 +303,15 @@ impl Geometry {
 
     /// Writes the immutable header fields into `h` (the first
     /// [`HEADER_SIZE`] bytes of a new file), magic excluded.
-    pub fn encode(&self, h: &mut [u8], seed: u64, rkyv_flags: u32, created: u64, ttl: u64) {
+    pub fn encode(
+        &self,
+        h: &mut [u8],
+        seed: u64,
+        rkyv_flags: u32,
+        created: u64,
+        ttl: u64,
+        regen_stripes: u32,
+    ) {
         let mut put = |off: usize, bytes: &[u8]| h[off..off + bytes.len()].copy_from_slice(bytes);
         put(hdr::VERSION, &FORMAT_VERSION.to_le_bytes());
         put(hdr::HEADER_SIZE, &(HEADER_SIZE as u32).to_le_bytes());
@@ -302,6 +321,7 @@ impl Geometry {
         put(hdr::SEGMENT_SIZE, &self.segment_size.to_le_bytes());
         put(hdr::BUCKETS, &self.buckets.to_le_bytes());
         put(hdr::READER_SLOTS, &self.reader_slots.to_le_bytes());
+        put(hdr::REGEN_STRIPES, &regen_stripes.to_le_bytes());
         put(hdr::HASH_SEED, &seed.to_le_bytes());
         put(hdr::RKYV_FLAGS, &rkyv_flags.to_le_bytes());
         put(hdr::MAX_KEY, &(MAX_KEY_LEN as u32).to_le_bytes());
@@ -333,6 +353,8 @@ pub struct Header {
     pub created: u64,
     /// Default TTL in ns (0 = none).
     pub default_ttl: u64,
+    /// Number of regeneration lock stripes.
+    pub regen_stripes: u32,
 }
 
 fn u32_at(h: &[u8], off: usize) -> u32 {
@@ -405,6 +427,13 @@ impl Header {
             HEADER_SIZE,
         )?;
         range("stripes", stripes as u64, 1, MAX_STRIPES as u64)?;
+        let regen_stripes = u32_at(h, hdr::REGEN_STRIPES);
+        range(
+            "regen_stripes",
+            regen_stripes as u64,
+            1,
+            MAX_REGEN_STRIPES as u64,
+        )?;
         range(
             "segments",
             segments as u64,
@@ -491,6 +520,7 @@ impl Header {
             rkyv_flags: u32_at(h, hdr::RKYV_FLAGS),
             created: u64_at(h, hdr::CREATED),
             default_ttl: u64_at(h, hdr::DEFAULT_TTL),
+            regen_stripes,
         })
     }
 }
@@ -501,7 +531,7 @@ mod tests {
 
     fn encoded(geo: &Geometry) -> Vec<u8> {
         let mut h = vec![0u8; HEADER_SIZE as usize];
-        geo.encode(&mut h, 7, 0x15, 1, 0);
+        geo.encode(&mut h, 7, 0x15, 1, 0, 64);
         h[..8].copy_from_slice(&MAGIC);
         h
     }

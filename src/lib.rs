@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+mod dogpile;
 mod error;
 mod guard;
 mod index;
@@ -38,17 +39,21 @@ mod layout;
 mod locks;
 mod log;
 mod map;
+mod memo;
 mod options;
 mod process;
 mod readers;
 mod record;
+mod regen;
 mod shared;
 mod stats;
 
 pub use cache::{schema_fingerprint, Cache, Checkable, Info, Invalidation, Storable};
+pub use dogpile::{CreateError, CreateOptions, Fetched, StalePolicy};
 pub use error::{Error, Result};
 pub use guard::{EntryMeta, Guard};
 pub use layout::{FORMAT_VERSION, MAX_KEY_LEN};
+pub use memo::Memo;
 pub use options::Options;
 pub use rkyv;
 pub use stats::Stats;

@@ -1,7 +1,7 @@
 //! Options for [`Cache::open`](crate::Cache::open).
 
 use crate::error::{Error, Result};
-use crate::layout::{MAX_READER_SLOTS, MAX_SEGMENTS, MAX_STRIPES, MIN_SEGMENTS};
+use crate::layout::{MAX_READER_SLOTS, MAX_REGEN_STRIPES, MAX_SEGMENTS, MAX_STRIPES, MIN_SEGMENTS};
 use std::time::Duration;
 
 /// How to create or open a cache file.
@@ -27,11 +27,15 @@ pub struct Options {
     pub(crate) stripes: Option<u32>,
     pub(crate) segments: u32,
     pub(crate) reader_slots: u32,
+    pub(crate) regen_stripes: u32,
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) mode: u32,
     pub(crate) read_only: bool,
     pub(crate) create: bool,
     pub(crate) pin_wait: Duration,
+    pub(crate) lock_timeout: Option<Duration>,
+    pub(crate) stale_policy: crate::StalePolicy,
+    pub(crate) expiration: Option<Duration>,
 }
 
 impl Default for Options {
@@ -42,11 +46,15 @@ impl Default for Options {
             stripes: None,
             segments: 16,
             reader_slots: 256,
+            regen_stripes: 1024,
             default_ttl: None,
             mode: 0o600,
             read_only: false,
             create: true,
             pin_wait: Duration::from_millis(100),
+            lock_timeout: None,
+            stale_policy: crate::StalePolicy::ServeStale,
+            expiration: None,
         }
     }
 }
@@ -102,6 +110,14 @@ impl Options {
         self
     }
 
+    /// Number of regeneration lock stripes (1..=1048576, default 1024):
+    /// `get_or_create` callers in different processes exclude each other per
+    /// `hash % regen_stripes`. Stored in the file at creation.
+    pub fn regen_stripes(mut self, n: u32) -> Options {
+        self.regen_stripes = n;
+        self
+    }
+
     /// TTL for entries written without an explicit one. Stored in the file
     /// at creation; when set on open of an existing file it overrides the
     /// stored default for this handle.
@@ -133,6 +149,29 @@ impl Options {
     /// segment before it fails with [`Error::Pinned`] (default 100 ms).
     pub fn pin_wait(mut self, wait: Duration) -> Options {
         self.pin_wait = wait;
+        self
+    }
+
+    /// Default for `get_or_create`: how long a caller with no value waits
+    /// for another caller's creator before [`Error::LockTimeout`]
+    /// (default: forever).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Options {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
+    /// Default for `get_or_create`: serve stale values while one caller
+    /// regenerates (the default), or block until the new value exists.
+    pub fn stale_policy(mut self, policy: crate::StalePolicy) -> Options {
+        self.stale_policy = policy;
+        self
+    }
+
+    /// Default for `get_or_create`: values older than this are stale,
+    /// whatever TTL they were stored with (dogpile.cache's
+    /// `expiration_time`).
+    pub fn expiration(mut self, age: Duration) -> Options {
+        self.expiration = Some(age);
         self
     }
 
@@ -181,6 +220,12 @@ impl Options {
             MAX_READER_SLOTS as u64,
         )?;
         check("max_entries", self.effective_entries(), 1, 1 << 40)?;
+        check(
+            "regen_stripes",
+            self.regen_stripes as u64,
+            1,
+            MAX_REGEN_STRIPES as u64,
+        )?;
         check("mode", self.mode as u64, 0, 0o7777)?;
         Ok(())
     }

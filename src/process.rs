@@ -203,6 +203,8 @@ pub(crate) struct Process {
     pub claim: Mutex<()>,
     /// Reference counts of read-only pins, by lock offset.
     pub ro_pins: Mutex<std::collections::HashMap<u64, u32>>,
+    /// Regeneration locks held by this process.
+    pub regen: crate::regen::RegenTable,
 }
 
 impl Process {
@@ -216,6 +218,7 @@ impl Process {
             owned_slots: (0..reader_slots).map(|_| AtomicBool::new(false)).collect(),
             claim: Mutex::new(()),
             ro_pins: Mutex::new(Default::default()),
+            regen: Default::default(),
         }
     }
 

@@ -307,7 +307,8 @@ pub(crate) fn count_local(shared: &Shared, field: u64) {
         reader::MISSES => &l.misses,
         reader::EXPIRED => &l.expired,
         reader::CORRUPT => &l.corrupt,
-        _ => &l.mismatched,
+        reader::MISMATCHED => &l.mismatched,
+        _ => return, // regeneration counters: read-only handles do not regenerate
     };
     c.fetch_add(1, Ordering::Relaxed);
 }

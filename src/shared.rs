@@ -235,7 +235,14 @@ fn initialize(file: &File, path: &Path, opts: &Options) -> Result<Geometry> {
     )?;
     let ttl = opts.default_ttl.map_or(0, |d| d.as_nanos().max(1) as u64);
     let mut h = vec![0u8; HEADER_SIZE as usize];
-    geo.encode(&mut h, random_seed(), rkyv_flags(), now_ns(), ttl);
+    geo.encode(
+        &mut h,
+        random_seed(),
+        rkyv_flags(),
+        now_ns(),
+        ttl,
+        opts.regen_stripes,
+    );
     h[..8].copy_from_slice(&MAGIC_INIT);
     let err = |op, e| Error::io(op, path, e);
     // Start from zero bytes so nothing a crashed creator wrote survives.

@@ -38,4 +38,12 @@ pub struct Stats {
     pub mismatched: u64,
     /// Writes that had to wait for a reader to release a pinned segment.
     pub pin_waits: u64,
+    /// Creator runs of `get_or_create` and friends.
+    pub creates: u64,
+    /// Stale values served while another caller regenerated.
+    pub stale_served: u64,
+    /// Callers that waited for another caller's creator.
+    pub waits: u64,
+    /// Waits that ended with [`Error::LockTimeout`](crate::Error::LockTimeout).
+    pub lock_timeouts: u64,
 }

@@ -1,0 +1,230 @@
+//! Regeneration locks for `get_or_create`: striped byte-range locks on the
+//! file (`REGEN + hash % regen_stripes`), separate from the write locks, plus
+//! an in-process layer that makes them per key inside one process.
+//!
+//! Across processes a regeneration stripe is held by at most one process.
+//! Inside the process that holds it, each *key* is held by at most one
+//! thread: two keys that share a stripe do not block each other (a creator
+//! for "a" may call `get_or_create("b")`), a thread that asks again for a
+//! key it already holds gets [`Error::Reentrant`] instead of a deadlock, and
+//! other threads asking for the same key wait or, with `try`, give up at
+//! once. The file lock is taken when the first key of the stripe is taken
+//! in this process and released with the last one.
+
+use crate::error::{Error, Result};
+use crate::layout::locks as lk;
+use crate::locks::{self, Mode};
+use crate::process;
+use crate::shared::Shared;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+/// The in-process state of the regeneration stripes this process uses.
+#[derive(Default)]
+pub(crate) struct RegenTable {
+    stripes: Mutex<HashMap<u32, RegenStripe>>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct RegenStripe {
+    /// This process holds the stripe's file lock.
+    file_held: bool,
+    /// A thread of this process is taking the file lock (others wait).
+    acquiring: bool,
+    /// Keys being regenerated in this process, and by which thread.
+    keys: HashMap<Vec<u8>, ThreadId>,
+}
+
+/// How long to wait for a regeneration lock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    /// Do not wait at all.
+    Never,
+    /// Wait until this instant (`None`: forever).
+    Until(Option<Instant>),
+}
+
+/// The outcome of [`acquire`].
+pub(crate) enum Acquired {
+    /// The lock is ours; `waited` says whether someone else held it first.
+    Held(RegenLock, bool),
+    /// Someone else holds it (`Wait::Never`) or the deadline passed.
+    Busy,
+}
+
+/// One held regeneration lock. Released on drop, also during a panic. It
+/// is `Send`, so it can be handed to a background thread.
+pub(crate) struct RegenLock {
+    shared: Arc<Shared>,
+    stripe: u32,
+    key: Vec<u8>,
+    generation: u64,
+}
+
+fn table_lock(t: &RegenTable) -> MutexGuard<'_, HashMap<u32, RegenStripe>> {
+    t.stripes.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits on the table's condition variable until `deadline`; `false` when
+/// the deadline has passed.
+fn wait_changed<'t>(
+    t: &'t RegenTable,
+    g: MutexGuard<'t, HashMap<u32, RegenStripe>>,
+    deadline: Option<Instant>,
+) -> (MutexGuard<'t, HashMap<u32, RegenStripe>>, bool) {
+    match deadline {
+        None => (t.changed.wait(g).unwrap_or_else(|p| p.into_inner()), true),
+        Some(d) => {
+            let now = Instant::now();
+            if now >= d {
+                return (g, false);
+            }
+            let (g, _) = t
+                .changed
+                .wait_timeout(g, d - now)
+                .unwrap_or_else(|p| p.into_inner());
+            (g, true)
+        }
+    }
+}
+
+/// Takes the regeneration lock of `key` (whose hash is `hash`).
+pub(crate) fn acquire(shared: &Arc<Shared>, key: &[u8], hash: u64, wait: Wait) -> Result<Acquired> {
+    let pr = shared.process()?;
+    let table = &pr.regen;
+    let stripe = (hash % shared.header.regen_stripes as u64) as u32;
+    let me = std::thread::current().id();
+    let deadline = match wait {
+        Wait::Never => Some(Instant::now()),
+        Wait::Until(d) => d,
+    };
+    let mut waited = false;
+    let mut g = table_lock(table);
+    loop {
+        let st = g.entry(stripe).or_default();
+        let busy = match st.keys.get(key) {
+            Some(owner) if *owner == me => {
+                return Err(Error::Reentrant {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                })
+            }
+            Some(_) => true,
+            None => !st.file_held && st.acquiring,
+        };
+        if busy {
+            if matches!(wait, Wait::Never) {
+                return Ok(Acquired::Busy);
+            }
+            waited = true;
+            let (g2, in_time) = wait_changed(table, g, deadline);
+            g = g2;
+            if !in_time {
+                return Ok(Acquired::Busy);
+            }
+            continue;
+        }
+        if !st.file_held {
+            st.acquiring = true;
+            drop(g);
+            let got = lock_file(shared, stripe, wait, deadline, &mut waited);
+            g = table_lock(table);
+            let st = g.entry(stripe).or_default();
+            st.acquiring = false;
+            table.changed.notify_all();
+            match got {
+                Ok(true) => st.file_held = true,
+                Ok(false) => return Ok(Acquired::Busy),
+                Err(e) => return Err(e),
+            }
+        }
+        let st = g.entry(stripe).or_default();
+        st.keys.insert(key.to_vec(), me);
+        let lock = RegenLock {
+            shared: shared.clone(),
+            stripe,
+            key: key.to_vec(),
+            generation: pr.generation,
+        };
+        return Ok(Acquired::Held(lock, waited));
+    }
+}
+
+/// Takes the file half of regeneration stripe `stripe`, polling (with
+/// back-off) until `deadline` when there is one.
+fn lock_file(
+    shared: &Shared,
+    stripe: u32,
+    wait: Wait,
+    deadline: Option<Instant>,
+    waited: &mut bool,
+) -> Result<bool> {
+    let pr = shared.process()?;
+    let off = lk::REGEN + stripe as u64;
+    let io = |e| Error::io("taking a regeneration lock", &shared.path, e);
+    if locks::lock(&pr.file, off, Mode::Exclusive, false).map_err(io)? {
+        return Ok(true);
+    }
+    if matches!(wait, Wait::Never) {
+        return Ok(false);
+    }
+    *waited = true;
+    let Some(deadline) = deadline else {
+        return locks::lock(&pr.file, off, Mode::Exclusive, true).map_err(io);
+    };
+    let mut pause = Duration::from_micros(50);
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(2));
+        if locks::lock(&pr.file, off, Mode::Exclusive, false).map_err(io)? {
+            return Ok(true);
+        }
+    }
+}
+
+impl RegenLock {
+    /// Makes the calling thread the owner (after a hand-over to a
+    /// background thread), so re-entry checks follow the lock.
+    pub(crate) fn adopt(&self) {
+        if let Ok(pr) = self.shared.process() {
+            if pr.generation == self.generation {
+                let mut g = table_lock(&pr.regen);
+                if let Some(owner) = g
+                    .get_mut(&self.stripe)
+                    .and_then(|st| st.keys.get_mut(&self.key))
+                {
+                    *owner = std::thread::current().id();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for RegenLock {
+    fn drop(&mut self) {
+        // A fork child does not own its parent's regeneration locks.
+        if self.generation != process::generation() {
+            return;
+        }
+        let Ok(pr) = self.shared.process() else {
+            return;
+        };
+        let mut g = table_lock(&pr.regen);
+        if let Some(st) = g.get_mut(&self.stripe) {
+            st.keys.remove(&self.key);
+            if st.keys.is_empty() && !st.acquiring {
+                if st.file_held {
+                    let _ = locks::unlock(&pr.file, lk::REGEN + self.stripe as u64);
+                }
+                g.remove(&self.stripe);
+            }
+        }
+        pr.regen.changed.notify_all();
+    }
+}
