@@ -241,19 +241,18 @@ impl Cache {
         self.shared_ref().writable("get_or_create")?;
         let kh = KeyHash::new(key, self.seed(), self.geo());
         let shared = self.shared_arc();
-        if stale.is_some() && o.policy == StalePolicy::ServeStale {
+        if let Some(old) = stale.filter(|_| o.policy == StalePolicy::ServeStale) {
             match regen::acquire(shared, key, kh.hash, Wait::Never)? {
                 Acquired::Held(lock, _) => {
-                    drop(stale); // do not pin the old value while creating
+                    drop(old); // do not pin the old value while creating
                     return self.recheck(key, lock, fresh);
                 }
                 Acquired::Busy => {
                     self.count(reader::STALE_SERVED);
-                    return Ok(Decision::Done(Fetched::Cached(stale.expect("stale value"))));
+                    return Ok(Decision::Done(Fetched::Cached(old)));
                 }
             }
         }
-        drop(stale);
         let start = Instant::now();
         let deadline = o.lock_timeout.map(|t| start + t);
         match regen::acquire(shared, key, kh.hash, Wait::Until(deadline))? {
@@ -341,8 +340,7 @@ impl Cache {
     /// use std::time::Duration;
     /// let cache = Cache::open(dir.join("c"), Options::new().capacity(8 << 20)
     ///     .default_ttl(Duration::from_secs(60)))?;
-    /// let v = cache.get_or_create("answer", || 6u64 * 7)?;
-    /// assert!(v.is_created());
+    /// assert!(cache.get_or_create("answer", || 6u64 * 7)?.is_created());
     /// let v = cache.get_or_create::<u64, _>("answer", || unreachable!("cached"))?;
     /// assert_eq!(v.into_owned()?, 42);
     /// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
@@ -425,6 +423,7 @@ impl Cache {
                 }
                 Acquired::Held(lock, _) => {
                     self.count(reader::STALE_SERVED);
+                    lock.release_owner();
                     let (cache, key, ttl) = (self.clone(), key.to_vec(), o.ttl);
                     let handle = std::thread::Builder::new()
                         .name("slotcache-regen".into())

@@ -35,7 +35,8 @@ struct RegenStripe {
     /// A thread of this process is taking the file lock (others wait).
     acquiring: bool,
     /// Keys being regenerated in this process, and by which thread.
-    keys: HashMap<Vec<u8>, ThreadId>,
+    /// `None` while a lock is being handed to a background thread.
+    keys: HashMap<Vec<u8>, Option<ThreadId>>,
 }
 
 /// How long to wait for a regeneration lock.
@@ -106,7 +107,7 @@ pub(crate) fn acquire(shared: &Arc<Shared>, key: &[u8], hash: u64, wait: Wait) -
     loop {
         let st = g.entry(stripe).or_default();
         let busy = match st.keys.get(key) {
-            Some(owner) if *owner == me => {
+            Some(Some(owner)) if *owner == me => {
                 return Err(Error::Reentrant {
                     key: String::from_utf8_lossy(key).into_owned(),
                 })
@@ -141,7 +142,7 @@ pub(crate) fn acquire(shared: &Arc<Shared>, key: &[u8], hash: u64, wait: Wait) -
             }
         }
         let st = g.entry(stripe).or_default();
-        st.keys.insert(key.to_vec(), me);
+        st.keys.insert(key.to_vec(), Some(me));
         let lock = RegenLock {
             shared: shared.clone(),
             stripe,
@@ -189,20 +190,33 @@ fn lock_file(
 }
 
 impl RegenLock {
-    /// Makes the calling thread the owner (after a hand-over to a
-    /// background thread), so re-entry checks follow the lock.
-    pub(crate) fn adopt(&self) {
-        if let Ok(pr) = self.shared.process() {
-            if pr.generation == self.generation {
-                let mut g = table_lock(&pr.regen);
-                if let Some(owner) = g
-                    .get_mut(&self.stripe)
-                    .and_then(|st| st.keys.get_mut(&self.key))
-                {
-                    *owner = std::thread::current().id();
-                }
-            }
+    /// Sets the thread that owns the lock for re-entry checks: `None` while
+    /// handing it to a background thread (nobody re-enters; other callers
+    /// still see it held), then the background thread itself.
+    fn set_owner(&self, owner: Option<ThreadId>) {
+        let Ok(pr) = self.shared.process() else {
+            return;
+        };
+        if pr.generation != self.generation {
+            return;
         }
+        let mut g = table_lock(&pr.regen);
+        if let Some(o) = g
+            .get_mut(&self.stripe)
+            .and_then(|st| st.keys.get_mut(&self.key))
+        {
+            *o = owner;
+        }
+    }
+
+    /// Called by the handing-over thread before the hand-over.
+    pub(crate) fn release_owner(&self) {
+        self.set_owner(None);
+    }
+
+    /// Called by the thread that takes the lock over.
+    pub(crate) fn adopt(&self) {
+        self.set_owner(Some(std::thread::current().id()));
     }
 }
 

@@ -211,7 +211,7 @@ fn open_file(path: &Path, opts: &Options) -> Result<(File, bool, Option<&'static
     }
     match OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => Ok((f, false, None)),
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(30) => {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied || is_read_only_fs(&e) => {
             let f = OpenOptions::new()
                 .read(true)
                 .open(path)
@@ -249,10 +249,10 @@ fn initialize(file: &File, path: &Path, opts: &Options) -> Result<Geometry> {
     file.set_len(0)
         .map_err(|e| err("truncating a half-created file", e))?;
     write_at(file, &h, 0).map_err(|e| err("writing the header", e))?;
-    if let Err(e) = fs4::FileExt::allocate(file, geo.file_size) {
+    if let Err(e) = preallocate(file, geo.file_size) {
         let _ = file.set_len(0);
         return Err(Error::io(
-            if e.raw_os_error() == Some(28) {
+            if is_disk_full(&e) {
                 "preallocating the file (the disk is full)"
             } else {
                 "preallocating the file"
@@ -268,6 +268,75 @@ fn initialize(file: &File, path: &Path, opts: &Options) -> Result<Geometry> {
     // Publish: the magic goes last.
     write_at(file, &MAGIC, 0).map_err(|e| err("publishing the header", e))?;
     Ok(geo)
+}
+
+/// Reserves disk space for the first `len` bytes of `file`, so that a full
+/// disk fails here rather than when a page of the mapping is first written
+/// (`SIGBUS` on Unix, `EXCEPTION_IN_PAGE_ERROR` on Windows).
+#[cfg(unix)]
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    fs4::FileExt::allocate(file, len)
+}
+
+/// Windows: `fs4` sets `FileAllocationInfo`, then the end of file. Where the
+/// file system (or Wine, whose `NtSetInformationFile` does not implement
+/// `FileAllocationInformation` in 8.0: see `.ci/wine/README.md`) refuses
+/// that class, setting the end of file is enough: NTFS, ReFS and FAT
+/// allocate clusters when a non-sparse file is extended, and fail with
+/// `ERROR_DISK_FULL` when they cannot.
+#[cfg(windows)]
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    use windows_sys::Win32::Foundation::{
+        ERROR_CALL_NOT_IMPLEMENTED, ERROR_INVALID_FUNCTION, ERROR_INVALID_PARAMETER,
+        ERROR_NOT_SUPPORTED,
+    };
+    match fs4::FileExt::allocate(file, len) {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error().map(|c| c as u32),
+                Some(
+                    ERROR_CALL_NOT_IMPLEMENTED
+                        | ERROR_INVALID_FUNCTION
+                        | ERROR_INVALID_PARAMETER
+                        | ERROR_NOT_SUPPORTED
+                )
+            ) =>
+        {
+            file.set_len(len)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `e` says the file system is mounted read-only (`EROFS`).
+#[cfg(unix)]
+fn is_read_only_fs(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EROFS)
+}
+
+/// Whether `e` says the medium is write-protected (`ERROR_WRITE_PROTECT`).
+#[cfg(windows)]
+fn is_read_only_fs(e: &io::Error) -> bool {
+    use windows_sys::Win32::Foundation::ERROR_WRITE_PROTECT;
+    e.raw_os_error().map(|c| c as u32) == Some(ERROR_WRITE_PROTECT)
+}
+
+/// Whether `e` says the disk is full (`ENOSPC`).
+#[cfg(unix)]
+fn is_disk_full(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC)
+}
+
+/// Whether `e` says the disk is full (`ERROR_DISK_FULL`,
+/// `ERROR_HANDLE_DISK_FULL`).
+#[cfg(windows)]
+fn is_disk_full(e: &io::Error) -> bool {
+    use windows_sys::Win32::Foundation::{ERROR_DISK_FULL, ERROR_HANDLE_DISK_FULL};
+    matches!(
+        e.raw_os_error().map(|c| c as u32),
+        Some(ERROR_DISK_FULL | ERROR_HANDLE_DISK_FULL)
+    )
 }
 
 fn write_at(file: &File, buf: &[u8], off: u64) -> io::Result<()> {
