@@ -5,15 +5,22 @@
 //! ```
 //!
 //! The parent creates a cache file, seeds a few entries, then starts
-//! WORKERS copies of this program as separate processes. Each worker
-//! computes "expensive" results (a hash chain over a number), stores them
-//! under `result:N`, and looks up results other workers computed, verifying
-//! every value it reads. At the end each worker reports what it did, and
-//! the parent prints the file-wide statistics that all processes added to.
+//! WORKERS copies of this program as separate processes.
+//!
+//! 1. Sharing: each worker computes "expensive" results (a hash chain over a
+//!    number), stores them under `result:N`, and looks up results other
+//!    workers computed, verifying every value it reads.
+//! 2. Dogpile: every worker asks `get_or_create` for one "report" that takes
+//!    200 ms to build and expires after 1 s, over and over for 3 s. Across
+//!    all processes the report is rebuilt once per expiry; while it is
+//!    rebuilt, the other workers are served the previous one at once.
+//!
+//! At the end each worker reports what it did, and the parent prints the
+//! file-wide statistics that all processes added to.
 
-use slotcache::{Cache, Options};
+use slotcache::{Cache, CreateOptions, Options};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 struct Computed {
@@ -87,6 +94,35 @@ fn worker(path: &str, id: u32, ops: u64) {
     }
 }
 
+/// Phase 2: everybody wants the same slow, expiring report.
+fn dogpile_worker(path: &str, id: u32, until: SystemTime) {
+    let cache = Cache::open(path, Options::new()).expect("open the shared cache");
+    let opts = CreateOptions::new().ttl(Some(Duration::from_secs(1)));
+    let (mut built, mut stale, mut fresh, mut slowest_stale) = (0u32, 0u32, 0u32, Duration::ZERO);
+    while SystemTime::now() < until {
+        let t = Instant::now();
+        let report = cache
+            .get_or_create_with("report", &opts, || {
+                std::thread::sleep(Duration::from_millis(200)); // the expensive part
+                format!("report built by worker {id} at {:?}", SystemTime::now())
+            })
+            .expect("get_or_create");
+        if report.is_created() {
+            built += 1;
+        } else if report.is_stale() {
+            stale += 1;
+            slowest_stale = slowest_stale.max(t.elapsed());
+        } else {
+            fresh += 1;
+        }
+        drop(report);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "worker {id}: report built {built} times by this worker, served fresh {fresh} times, served stale {stale} times while another process rebuilt it (slowest stale answer {slowest_stale:.1?})"
+    );
+}
+
 /// Verifies a cached output cheaply for the demo: recompute one value in 64.
 fn compute_cached_check(n: u64, cached: u64) -> u64 {
     if n % 64 == 0 {
@@ -99,7 +135,10 @@ fn compute_cached_check(n: u64, cached: u64) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("worker") {
-        worker(&args[2], args[3].parse().unwrap(), args[4].parse().unwrap());
+        let id = args[3].parse().unwrap();
+        worker(&args[2], id, args[4].parse().unwrap());
+        let until = UNIX_EPOCH + Duration::from_millis(args[5].parse().unwrap());
+        dogpile_worker(&args[2], id, until);
         return;
     }
     let workers: u32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(4);
@@ -122,6 +161,13 @@ fn main() {
     println!("starting {workers} worker processes, {ops} lookups each\n");
     let exe = std::env::current_exe().unwrap();
     let start = Instant::now();
+    // Phase 2 ends at the same wall-clock time in every worker.
+    let dogpile_until = SystemTime::now() + Duration::from_secs(4);
+    let until_ms = dogpile_until
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        .to_string();
     let children: Vec<_> = (0..workers)
         .map(|i| {
             Command::new(&exe)
@@ -130,6 +176,7 @@ fn main() {
                     path.to_str().unwrap(),
                     &i.to_string(),
                     &ops.to_string(),
+                    &until_ms,
                 ])
                 .stdout(Stdio::inherit())
                 .spawn()
@@ -151,6 +198,10 @@ fn main() {
         s.inserts,
         s.evictions,
         s.corrupt
+    );
+    println!(
+        "dogpile: the report was built {} times in total by {workers} processes (it expires every second), {} stale answers were served meanwhile, {} callers waited for a creator",
+        s.creates, s.stale_served, s.waits
     );
     drop(cache);
     std::fs::remove_dir_all(&dir).ok();
