@@ -349,6 +349,10 @@ impl Cache {
     /// `bytecheck`, without copying: the guard derefs to `T::Archived` in the
     /// mapping. A missing, expired, corrupt or differently typed entry is
     /// `Ok(None)`.
+    ///
+    /// Validation is cheap next to the lookup: for a 100-byte archive it
+    /// measured about 7 ns (`cargo bench --bench core -- rkyv_access`),
+    /// against roughly 700 ns for a random lookup over a million keys.
     pub fn get<T: Archive>(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, T::Archived>>>
     where
         T::Archived: Checkable,
