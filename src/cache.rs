@@ -68,6 +68,18 @@ pub struct Info {
     pub created: std::time::SystemTime,
 }
 
+/// Where a key lives: its write-lock stripe and its regeneration stripe.
+/// Keys that share a stripe contend for its lock (writes, or regeneration
+/// across processes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Placement {
+    /// `hash % stripes`: the write lock, index partition and log ring.
+    pub stripe: u32,
+    /// `hash % regen_stripes`: the regeneration lock.
+    pub regen_stripe: u32,
+}
+
 /// The schema fingerprint stored with values of type `T`: a hash of the
 /// type's name and the size and alignment of its archived form. Values
 /// stored as one type are misses when read as another.
@@ -177,6 +189,15 @@ impl Cache {
             reader_slots: g.reader_slots,
             read_only: self.shared.read_only.is_some(),
             created: std::time::UNIX_EPOCH + Duration::from_nanos(self.shared.header.created),
+        }
+    }
+
+    /// The stripes `key` maps to in this file (the hash is seeded per file).
+    pub fn key_placement(&self, key: impl AsRef<[u8]>) -> Placement {
+        let kh = KeyHash::new(key.as_ref(), self.shared.header.seed, &self.shared.geo);
+        Placement {
+            stripe: kh.stripe,
+            regen_stripe: (kh.hash % self.shared.header.regen_stripes as u64) as u32,
         }
     }
 

@@ -48,7 +48,7 @@ mod regen;
 mod shared;
 mod stats;
 
-pub use cache::{schema_fingerprint, Cache, Checkable, Info, Invalidation, Storable};
+pub use cache::{schema_fingerprint, Cache, Checkable, Info, Invalidation, Placement, Storable};
 pub use dogpile::{CreateError, CreateOptions, Fetched, StalePolicy};
 pub use error::{Error, Result};
 pub use guard::{EntryMeta, Guard};

@@ -96,7 +96,7 @@ fn wait_changed<'t>(
 pub(crate) fn acquire(shared: &Arc<Shared>, key: &[u8], hash: u64, wait: Wait) -> Result<Acquired> {
     let pr = shared.process()?;
     let table = &pr.regen;
-    let stripe = (hash % shared.header.regen_stripes as u64) as u32;
+    let stripe = (hash % shared.header.regen_stripes as u64) as u32; // as Cache::key_placement
     let me = std::thread::current().id();
     let deadline = match wait {
         Wait::Never => Some(Instant::now()),

@@ -122,6 +122,30 @@ fn child_entry() {
                 0u64
             });
         }
+        "meet" => {
+            // Regenerates `DOGPILE_KEY`; its creator announces itself with a
+            // marker file and waits for the other process's marker, so both
+            // creators must run at the same time for either to finish.
+            let c = Cache::open(&path, opts()).unwrap();
+            let (me, other) = (env("DOGPILE_KEY"), env("DOGPILE_OTHER"));
+            let dir = path.parent().unwrap().to_path_buf();
+            let v = c
+                .get_or_create(&me, || {
+                    std::fs::write(dir.join(format!("{me}.in")), b"").unwrap();
+                    let t = Instant::now();
+                    while !dir.join(format!("{other}.in")).exists() {
+                        assert!(
+                            t.elapsed() < Duration::from_secs(60),
+                            "{other}'s creator never ran alongside"
+                        );
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    1u64
+                })
+                .unwrap();
+            assert!(v.is_created());
+            println!("MET");
+        }
         "invalidate" => {
             let c = Cache::open(&path, opts()).unwrap();
             let how = if env("DOGPILE_HOW") == "hard" {
@@ -306,6 +330,88 @@ fn many_keys_on_few_stripes_never_deadlock() {
     }
     drop(c);
     std::fs::remove_dir_all(d).unwrap();
+}
+
+/// Two keys whose creators must run at the same time to finish: proves
+/// unrelated keys regenerate concurrently.
+#[test]
+fn unrelated_keys_regenerate_concurrently() {
+    let d = dir("dogpile", "concurrent");
+    let p = d.join("c");
+    // In one process, even on one shared regeneration stripe (per-key locks).
+    let c = Cache::open(&p, opts().regen_stripes(1)).unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let hs: Vec<_> = ["x", "y"]
+        .into_iter()
+        .map(|k| {
+            let (c, b) = (c.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                c.get_or_create(k, || {
+                    b.wait(); // both creators inside at once, or this never returns
+                    1u64
+                })
+                .map(|f| f.is_created())
+            })
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tx.send(
+            hs.into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect::<Vec<_>>(),
+        )
+    });
+    let created = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("creators of different keys were serialised");
+    assert_eq!(created, vec![true, true]);
+    drop(c);
+    // Across processes, on different regeneration stripes.
+    let p2 = d.join("c2");
+    let c2 = Cache::open(&p2, opts().regen_stripes(1024)).unwrap();
+    // Two keys on different regeneration stripes.
+    let a = "m0".to_string();
+    let b = (1..)
+        .map(|i| format!("m{i}"))
+        .find(|k| c2.key_placement(k).regen_stripe != c2.key_placement(&a).regen_stripe)
+        .unwrap();
+    let kids: Vec<_> = [(&a, &b), (&b, &a)]
+        .into_iter()
+        .map(|(me, other)| {
+            KillOnDrop(
+                child(
+                    "meet",
+                    &p2,
+                    &[
+                        ("DOGPILE_KEY", me.clone()),
+                        ("DOGPILE_OTHER", other.clone()),
+                    ],
+                )
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+            )
+        })
+        .collect();
+    for mut k in kids {
+        let out = k.0.wait_with_output_ref();
+        assert!(out.0.success() && out.1.contains("MET"), "{}", out.1);
+    }
+    drop(c2);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+trait WaitOutput {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String);
+}
+
+impl WaitOutput for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> (std::process::ExitStatus, String) {
+        let mut s = String::new();
+        std::io::Read::read_to_string(self.stdout.as_mut().unwrap(), &mut s).unwrap();
+        (self.wait().unwrap(), s)
+    }
 }
 
 #[test]
