@@ -7,7 +7,7 @@ use crate::layout::{hdr, kind, reader, stripe, MAX_KEY_LEN, RECORD_HEADER};
 use crate::log::{NewRecord, StripeWriter};
 use crate::options::Options;
 use crate::readers::{count_local, Pin, ThreadSlot};
-use crate::record::{self, RecordHeader};
+use crate::record::RecordHeader;
 use crate::shared::{self, now_ns, Shared};
 use crate::stats::Stats;
 use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
@@ -298,7 +298,7 @@ impl Cache {
             }
             let voff = rh.value_offset() as usize;
             let value = &all[voff..voff + rh.val_len as usize];
-            if record::checksum(&all[..RECORD_HEADER as usize], key, value) != rh.crc {
+            if !rh.verify(all) {
                 pin.count(reader::CORRUPT);
                 continue;
             }

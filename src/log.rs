@@ -377,14 +377,7 @@ impl<'a> StripeWriter<'a> {
                 let fresh = (rh.expires == 0 || rh.expires > self.now)
                     && rh.created > hard
                     && rh.created > soft;
-                let voff = rh.value_offset() as usize;
-                let klen = rh.key_len as usize;
-                let intact = || {
-                    let (h, key) = all.split_at(RECORD_HEADER as usize);
-                    record::checksum(h, &key[..klen], &all[voff..voff + rh.val_len as usize])
-                        == rh.crc
-                };
-                if w & VISITED != 0 && fresh && size <= budget && intact() {
+                if w & VISITED != 0 && fresh && size <= budget && rh.verify(all) {
                     let to_pos = self.head();
                     // SAFETY: the destination is at the head of the segment
                     // `enter_segment` cleared (unpinned, unnamed), the source
