@@ -191,6 +191,20 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether this open error means a damaged (or older) slotcache file,
+    /// which [`OnCorrupt::Reset`](crate::OnCorrupt::Reset) may replace.
+    pub(crate) fn is_damage(&self) -> bool {
+        match self {
+            Error::CorruptHeader { .. }
+            | Error::SizeMismatch { .. }
+            | Error::FormatFlags { .. } => true,
+            Error::UnsupportedVersion {
+                expected, found, ..
+            } => found < expected,
+            _ => false,
+        }
+    }
+
     /// Builds an [`Error::Io`].
     pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
         Error::Io {

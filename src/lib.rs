@@ -48,12 +48,14 @@ mod regen;
 mod shared;
 mod stats;
 
-pub use cache::{schema_fingerprint, Cache, Checkable, Info, Invalidation, Placement, Storable};
+pub use cache::{
+    schema_fingerprint, Cache, Checkable, Info, Invalidation, Placement, Storable, VerifyReport,
+};
 pub use dogpile::{CreateError, CreateOptions, Fetched, StalePolicy};
 pub use error::{Error, Result};
 pub use guard::{EntryMeta, Guard};
 pub use layout::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use memo::Memo;
-pub use options::Options;
+pub use options::{OnCorrupt, Options};
 pub use rkyv;
 pub use stats::Stats;

@@ -4,6 +4,21 @@ use crate::error::{Error, Result};
 use crate::layout::{MAX_READER_SLOTS, MAX_REGEN_STRIPES, MAX_SEGMENTS, MAX_STRIPES, MIN_SEGMENTS};
 use std::time::Duration;
 
+/// What [`Cache::open`](crate::Cache::open) does with an existing file that
+/// fails validation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnCorrupt {
+    /// Return the error (the default).
+    #[default]
+    Error,
+    /// Replace a damaged slotcache file (bad header checksum or fields,
+    /// wrong size, an *older* format version, other rkyv flags) with a new,
+    /// empty one — a cache may drop data, it must never serve wrong data.
+    /// Never done to a file that is not a slotcache file, nor to one of a
+    /// newer format version (newer software may be using it).
+    Reset,
+}
+
 /// How to create or open a cache file.
 ///
 /// Geometry options (`capacity`, `max_entries`, `stripes`, `segments`,
@@ -36,6 +51,7 @@ pub struct Options {
     pub(crate) lock_timeout: Option<Duration>,
     pub(crate) stale_policy: crate::StalePolicy,
     pub(crate) expiration: Option<Duration>,
+    pub(crate) on_corrupt: OnCorrupt,
 }
 
 impl Default for Options {
@@ -55,6 +71,7 @@ impl Default for Options {
             lock_timeout: None,
             stale_policy: crate::StalePolicy::ServeStale,
             expiration: None,
+            on_corrupt: OnCorrupt::Error,
         }
     }
 }
@@ -172,6 +189,13 @@ impl Options {
     /// `expiration_time`).
     pub fn expiration(mut self, age: Duration) -> Options {
         self.expiration = Some(age);
+        self
+    }
+
+    /// What to do when an existing file fails validation (default:
+    /// [`OnCorrupt::Error`]).
+    pub fn on_corrupt(mut self, what: OnCorrupt) -> Options {
+        self.on_corrupt = what;
         self
     }
 

@@ -352,9 +352,37 @@ pub(crate) enum Holder {
     ReadOnly,
 }
 
+/// Slots `0..reader_hwm`: every slot ever claimed. The load is clamped
+/// before narrowing, so a damaged high-water mark cannot hide slots.
+fn claimed_slots(shared: &Shared) -> u32 {
+    let hwm = shared
+        .map
+        .atomic(hdr::READER_HWM as u64)
+        .load(Ordering::SeqCst);
+    hwm.min(shared.geo.reader_slots as u64) as u32
+}
+
+/// Whether reader slot `i`, whose pin word is non-zero, belongs to a live
+/// thread: the caller itself, another thread of this process, or a thread
+/// of a live process (its liveness lock is held).
+fn pin_holder(shared: &Shared, pr: &Process, me: Option<u32>, i: u32) -> Result<Option<Holder>> {
+    if me == Some(i) {
+        return Ok(Some(Holder::SelfThread(i)));
+    }
+    if pr.owned_slots[i as usize].load(Ordering::Acquire) {
+        return Ok(Some(Holder::Slot(i)));
+    }
+    let alive = locks::held_by_other(&pr.file, lk::LIVE + i as u64)
+        .map_err(|e| Error::io("checking a reader's liveness", &shared.path, e))?;
+    // A dead owner's pin protects nobody. (The word is reset by the next
+    // thread that claims the slot; a new owner's pins are set after the
+    // tail moved past the space being reused, so they back off by themselves.)
+    Ok(alive.then_some(Holder::Slot(i)))
+}
+
 /// Finds a live reader that pins any position below `end` in stripe `s`,
 /// or holds a read-only pin on physical segment `phys`. Pins of dead
-/// readers are cleared on the way.
+/// readers are ignored.
 pub(crate) fn find_pin(
     shared: &Shared,
     pr: &Process,
@@ -364,31 +392,14 @@ pub(crate) fn find_pin(
 ) -> Result<Option<Holder>> {
     let geo = &shared.geo;
     let me = ThreadSlot::current_index(shared);
-    let hwm = (shared
-        .map
-        .atomic(hdr::READER_HWM as u64)
-        .load(Ordering::SeqCst) as u32)
-        .min(geo.reader_slots);
-    for i in 0..hwm {
-        let word = shared.map.atomic(geo.pin_word(i, s));
-        let w = word.load(Ordering::SeqCst);
+    for i in 0..claimed_slots(shared) {
+        let w = shared.map.atomic(geo.pin_word(i, s)).load(Ordering::SeqCst);
         if w == 0 || w > end {
             continue;
         }
-        if me == Some(i) {
-            return Ok(Some(Holder::SelfThread(i)));
+        if let Some(h) = pin_holder(shared, pr, me, i)? {
+            return Ok(Some(h));
         }
-        if pr.owned_slots[i as usize].load(Ordering::Acquire) {
-            return Ok(Some(Holder::Slot(i)));
-        }
-        let alive = locks::held_by_other(&pr.file, lk::LIVE + i as u64)
-            .map_err(|e| Error::io("checking a reader's liveness", &shared.path, e))?;
-        if alive {
-            return Ok(Some(Holder::Slot(i)));
-        }
-        // Dead owner: its pin protects nobody. (The word is reset by the
-        // next thread that claims the slot; a new owner's pins are set after
-        // the tail moved past `end`, so they back off by themselves.)
     }
     let ro = lk::RO_PIN + s as u64 * geo.segments as u64 + phys;
     if locks::held_by_other(&pr.file, ro)
@@ -397,4 +408,27 @@ pub(crate) fn find_pin(
         return Ok(Some(Holder::ReadOnly));
     }
     Ok(None)
+}
+
+/// Live pins on stripe `s` (reader slots of live threads with a non-zero
+/// pin word, plus read-only pins held on its segments), for `verify`.
+pub(crate) fn count_live_pins(shared: &Shared, pr: &Process, s: u32) -> Result<u64> {
+    let geo = &shared.geo;
+    let me = ThreadSlot::current_index(shared);
+    let mut n = 0;
+    for i in 0..claimed_slots(shared) {
+        let w = shared.map.atomic(geo.pin_word(i, s)).load(Ordering::SeqCst);
+        if w != 0 && pin_holder(shared, pr, me, i)?.is_some() {
+            n += 1;
+        }
+    }
+    for g in 0..geo.segments as u64 {
+        let ro = lk::RO_PIN + s as u64 * geo.segments as u64 + g;
+        if locks::held_by_other(&pr.file, ro)
+            .map_err(|e| Error::io("checking read-only pins", &shared.path, e))?
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
 }

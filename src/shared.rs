@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::layout::{Geometry, Header, HEADER_SIZE, MAGIC, MAGIC_INIT};
 use crate::map::Map;
-use crate::options::Options;
+use crate::options::{OnCorrupt, Options};
 use crate::process::{self, Process};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -366,6 +366,41 @@ fn read_at(file: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     }
 }
 
+/// Replaces a damaged cache file with a new, empty one: built under a
+/// temporary name next to it, then renamed over it. Processes that still
+/// map the damaged file keep their mapping (it stays valid; they no longer
+/// share with new openers); new openers get the new file. Nothing is done
+/// if another process already replaced it.
+fn replace_damaged(path: &Path, damaged: &File, opts: &Options) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+        let ours = file_key(damaged).map_err(|e| Error::io("stat", path, e))?;
+        if (now.dev(), now.ino()) != ours {
+            return Ok(());
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = damaged;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.reset-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let fresh = opts.clone().read_only(false).create(true);
+    let (file, _, _) = open_file(&tmp, &fresh)?;
+    let built = initialize(&file, &tmp, &fresh).and_then(|_| {
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io("replacing a damaged cache file", path, e))
+    });
+    if built.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    built.map(|_| ())
+}
+
 /// Opens or creates the cache file at `path`.
 pub(crate) fn open(path: &Path, opts: &Options) -> Result<Arc<Shared>> {
     opts.validate()?;
@@ -444,6 +479,16 @@ pub(crate) fn open(path: &Path, opts: &Options) -> Result<Arc<Shared>> {
         .map_err(|e| err("mapping the file", e))?;
         Ok((header, Map::new(raw, len, read_only.is_none())))
     })();
+    if let Err(e) = &result {
+        if opts.on_corrupt == OnCorrupt::Reset && read_only.is_none() && e.is_damage() {
+            // Still holding the damaged file's whole-file lock, so racing
+            // openers wait here and then find the replacement.
+            let replaced = replace_damaged(path, &file, opts);
+            let _ = fs4::FileExt::unlock(&file);
+            replaced?;
+            return open(path, &opts.clone().on_corrupt(OnCorrupt::Error));
+        }
+    }
     let _ = fs4::FileExt::unlock(&file);
     let (header, map) = result?;
     let geo = header.geo;

@@ -1,0 +1,226 @@
+//! Integrity checking, reset of damaged files, and unlucky environments:
+//! a file deleted and recreated under running processes, tmpfs, a file size
+//! limit (a full disk, as far as one process can tell) at creation.
+
+mod common;
+use common::dir;
+use slotcache::{Cache, Error, OnCorrupt, Options};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+fn small() -> Options {
+    Options::new().capacity(4 << 20).stripes(4)
+}
+
+fn patch(path: &Path, off: u64, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(off)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+fn find(path: &Path, needle: &[u8]) -> u64 {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("bytes in file") as u64
+}
+
+#[test]
+fn verify_is_clean_after_churn_and_reports_damage() {
+    let d = dir("reliability", "verify");
+    let p = d.join("c");
+    let c = Cache::open(&p, small().segments(6)).unwrap();
+    for i in 0..20_000u32 {
+        c.set_bytes(format!("k{i}"), &vec![i as u8; (i as usize * 13) % 700])
+            .unwrap();
+        if i % 3 == 0 {
+            let _ = c.get_bytes(format!("k{}", i / 2)).unwrap();
+        }
+        if i % 11 == 0 {
+            c.delete(format!("k{}", i / 3)).unwrap();
+        }
+    }
+    let r = c.verify().unwrap();
+    assert!(r.is_clean(), "{r:?}");
+    assert!(r.records_scanned > 0 && r.live_entries > 0, "{r:?}");
+    assert_eq!(r.live_entries, c.stats().entries);
+    assert_eq!(r.entries_drift, 0);
+    assert_eq!(r.live_pins, 0);
+    let g = c.get_bytes("k19999").unwrap().unwrap();
+    assert_eq!(c.verify().unwrap().live_pins, 1, "the guard's pin is seen");
+    drop(g);
+    // Damage a record's value behind the cache's back.
+    c.set_bytes("victim", b"VICTIM-VALUE-0123456789").unwrap();
+    let at = find(&p, b"VICTIM-VALUE-0123456789");
+    patch(&p, at + 2, b"#");
+    let r = c.verify().unwrap();
+    assert_eq!(r.bad_checksums, 1, "{r:?}");
+    assert!(!r.is_clean());
+    assert!(
+        c.get_bytes("victim").unwrap().is_none(),
+        "and reads miss it"
+    );
+    drop(c);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[test]
+fn damaged_files_are_reset_on_request_and_foreign_files_never() {
+    let d = dir("reliability", "reset");
+    let make = |name: &str| {
+        let p = d.join(name);
+        let c = Cache::open(&p, small()).unwrap();
+        c.set_bytes("k", b"v").unwrap();
+        drop(c);
+        p
+    };
+    // A flipped header byte: an error by default, a fresh file on request.
+    let p = make("header");
+    patch(&p, 30, &[0x55]);
+    assert!(matches!(
+        Cache::open(&p, small()),
+        Err(Error::CorruptHeader { .. })
+    ));
+    let c = Cache::open(&p, small().on_corrupt(OnCorrupt::Reset)).unwrap();
+    assert!(
+        c.get_bytes("k").unwrap().is_none(),
+        "the damaged data is gone"
+    );
+    c.set_bytes("k", b"new").unwrap();
+    assert!(c.verify().unwrap().is_clean());
+    drop(c);
+    assert_eq!(
+        &*Cache::open(&p, small())
+            .unwrap()
+            .get_bytes("k")
+            .unwrap()
+            .unwrap(),
+        b"new"
+    );
+    // Truncated by someone else.
+    let p = make("truncated");
+    let len = std::fs::metadata(&p).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len - 4096)
+        .unwrap();
+    assert!(Cache::open(&p, small().on_corrupt(OnCorrupt::Reset)).is_ok());
+    // A newer format version is left alone (newer software may use it).
+    let p = make("newer");
+    patch(&p, 8, &7u32.to_le_bytes());
+    assert!(matches!(
+        Cache::open(&p, small().on_corrupt(OnCorrupt::Reset)),
+        Err(Error::UnsupportedVersion { found: 7, .. })
+    ));
+    // A file that is not ours is never touched.
+    let p = d.join("foreign");
+    std::fs::write(&p, vec![b'x'; 10_000]).unwrap();
+    assert!(matches!(
+        Cache::open(&p, small().on_corrupt(OnCorrupt::Reset)),
+        Err(Error::NotSlotcache { .. })
+    ));
+    assert_eq!(std::fs::read(&p).unwrap(), vec![b'x'; 10_000]);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_file_deleted_under_running_users_keeps_working_for_them() {
+    let d = dir("reliability", "deleted");
+    let p = d.join("c");
+    let old = Cache::open(&p, small()).unwrap();
+    old.set_bytes("k", b"old").unwrap();
+    std::fs::remove_file(&p).unwrap();
+    // The old handle keeps working on its (now unlinked) file.
+    old.set_bytes("k2", b"still").unwrap();
+    assert_eq!(&*old.get_bytes("k").unwrap().unwrap(), b"old");
+    // A new opener creates a new file and does not see the old one.
+    let new = Cache::open(&p, small()).unwrap();
+    assert!(new.get_bytes("k").unwrap().is_none());
+    new.set_bytes("k", b"new").unwrap();
+    assert_eq!(&*old.get_bytes("k").unwrap().unwrap(), b"old");
+    assert_eq!(&*new.get_bytes("k").unwrap().unwrap(), b"new");
+    drop((old, new));
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn works_on_tmpfs() {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("no /dev/shm on this machine: tmpfs case not exercised");
+        return;
+    }
+    let p = shm.join(format!("slotcache-test-{}", std::process::id()));
+    let c = Cache::open(&p, small()).unwrap();
+    for i in 0..5000u32 {
+        c.set_bytes(i.to_le_bytes(), &[1u8; 500]).unwrap();
+    }
+    assert!(c.get_bytes(4999u32.to_le_bytes()).unwrap().is_some());
+    assert!(c.verify().unwrap().is_clean());
+    drop(c);
+    std::fs::remove_file(&p).unwrap();
+}
+
+/// A full disk at creation fails then, with a clear error, and leaves an
+/// empty file the next opener initialises. Simulated with a file-size limit
+/// (RLIMIT_FSIZE), which makes preallocation fail like a full disk would.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_fails_at_creation_not_later() {
+    let d = dir("reliability", "full");
+    let p = d.join("c");
+    // SAFETY: the child only sets its own limits, opens the cache and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let code = std::panic::catch_unwind(|| {
+            // SAFETY: plain libc calls on this process's own settings.
+            unsafe {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let lim = libc::rlimit {
+                    rlim_cur: 1 << 20,
+                    rlim_max: 1 << 20,
+                };
+                libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            }
+            match Cache::open(&p, Options::new().capacity(8 << 20)) {
+                Err(e @ Error::Io { .. }) => {
+                    assert!(e.to_string().contains("preallocating"), "{e}");
+                    0
+                }
+                other => {
+                    eprintln!("expected a preallocation error, got {other:?}");
+                    1
+                }
+            }
+        })
+        .unwrap_or(2);
+        // SAFETY: leaving the child without the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status}"
+    );
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().len(),
+        0,
+        "truncated back, no half-made file"
+    );
+    let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
+    c.set_bytes("k", b"v").unwrap();
+    drop(c);
+    std::fs::remove_dir_all(d).unwrap();
+}
