@@ -162,6 +162,9 @@ pub struct Cache {
     shared: Arc<Shared>,
     default_ttl: u64,
     pin_wait: Duration,
+    /// This handle refuses writes (asked for read-only while the process
+    /// has the file open read-write).
+    read_only_handle: bool,
     pub(crate) dogpile: crate::dogpile::DogpileDefaults,
 }
 
@@ -192,7 +195,9 @@ impl Cache {
             policy: options.stale_policy,
             expiration: options.expiration,
         };
+        let read_only_handle = options.read_only && shared.read_only.is_none();
         Ok(Cache {
+            read_only_handle,
             shared,
             default_ttl,
             pin_wait: options.pin_wait,
@@ -216,7 +221,7 @@ impl Cache {
             segment_size: g.segment_size,
             index_slots: g.stripes as u64 * g.buckets as u64 * 8,
             reader_slots: g.reader_slots,
-            read_only: self.shared.read_only.is_some(),
+            read_only: self.read_only_handle || self.shared.read_only.is_some(),
             created: std::time::UNIX_EPOCH + Duration::from_nanos(self.shared.header.created),
         }
     }
@@ -248,6 +253,19 @@ impl Cache {
             });
         }
         Ok(())
+    }
+
+    /// `Ok` when this handle may write.
+    pub(crate) fn writable(&self, op: &'static str) -> Result<()> {
+        if self.read_only_handle {
+            let why = "opened with Options::read_only";
+            return Err(Error::ReadOnly {
+                path: self.shared.path.clone(),
+                op,
+                why,
+            });
+        }
+        self.shared.writable(op)
     }
 
     pub(crate) fn shared_ref(&self) -> &Shared {
@@ -555,7 +573,7 @@ impl Cache {
         items: &[(&[u8], u8, u64, &[u8])],
         ttl: Option<Duration>,
     ) -> Result<()> {
-        self.shared.writable(op)?;
+        self.writable(op)?;
         let mut placed = items
             .iter()
             .map(|&(k, kind, schema, v)| Ok((self.prepare(k, v.len())?, k, kind, schema, v)))
@@ -661,7 +679,7 @@ impl Cache {
 
     /// Removes `key`; returns whether it was present.
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        self.shared.writable("delete")?;
+        self.writable("delete")?;
         let key = key.as_ref();
         let kh = self.prepare(key, 0)?;
         let pr = self.shared.process()?;
@@ -698,7 +716,7 @@ impl Cache {
 
     /// Removes every entry, stripe by stripe (each under its lock).
     pub fn clear(&self) -> Result<()> {
-        self.shared.writable("clear")?;
+        self.writable("clear")?;
         let pr = self.shared.process()?;
         for s in 0..self.shared.geo.stripes {
             let _lock = pr
@@ -716,7 +734,7 @@ impl Cache {
     /// Invalidates every entry created up to now, in every process using the
     /// file (the time is stored in the header).
     pub fn invalidate(&self, how: Invalidation) -> Result<()> {
-        self.shared.writable("invalidate")?;
+        self.writable("invalidate")?;
         let field = match how {
             Invalidation::Hard => hdr::HARD_INVALIDATE,
             Invalidation::Soft => hdr::SOFT_INVALIDATE,
@@ -750,12 +768,14 @@ impl Cache {
         for s in 0..geo.stripes {
             let e = geo.stripe_entry(s);
             st.entries = st.entries.wrapping_add(a(e + stripe::ENTRIES));
-            st.bytes_used += a(e + stripe::HEAD).saturating_sub(a(e + stripe::TAIL));
-            st.inserts += a(e + stripe::INSERTS);
-            st.evictions += a(e + stripe::EVICTIONS);
-            st.reinserts += a(e + stripe::REINSERTS);
-            st.deletes += a(e + stripe::DELETES);
-            st.pin_waits += a(e + stripe::PIN_WAITS);
+            st.bytes_used = st
+                .bytes_used
+                .wrapping_add(a(e + stripe::HEAD).saturating_sub(a(e + stripe::TAIL)));
+            st.inserts = st.inserts.wrapping_add(a(e + stripe::INSERTS));
+            st.evictions = st.evictions.wrapping_add(a(e + stripe::EVICTIONS));
+            st.reinserts = st.reinserts.wrapping_add(a(e + stripe::REINSERTS));
+            st.deletes = st.deletes.wrapping_add(a(e + stripe::DELETES));
+            st.pin_waits = st.pin_waits.wrapping_add(a(e + stripe::PIN_WAITS));
         }
         if (st.entries as i64) < 0 {
             st.entries = 0;
@@ -763,22 +783,24 @@ impl Cache {
         let hwm = a(hdr::READER_HWM as u64).min(geo.reader_slots as u64) as u32;
         for i in 0..hwm {
             let r = geo.reader_slot(i);
-            st.hits += a(r + reader::HITS);
-            st.misses += a(r + reader::MISSES);
-            st.expired += a(r + reader::EXPIRED);
-            st.corrupt += a(r + reader::CORRUPT);
-            st.mismatched += a(r + reader::MISMATCHED);
-            st.creates += a(r + reader::CREATES);
-            st.stale_served += a(r + reader::STALE_SERVED);
-            st.waits += a(r + reader::WAITS);
-            st.lock_timeouts += a(r + reader::LOCK_TIMEOUTS);
+            st.hits = st.hits.wrapping_add(a(r + reader::HITS));
+            st.misses = st.misses.wrapping_add(a(r + reader::MISSES));
+            st.expired = st.expired.wrapping_add(a(r + reader::EXPIRED));
+            st.corrupt = st.corrupt.wrapping_add(a(r + reader::CORRUPT));
+            st.mismatched = st.mismatched.wrapping_add(a(r + reader::MISMATCHED));
+            st.creates = st.creates.wrapping_add(a(r + reader::CREATES));
+            st.stale_served = st.stale_served.wrapping_add(a(r + reader::STALE_SERVED));
+            st.waits = st.waits.wrapping_add(a(r + reader::WAITS));
+            st.lock_timeouts = st.lock_timeouts.wrapping_add(a(r + reader::LOCK_TIMEOUTS));
         }
         let l = &sh.local;
-        st.hits += l.hits.load(Ordering::Relaxed);
-        st.misses += l.misses.load(Ordering::Relaxed);
-        st.expired += l.expired.load(Ordering::Relaxed);
-        st.corrupt += l.corrupt.load(Ordering::Relaxed);
-        st.mismatched += l.mismatched.load(Ordering::Relaxed);
+        st.hits = st.hits.wrapping_add(l.hits.load(Ordering::Relaxed));
+        st.misses = st.misses.wrapping_add(l.misses.load(Ordering::Relaxed));
+        st.expired = st.expired.wrapping_add(l.expired.load(Ordering::Relaxed));
+        st.corrupt = st.corrupt.wrapping_add(l.corrupt.load(Ordering::Relaxed));
+        st.mismatched = st
+            .mismatched
+            .wrapping_add(l.mismatched.load(Ordering::Relaxed));
         st
     }
 }

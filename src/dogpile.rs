@@ -238,7 +238,7 @@ impl Cache {
             Some(g) if fresh(&g) => return Ok(Decision::Done(Fetched::Cached(g))),
             other => other,
         };
-        self.shared_ref().writable("get_or_create")?;
+        self.writable("get_or_create")?;
         let kh = KeyHash::new(key, self.seed(), self.geo());
         let shared = self.shared_arc();
         if let Some(old) = stale.filter(|_| o.policy == StalePolicy::ServeStale) {
@@ -414,7 +414,7 @@ impl Cache {
             if fresh(&g) {
                 return Ok((Fetched::Cached(g), None));
             }
-            self.shared_ref().writable("get_or_create_background")?;
+            self.writable("get_or_create_background")?;
             let kh = KeyHash::new(key, self.seed(), self.geo());
             match regen::acquire(self.shared_arc(), key, kh.hash, Wait::Never)? {
                 Acquired::Busy => {

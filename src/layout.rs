@@ -168,6 +168,11 @@ pub mod locks {
     pub const LIVE: u64 = BASE + (2 << 32);
     /// Read-only pins: segment `g` of stripe `s` is at `RO_PIN + s * segments + g`.
     pub const RO_PIN: u64 = BASE + (3 << 32);
+    #[cfg_attr(not(windows), allow(dead_code))]
+    /// Windows only: the byte that serialises creating and validating the
+    /// file (Unix uses a whole-file `flock`, which is independent of these
+    /// byte-range locks; Windows' whole-file lock would cover them all).
+    pub const OPEN: u64 = BASE + (4 << 32);
 }
 
 /// Record kinds (byte 4 of a record header).

@@ -18,9 +18,15 @@
 //!   when the last handle goes; exclusion between threads of one process
 //!   comes from the in-process mutex taken first.
 //! - **Windows**: `LockFileEx`/`UnlockFileEx` on the same offsets (beyond
-//!   the end of the file, which Windows allows). Windows has no "who holds
-//!   this" query, so [`held_by_other`] tries a non-blocking lock and undoes
-//!   it.
+//!   the end of the file, which Windows allows). Locks belong to the file
+//!   handle: two handles in one process exclude each other like two
+//!   processes, and the system releases a process's locks when it ends.
+//!   Windows has no "who holds this" query, so [`held_by_other`] tries a
+//!   non-blocking lock and undoes it; that probe also conflicts with the
+//!   caller's own handle's locks, so callers check the reader slots their
+//!   handle owns in memory first (`readers::find_pin`). The lock taken
+//!   while opening is one more byte ([`lock_for_open`]), not a lock over
+//!   the whole file, which would cover all the others.
 
 use std::fs::File;
 use std::io;
@@ -178,6 +184,44 @@ mod sys {
         } else {
             Ok(true)
         }
+    }
+}
+
+/// Windows only: the byte locked while a file is created or validated
+/// (`BASE + 4·2^32`, after the read-only pins).
+///
+/// On Unix that lock is a whole-file `flock`, which lives apart from
+/// `fcntl` byte-range locks. `fs4`'s whole-file lock on Windows is
+/// `LockFileEx` over every byte offset instead, which conflicts with every
+/// stripe, regeneration, reader-slot and pin lock of other handles: an
+/// opener would wait for as long as any other process (or handle) has a
+/// thread holding a reader slot, and other processes would find their locks
+/// refused while someone opens.
+#[cfg(windows)]
+const OPEN: u64 = crate::layout::locks::OPEN;
+
+/// Takes the lock that serialises creating and validating the file (see
+/// `format.md` §4), waiting for it.
+pub(crate) fn lock_for_open(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        fs4::FileExt::lock(file)
+    }
+    #[cfg(windows)]
+    {
+        sys::lock(file, OPEN, Mode::Exclusive, true).map(|_| ())
+    }
+}
+
+/// Releases the lock taken by [`lock_for_open`].
+pub(crate) fn unlock_for_open(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        fs4::FileExt::unlock(file)
+    }
+    #[cfg(windows)]
+    {
+        sys::unlock(file, OPEN)
     }
 }
 

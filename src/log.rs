@@ -301,7 +301,7 @@ impl<'a> StripeWriter<'a> {
         }
         report.live_entries += live;
         let counted = self.field(stripe::ENTRIES).load(Ordering::Relaxed);
-        report.entries_drift += counted.abs_diff(live);
+        report.entries_drift = report.entries_drift.saturating_add(counted.abs_diff(live));
     }
 
     /// Makes room for `size` bytes at the head and returns their position.

@@ -103,8 +103,8 @@ impl Shared {
         }
     }
 
-    /// Whether the calling process is a fork child that has not yet rebuilt
-    /// its state (used where rebuilding is not wanted, e.g. in `Drop`).
+    /// `Ok` when the file is open for writing, else [`Error::ReadOnly`]
+    /// naming `op`.
     pub(crate) fn writable(&self, op: &'static str) -> Result<()> {
         match self.read_only {
             None => Ok(()),
@@ -146,9 +146,9 @@ fn file_key(f: &File) -> io::Result<(u64, u64)> {
 #[cfg(unix)]
 static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
 
-/// A registry entry: (device, inode), read-only, and the shared state.
+/// A registry entry: (device, inode) and the shared state.
 #[cfg(unix)]
-type Registered = ((u64, u64), bool, Weak<Shared>);
+type Registered = ((u64, u64), Weak<Shared>);
 
 /// The rkyv format flags of this build, measured rather than assumed:
 /// bit 0 little-endian, bit 1 aligned, bits 4..8 pointer width in bytes.
@@ -405,21 +405,42 @@ fn replace_damaged(path: &Path, damaged: &File, opts: &Options) -> Result<()> {
 pub(crate) fn open(path: &Path, opts: &Options) -> Result<Arc<Shared>> {
     opts.validate()?;
     process::install_fork_handler();
+    // The registry stays locked for the whole open, so two threads opening
+    // the same file cannot both miss it and end with two descriptors.
+    #[cfg(unix)]
+    let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    #[cfg(not(unix))]
+    let mut reg = ();
+    open_registered(path, opts, &mut reg)
+}
+
+/// The registry guard (Unix) or nothing.
+#[cfg(unix)]
+type Reg<'a> = std::sync::MutexGuard<'a, Vec<Registered>>;
+/// The registry guard (Unix) or nothing.
+#[cfg(not(unix))]
+type Reg<'a> = ();
+
+fn open_registered(path: &Path, opts: &Options, reg: &mut Reg<'_>) -> Result<Arc<Shared>> {
     // An open file is found by identity *before* opening a descriptor: with
     // classic `fcntl` locks, opening and closing a second descriptor would
-    // drop every lock this process holds on the file.
+    // drop every lock this process holds on the file. A read-only request on
+    // a file this process has open read-write shares that state (the
+    // `Cache` handle refuses writes); a read-write request on a file open
+    // read-only here gets the read-only state.
     #[cfg(unix)]
     if let Ok(m) = std::fs::metadata(path) {
         use std::os::unix::fs::MetadataExt;
-        let reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = reg
             .iter()
-            .find(|(k, ro, _)| *k == (m.dev(), m.ino()) && *ro == opts.read_only)
-            .and_then(|(_, _, w)| w.upgrade())
+            .find(|(k, _)| *k == (m.dev(), m.ino()))
+            .and_then(|(_, w)| w.upgrade())
         {
             return Ok(s);
         }
     }
+    #[cfg(not(unix))]
+    let _ = &reg;
     let (file, _created, read_only) = open_file(path, opts)?;
     #[cfg(unix)]
     let key = file_key(&file).map_err(|e| Error::io("stat", path, e))?;
@@ -427,7 +448,7 @@ pub(crate) fn open(path: &Path, opts: &Options) -> Result<Arc<Shared>> {
     // Whole-file lock while creating or validating, so that two processes
     // racing to create the same path end with one file: the loser waits,
     // then finds the magic and validates instead of initialising.
-    fs4::FileExt::lock(&file).map_err(|e| err("locking the file for opening", e))?;
+    crate::locks::lock_for_open(&file).map_err(|e| err("locking the file for opening", e))?;
     let result = (|| {
         let mut first = [0u8; 8];
         let n = read_at(&file, &mut first, 0).map_err(|e| err("reading the header", e))?;
@@ -484,12 +505,12 @@ pub(crate) fn open(path: &Path, opts: &Options) -> Result<Arc<Shared>> {
             // Still holding the damaged file's whole-file lock, so racing
             // openers wait here and then find the replacement.
             let replaced = replace_damaged(path, &file, opts);
-            let _ = fs4::FileExt::unlock(&file);
+            let _ = crate::locks::unlock_for_open(&file);
             replaced?;
-            return open(path, &opts.clone().on_corrupt(OnCorrupt::Error));
+            return open_registered(path, &opts.clone().on_corrupt(OnCorrupt::Error), reg);
         }
     }
-    let _ = fs4::FileExt::unlock(&file);
+    let _ = crate::locks::unlock_for_open(&file);
     let (header, map) = result?;
     let geo = header.geo;
     #[cfg(target_os = "linux")]
@@ -515,9 +536,8 @@ pub(crate) fn open(path: &Path, opts: &Options) -> Result<Arc<Shared>> {
     });
     #[cfg(unix)]
     {
-        let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-        reg.retain(|(_, _, w)| w.strong_count() > 0);
-        reg.push((key, read_only.is_some(), Arc::downgrade(&shared)));
+        reg.retain(|(_, w)| w.strong_count() > 0);
+        reg.push((key, Arc::downgrade(&shared)));
     }
     Ok(shared)
 }

@@ -272,3 +272,40 @@ fn default_ttl_is_stored_in_the_file() {
     assert!(c.get_bytes("k2").unwrap().is_none());
     assert_eq!(c.stats().expired, 2);
 }
+
+/// A second `Cache::open` of the same file in one process. On Unix it shares
+/// the first handle's descriptor, mutexes and locks (classic `fcntl` locks
+/// need one descriptor per file per process); on Windows it is a second
+/// file handle with mutexes of its own, whose `LockFileEx` locks exclude the
+/// first handle's as another process's would. Either way two writers never
+/// work inside one stripe at once: the per-stripe counters are a plain load
+/// and store under the stripe lock, so a lost update would show.
+#[test]
+fn two_handles_in_one_process_exclude_each_other() {
+    let p = tmp("handles");
+    let a = Cache::open(&p, Options::new().capacity(8 << 20).stripes(2)).unwrap();
+    let b = Cache::open(&p, Options::new()).unwrap();
+    const N: u64 = 1500;
+    let writers: Vec<_> = [&a, &b, &a, &b]
+        .into_iter()
+        .enumerate()
+        .map(|(t, c)| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    c.set_bytes(format!("t{t}-{i}"), &[t as u8; 100]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let st = b.stats();
+    assert_eq!(st.inserts, 4 * N, "{st:?}");
+    assert_eq!(a.stats().inserts, 4 * N);
+    for t in 0..4u8 {
+        let g = a.get_bytes(format!("t{t}-{}", N - 1)).unwrap().unwrap();
+        assert_eq!(&*g, &[t; 100][..]);
+    }
+}

@@ -2,7 +2,6 @@
 //! stale values served meanwhile, waiters served the created value, locks
 //! per key inside a process and per regeneration stripe across processes,
 //! errors, panics, killed creators, timeouts, invalidation, memoization.
-#![cfg(unix)]
 
 mod common;
 use common::{dir, KillOnDrop};
@@ -300,9 +299,10 @@ fn many_keys_on_few_stripes_never_deadlock() {
     let d = dir("dogpile", "stripes");
     let c = Cache::open(d.join("c"), opts().regen_stripes(2)).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let mut hs = Vec::new();
     for t in 0..6u64 {
         let (c, tx) = (c.clone(), tx.clone());
-        std::thread::spawn(move || {
+        hs.push(std::thread::spawn(move || {
             let o = CreateOptions::new().ttl(Some(Duration::from_millis(5)));
             let mut x = t + 1;
             for _ in 0..300 {
@@ -322,11 +322,14 @@ fn many_keys_on_few_stripes_never_deadlock() {
                 r.unwrap();
             }
             tx.send(()).unwrap();
-        });
+        }));
     }
     for _ in 0..6 {
         rx.recv_timeout(Duration::from_secs(120))
             .expect("a thread is stuck: deadlock");
+    }
+    for h in hs {
+        h.join().unwrap();
     }
     drop(c);
     std::fs::remove_dir_all(d).unwrap();
@@ -451,7 +454,7 @@ fn nested_keys_share_a_stripe_and_same_key_reentry_is_an_error() {
     );
     drop(f);
     assert_eq!(holder.join().unwrap().unwrap(), 2);
-    drop(c);
+    drop((c, c3));
     std::fs::remove_dir_all(d).unwrap();
 }
 

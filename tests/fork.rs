@@ -2,6 +2,12 @@
 //! must get its own lock description, reader slot and liveness lock, must
 //! not release the parent's pins, and must not keep a dead parent's locks
 //! alive.
+//!
+//! Linux only: Windows has no `fork()`, and the tests check Linux's
+//! handling (a child re-opens the file through `/proc/self/fd` so that it
+//! holds no reference to the parent's open file description and its OFD
+//! locks). Other Unix systems use per-process `fcntl` locks, which a child
+//! does not inherit at all.
 #![cfg(target_os = "linux")]
 
 mod common;

@@ -70,12 +70,47 @@ fn other_threads_guard_makes_the_writer_wait_then_fail() {
     std::fs::remove_dir_all(d).unwrap();
 }
 
+/// A guard taken through one handle stops a writer using a second handle
+/// of the same file in the same process and thread. On Unix both handles
+/// share one reader table view (one descriptor per file per process), so
+/// the writer sees its own thread's pin and fails at once; on Windows the
+/// second handle has its own reader slots and finds the first handle's slot
+/// locked (a probe with `LockFileEx` conflicts with the other handle's
+/// lock), so it waits `pin_wait`, then fails.
+#[test]
+fn a_second_handle_respects_the_first_handles_pins() {
+    let d = dir("pins", "handles");
+    let a = Cache::open(d.join("c"), opts()).unwrap();
+    let b = Cache::open(d.join("c"), opts()).unwrap();
+    a.set_bytes("held", b"precious").unwrap();
+    let g = a.get_bytes("held").unwrap().unwrap();
+    let e = churn(&b, 3, "a").unwrap_err();
+    match &e {
+        Error::Pinned { who, waited_ms, .. } => {
+            if cfg!(unix) {
+                assert!(who.contains("calling thread"), "{e}");
+            } else {
+                assert!(!who.contains("calling thread") && *waited_ms >= 50, "{e}");
+            }
+        }
+        other => panic!("expected Pinned, got {other}"),
+    }
+    assert_eq!(&*g, b"precious");
+    drop(g);
+    churn(&b, 3, "b").unwrap();
+    assert!(a.get_bytes("held").unwrap().is_none());
+    drop((a, b));
+    std::fs::remove_dir_all(d).unwrap();
+}
+
 #[test]
 fn child_entry() {
     let Ok(path) = std::env::var("SLOTCACHE_HOLD") else {
         return;
     };
-    // Die with the test process, whatever happens to it.
+    // Die with the test process, whatever happens to it (Linux only;
+    // elsewhere the parent's `KillOnDrop` kills it, also when a test
+    // fails, and only a parent killed from outside leaves it to sleep out).
     // SAFETY: prctl with PR_SET_PDEATHSIG has no memory-safety preconditions.
     #[cfg(target_os = "linux")]
     unsafe {

@@ -62,6 +62,7 @@ fn setup(name: &str) -> (std::path::PathBuf, Cache) {
     (d, c)
 }
 
+#[cfg(target_os = "linux")]
 fn reads(c: &Cache) -> u64 {
     let mut sum = 0u64;
     for i in 0..1000u64 {
@@ -100,6 +101,8 @@ fn hits_do_not_allocate() {
     std::fs::remove_dir_all(d).unwrap();
 }
 
+// Linux only by nature: it forks and enters seccomp strict mode, which
+// has no equivalent on other platforms.
 #[cfg(target_os = "linux")]
 #[test]
 fn hits_and_misses_make_no_system_call() {

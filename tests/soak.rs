@@ -5,7 +5,6 @@
 //!
 //! Duration per run: `SLOTCACHE_SOAK_SECS` (default 8 s, so `cargo test`
 //! stays quick); processes: `SLOTCACHE_SOAK_PROCS` (default 3).
-#![cfg(unix)]
 
 mod common;
 use common::{dir, KillOnDrop};
@@ -136,9 +135,9 @@ fn soak_mixed_processes() {
     let (mut ops, mut bad) = (0u64, 0u64);
     for mut k in kids {
         let out = BufReader::new(k.0.stdout.take().unwrap());
-        let line = out
-            .lines()
-            .map(|l| l.unwrap())
+        let lines: Vec<String> = out.lines().map(|l| l.unwrap()).collect();
+        let line = lines
+            .into_iter()
             .find(|l| l.contains("SOAK "))
             .expect("child report");
         for part in line.split_whitespace() {

@@ -12,16 +12,17 @@
 //!   on one handle, with eviction and second chances active.
 //! - `processes_hammer_one_file`: writer and reader processes on one file.
 //! - `killed_processes_leave_a_usable_file`: rounds of writer and reader
-//!   processes killed with SIGKILL at random points, after which the file
-//!   must read back valid values, every stripe lock must be free and dead
-//!   readers' pins must not block writers.
+//!   processes killed at random points, after which the file must read
+//!   back valid values, every stripe lock must be free and dead readers'
+//!   pins must not block writers.
 //!
 //! Child processes are this test binary re-run with `--exact child_entry`
 //! and the role in `SLOTCACHE_ROLE`. Set `SLOTCACHE_STRESS_SEED` to replay
 //! the random choices of a run (the interleaving still varies).
 //!
-//! Unix only: children are killed with SIGKILL.
-#![cfg(unix)]
+//! Children are killed with `Child::kill`: `SIGKILL` on Unix,
+//! `TerminateProcess` on Windows (no handler runs, the process's handles are
+//! closed and its byte-range locks released, as with `SIGKILL`).
 
 use rkyv::{Archive, Deserialize, Serialize};
 use slotcache::{Cache, Error, Guard, Options};
@@ -869,7 +870,8 @@ fn spawn_kid(name: String, role: &str, path: &Path, env: &[(&str, String)]) -> K
 
 impl Kid {
     fn kill(&mut self) {
-        // SIGKILL on Unix; harmless if the child already exited.
+        // SIGKILL on Unix, TerminateProcess (exit code 1) on Windows;
+        // harmless if the child already exited.
         let _ = self.child.kill();
         self.killed = true;
     }
@@ -929,26 +931,57 @@ impl Exit {
     }
 
     fn describe(&self) -> String {
-        use std::os::unix::process::ExitStatusExt;
         let err: String = self.err.lines().take(30).collect::<Vec<_>>().join("\n    ");
-        // This test only sends SIGKILL: to children it kills on purpose
-        // (which do not get here) and to hung ones.
-        let why = match self.status.signal() {
-            _ if self.hung => "",
-            Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGABRT | libc::SIGILL) => " (crashed)",
-            Some(_) => " (a signal this test did not send: killed from outside)",
-            None => "",
+        let why = if self.hung {
+            ""
+        } else {
+            crash_reason(&self.status)
         };
         format!("{}: {}{why}\n    {err}", self.name, self.status)
+    }
+}
+
+/// Why a child that this test did not kill on purpose died, if it crashed.
+#[cfg(unix)]
+fn crash_reason(status: &ExitStatus) -> &'static str {
+    use std::os::unix::process::ExitStatusExt;
+    // This test only sends SIGKILL: to children it kills on purpose
+    // (which do not get here) and to hung ones.
+    match status.signal() {
+        Some(libc::SIGSEGV | libc::SIGBUS | libc::SIGABRT | libc::SIGILL) => " (crashed)",
+        Some(_) => " (a signal this test did not send: killed from outside)",
+        None => "",
+    }
+}
+
+/// Why a child that this test did not kill on purpose died, if it crashed.
+#[cfg(windows)]
+fn crash_reason(status: &ExitStatus) -> &'static str {
+    // An unhandled exception ends a process with its NTSTATUS code
+    // (0xC0000005 access violation, 0xC0000006 in-page error — a mapped
+    // file's SIGBUS —, 0xC0000409 stack buffer overrun / abort).
+    match status.code().map(|c| c as u32) {
+        Some(c) if c >= 0xC000_0000 => " (crashed)",
+        _ => "",
     }
 }
 
 /// Generous bound on a child's run time; only a hang comes near it.
 const CHILD_LIMIT: Duration = Duration::from_secs(120);
 
-fn killed_by_sigkill(status: &ExitStatus) -> bool {
+/// Whether the child ended by [`Kid::kill`] rather than by itself.
+#[cfg(unix)]
+fn ended_by_kill(status: &ExitStatus) -> bool {
     use std::os::unix::process::ExitStatusExt;
     status.signal() == Some(libc::SIGKILL)
+}
+
+/// Whether the child ended by [`Kid::kill`] rather than by itself:
+/// `Child::kill` is `TerminateProcess(handle, 1)`, and a child that ends by
+/// itself exits with 0, 4 (a failed write) or 101 (a panic), never 1.
+#[cfg(windows)]
+fn ended_by_kill(status: &ExitStatus) -> bool {
+    status.code() == Some(1)
 }
 
 fn env_u64(name: &str) -> u64 {
@@ -1421,7 +1454,7 @@ fn killed_processes_leave_a_usable_file() {
         let mut bad = Vec::new();
         for k in kids {
             let e = k.wait();
-            if e.killed_by_us && killed_by_sigkill(&e.status) {
+            if e.killed_by_us && ended_by_kill(&e.status) {
                 killed_total += 1;
                 continue;
             }
