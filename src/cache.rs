@@ -311,8 +311,18 @@ impl Cache {
             .atomic(geo.stripe_entry(kh.stripe) + stripe::TAIL)
             .load(Ordering::Relaxed);
         let bucket = Bucket::of(&sh.map, geo, &kh);
+        let head_word = sh.map.atomic(geo.stripe_entry(kh.stripe) + stripe::HEAD);
         for (slot, w) in bucket.candidates(kh.tag, tail) {
             let pos = index::word_pos(w);
+            // Loaded after the slot (whose load is followed by an acquire
+            // fence), so a published record is always below it. A slot at
+            // or past the head can only come from a damaged file: that space
+            // is being (re)written, and a pin there would protect nothing.
+            let head_pos = head_word.load(Ordering::Relaxed);
+            if pos >= head_pos {
+                self.count(reader::CORRUPT);
+                continue;
+            }
             let Some(pin) = Pin::acquire(&self.shared, kh.stripe, pos)? else {
                 continue;
             };
@@ -333,6 +343,10 @@ impl Cache {
                 pin.count(reader::CORRUPT);
                 continue;
             };
+            if pos + rh.size() > head_pos {
+                pin.count(reader::CORRUPT);
+                continue;
+            }
             // SAFETY: as above; `decode` checked the record fits its segment.
             let Some(all) = (unsafe { sh.map.bytes(off, rh.size()) }) else {
                 continue;

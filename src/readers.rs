@@ -352,14 +352,10 @@ pub(crate) enum Holder {
     ReadOnly,
 }
 
-/// Slots `0..reader_hwm`: every slot ever claimed. The load is clamped
-/// before narrowing, so a damaged high-water mark cannot hide slots.
+/// The reader slots a writer must scan: all of them. (`reader_hwm` would
+/// be shorter, but a damaged high-water mark could then hide a live pin.)
 fn claimed_slots(shared: &Shared) -> u32 {
-    let hwm = shared
-        .map
-        .atomic(hdr::READER_HWM as u64)
-        .load(Ordering::SeqCst);
-    hwm.min(shared.geo.reader_slots as u64) as u32
+    shared.geo.reader_slots
 }
 
 /// Whether reader slot `i`, whose pin word is non-zero, belongs to a live
