@@ -151,6 +151,37 @@ fn a_file_deleted_under_running_users_keeps_working_for_them() {
     std::fs::remove_dir_all(d).unwrap();
 }
 
+/// A read-only directory: creating a cache there is a typed I/O error; a
+/// cache file already in it opens and works (the directory is not written).
+#[cfg(unix)]
+#[test]
+fn read_only_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir("reliability", "rodir");
+    let existing = d.join("existing");
+    Cache::open(&existing, small())
+        .unwrap()
+        .set_bytes("k", b"v")
+        .unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let r = Cache::open(d.join("new"), small());
+    if !root {
+        // (root may write anywhere, so this half only means something
+        // for other users)
+        let e = r.unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+        assert!(e.to_string().contains("creating"), "{e}");
+    }
+    let c = Cache::open(&existing, small()).unwrap();
+    assert_eq!(&*c.get_bytes("k").unwrap().unwrap(), b"v");
+    c.set_bytes("k2", b"v2").unwrap();
+    drop(c);
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_dir_all(d).unwrap();
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn works_on_tmpfs() {

@@ -1382,6 +1382,12 @@ fn validate_all(c: &Cache, keys: u32, when: &str) -> u64 {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // No live record fails its checksum, no slot dangles.
+    let report = c.verify().unwrap();
+    assert!(
+        report.is_clean(),
+        "{when}: integrity check failed: {report:?}"
+    );
     present
 }
 
