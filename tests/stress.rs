@@ -25,7 +25,7 @@
 //! closed and its byte-range locks released, as with `SIGKILL`).
 
 use rkyv::{Archive, Deserialize, Serialize};
-use slotcache::{Cache, Error, Guard, Options};
+use slotcache::{Cache, CreateOptions, Error, Guard, Options};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -1046,8 +1046,36 @@ fn child_entry() {
             let (reads, hits) = helper.join().unwrap();
             println!("READS {} HITS {}", r.reads + reads, r.hits + hits);
         }
+        "regen" => {
+            // Regenerates a few expiring keys with dogpile protection, slow
+            // creators included, so kills land inside creators holding
+            // regeneration locks.
+            let opts = CreateOptions::new().ttl(Some(Duration::from_millis(3)));
+            for i in 0..ops {
+                let k = i % REGEN_KEYS;
+                let v = cache
+                    .get_or_create_with(format!("regen{k}"), &opts, || {
+                        std::thread::sleep(Duration::from_millis(i % 3));
+                        regen_value(k)
+                    })
+                    .expect("get_or_create")
+                    .into_owned()
+                    .expect("deserialize");
+                if v != regen_value(k) {
+                    eprintln!("WRONG REGEN VALUE for regen{k}: {v}");
+                    std::process::exit(5);
+                }
+            }
+        }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// Keys the regenerating children use, and their (only) value.
+const REGEN_KEYS: u64 = 8;
+
+fn regen_value(k: u64) -> u64 {
+    k * 1_000_003 + 7
 }
 
 // ---------------------------------------------------------------------------
@@ -1444,6 +1472,17 @@ fn killed_processes_leave_a_usable_file() {
                 &env,
             ));
         }
+        kids.push(spawn_kid(
+            format!("round {round} regenerator"),
+            "regen",
+            &path,
+            &[
+                ("SLOTCACHE_PROFILE", "crash".into()),
+                ("SLOTCACHE_SEED", rng.next_u64().to_string()),
+                ("SLOTCACHE_KEYS", KEYS.to_string()),
+                ("SLOTCACHE_OPS", "400".into()),
+            ],
+        ));
         // Let every child open the cache, then strike at a random moment.
         for k in &kids {
             if k.ready.recv_timeout(Duration::from_secs(60)).is_err() {
@@ -1496,6 +1535,17 @@ fn killed_processes_leave_a_usable_file() {
         };
         join(h, "parent writer");
         let after = cache.stats();
+        // No regeneration lock of a killed creator is left behind, and
+        // every regenerated value is right.
+        let wait = CreateOptions::new().lock_timeout(Duration::from_secs(30));
+        for k in 0..REGEN_KEYS {
+            let v = cache
+                .get_or_create_with(format!("regen{k}"), &wait, || regen_value(k))
+                .unwrap_or_else(|e| panic!("round {round}: regen{k}: {e}"))
+                .into_owned()
+                .unwrap();
+            assert_eq!(v, regen_value(k), "round {round}: regen{k}");
+        }
         assert_eq!(
             after.inserts - before.inserts,
             writes,
