@@ -204,46 +204,28 @@ fn works_on_tmpfs() {
 /// A full disk at creation fails then, with a clear error, and leaves an
 /// empty file the next opener initialises. Simulated with a file-size limit
 /// (RLIMIT_FSIZE), which makes preallocation fail like a full disk would.
+/// The limited process is a child started from this test binary (not a
+/// `fork()` of it: other test threads may hold locks at that moment).
 #[cfg(target_os = "linux")]
 #[test]
 fn a_full_disk_fails_at_creation_not_later() {
     let d = dir("reliability", "full");
     let p = d.join("c");
-    // SAFETY: the child only sets its own limits, opens the cache and exits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        let code = std::panic::catch_unwind(|| {
-            // SAFETY: plain libc calls on this process's own settings.
-            unsafe {
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                let lim = libc::rlimit {
-                    rlim_cur: 1 << 20,
-                    rlim_max: 1 << 20,
-                };
-                libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
-            }
-            match Cache::open(&p, Options::new().capacity(8 << 20)) {
-                Err(e @ Error::Io { .. }) => {
-                    assert!(e.to_string().contains("preallocating"), "{e}");
-                    0
-                }
-                other => {
-                    eprintln!("expected a preallocation error, got {other:?}");
-                    1
-                }
-            }
-        })
-        .unwrap_or(2);
-        // SAFETY: leaving the child without the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "full_disk_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SLOTCACHE_FULL_DISK", &p)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "status {status}"
+        out.status.success() && stdout.contains("FULL-DISK-OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
         std::fs::metadata(&p).unwrap().len(),
@@ -254,4 +236,29 @@ fn a_full_disk_fails_at_creation_not_later() {
     c.set_bytes("k", b"v").unwrap();
     drop(c);
     std::fs::remove_dir_all(d).unwrap();
+}
+
+/// The child side of `a_full_disk_fails_at_creation_not_later`.
+#[cfg(target_os = "linux")]
+#[test]
+fn full_disk_child() {
+    let Ok(path) = std::env::var("SLOTCACHE_FULL_DISK") else {
+        return;
+    };
+    // SAFETY: plain libc calls on this process's own settings.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let lim = libc::rlimit {
+            rlim_cur: 1 << 20,
+            rlim_max: 1 << 20,
+        };
+        libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+    }
+    match Cache::open(&path, Options::new().capacity(8 << 20)) {
+        Err(e @ Error::Io { .. }) => {
+            assert!(e.to_string().contains("preallocating"), "{e}");
+            println!("FULL-DISK-OK");
+        }
+        other => panic!("expected a preallocation error, got {other:?}"),
+    }
 }
