@@ -284,10 +284,6 @@ impl Cache {
         &self.shared.geo
     }
 
-    pub(crate) fn default_ttl_duration(&self) -> Option<Duration> {
-        self.default_ttl()
-    }
-
     /// Counts an event in the calling thread's reader slot.
     pub(crate) fn count(&self, field: u64) {
         if self.shared.read_only.is_some() {
@@ -562,7 +558,7 @@ impl Cache {
         }
     }
 
-    fn default_ttl(&self) -> Option<Duration> {
+    pub(crate) fn default_ttl(&self) -> Option<Duration> {
         (self.default_ttl != 0).then(|| Duration::from_nanos(self.default_ttl))
     }
 

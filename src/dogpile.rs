@@ -215,7 +215,7 @@ impl Cache {
     fn resolve<'a, T>(&self, o: &CreateOptions<'a, T>) -> Resolved<'a, T> {
         let d = self.dogpile;
         Resolved {
-            ttl: o.ttl.unwrap_or_else(|| self.default_ttl_duration()),
+            ttl: o.ttl.unwrap_or_else(|| self.default_ttl()),
             expiration: o.expiration.or(d.expiration),
             lock_timeout: o.lock_timeout.or(d.lock_timeout),
             policy: o.policy.unwrap_or(d.policy),

@@ -58,9 +58,10 @@ impl Map {
         // aligned (the mapping is page aligned and `off % 8 == 0`). The
         // mapping lives as long as `self`. Every access to shared mutable
         // words in the file goes through atomics, so other threads and
-        // processes mutating the same word is not a data race. For a
-        // read-only mapping, callers only load (checked by debug asserts at
-        // the store sites via `writable`).
+        // processes mutating the same word is not a data race. A read-only
+        // mapping is only ever loaded from (Relaxed, see `index` and
+        // `readers`): read-only handles own no reader slot, set no visited
+        // bit (`Map::writable` is checked) and take no write path.
         unsafe { &*(self.raw.as_ptr().add(off as usize) as *const AtomicU64) }
     }
 

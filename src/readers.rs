@@ -140,6 +140,12 @@ impl ThreadSlot {
         })
     }
 
+    /// This slot's pin word for stripe `s`.
+    #[inline]
+    fn pin_word<'s>(&self, shared: &'s Shared, s: u32) -> &'s std::sync::atomic::AtomicU64 {
+        shared.map.atomic(shared.geo.pin_word(self.index, s))
+    }
+
     /// Adds one to counter `field` (an offset from [`reader`]). Only this
     /// thread writes the slot's counters, so a plain load and store do.
     #[inline]
@@ -158,10 +164,7 @@ impl ThreadSlot {
         let prev = cur.get();
         let want = pos + 1;
         if c.get() == 0 || want < prev {
-            shared
-                .map
-                .atomic(self.base + reader::PINS + 8 * s as u64)
-                .swap(want, Ordering::SeqCst);
+            self.pin_word(shared, s).swap(want, Ordering::SeqCst);
             cur.set(want);
         }
         c.set(c.get() + 1);
@@ -175,10 +178,7 @@ impl ThreadSlot {
         let c = &self.counts[s as usize];
         if c.get() > 1 && self.pinned[s as usize].get() != prev {
             c.set(c.get() - 1);
-            shared
-                .map
-                .atomic(self.base + reader::PINS + 8 * s as u64)
-                .store(prev, Ordering::Release);
+            self.pin_word(shared, s).store(prev, Ordering::Release);
             self.pinned[s as usize].set(prev);
         } else {
             self.unpin(shared, s);
@@ -190,10 +190,7 @@ impl ThreadSlot {
         let c = &self.counts[s as usize];
         c.set(c.get() - 1);
         if c.get() == 0 && self.generation == process::generation() {
-            shared
-                .map
-                .atomic(self.base + reader::PINS + 8 * s as u64)
-                .store(0, Ordering::Release);
+            self.pin_word(shared, s).store(0, Ordering::Release);
             self.pinned[s as usize].set(0);
         }
     }

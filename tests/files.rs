@@ -2,7 +2,9 @@
 //! what was expected and found, read-only access, corrupt records.
 
 use slotcache::{Cache, Error, Options};
-use std::io::{Read, Seek, SeekFrom, Write};
+mod common;
+use common::patch;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,12 +17,6 @@ fn dir(name: &str) -> PathBuf {
 
 fn small() -> Options {
     Options::new().capacity(4 << 20).stripes(4)
-}
-
-fn patch(path: &Path, off: u64, bytes: &[u8]) {
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(off)).unwrap();
-    f.write_all(bytes).unwrap();
 }
 
 /// Runs this test binary again as a child with `role` in the environment.

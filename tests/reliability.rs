@@ -3,19 +3,13 @@
 //! limit (a full disk, as far as one process can tell) at creation.
 
 mod common;
-use common::dir;
+use common::{dir, patch};
 use slotcache::{Cache, Error, OnCorrupt, Options};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::Path;
 
 fn small() -> Options {
     Options::new().capacity(4 << 20).stripes(4)
-}
-
-fn patch(path: &Path, off: u64, bytes: &[u8]) {
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    f.seek(SeekFrom::Start(off)).unwrap();
-    f.write_all(bytes).unwrap();
 }
 
 fn find(path: &Path, needle: &[u8]) -> u64 {

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use slotcache::{Cache, Error};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A fresh, empty directory for one test.
 pub fn dir(suite: &str, name: &str) -> PathBuf {
@@ -33,4 +33,13 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Overwrites bytes of a file behind the cache's back (the shared mapping
+/// sees the change), as damage from outside would.
+pub fn patch(path: &Path, off: u64, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(off)).unwrap();
+    f.write_all(bytes).unwrap();
 }
