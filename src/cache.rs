@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::guard::{EntryMeta, Guard};
-use crate::index::{self, Bucket, KeyHash};
+use crate::index::{self, Buckets, KeyHash};
 use crate::layout::{hdr, kind, reader, stripe, MAX_KEY_LEN, RECORD_HEADER};
 use crate::log::{NewRecord, StripeWriter};
 use crate::options::Options;
@@ -306,7 +306,7 @@ impl Cache {
             .map
             .atomic(geo.stripe_entry(kh.stripe) + stripe::TAIL)
             .load(Ordering::Relaxed);
-        let bucket = Bucket::of(&sh.map, geo, &kh);
+        let bucket = Buckets::of(&sh.map, geo, &kh);
         let head_word = sh.map.atomic(geo.stripe_entry(kh.stripe) + stripe::HEAD);
         for (slot, w) in bucket.candidates(kh.tag, tail) {
             let pos = index::word_pos(w);
@@ -704,7 +704,7 @@ impl Cache {
 
     /// Checks the whole file, stripe by stripe under each stripe's write
     /// lock: every record in the live log is re-checksummed, every live index
-    /// slot must name a well-formed record of its own stripe, bucket and tag,
+    /// slot must name a well-formed record of its own stripe, one of its two buckets, and tag,
     /// and live pins are counted. O(file size); meant for diagnostics and
     /// tests, not for the hot path. Lookups never need it: they check each
     /// record as they read it.

@@ -1,7 +1,8 @@
 //! The index: per stripe, `buckets` cache-line buckets of eight atomic
-//! slots. A key lives in exactly one bucket (set-associative, no probing),
-//! so a lookup touches one cache line and a writer holding the stripe lock
-//! owns every bucket its keys can be in.
+//! slots. A key may live in one of two buckets of its stripe (two-choice
+//! hashing: a new key goes to the one with more free slots), so a lookup
+//! loads two cache lines, independently and therefore in parallel, and a
+//! writer holding the stripe lock owns every bucket its keys can be in.
 //!
 //! Slot word (`u64`): bit 63 = visited (read since written), bits 51..=62 =
 //! 12-bit tag from the key hash, bits 0..=50 = log position / 16 + 1.
@@ -24,8 +25,11 @@ pub(crate) struct KeyHash {
     pub hash: u64,
     /// `hash % stripes`.
     pub stripe: u32,
-    /// Bucket within the stripe.
+    /// First-choice bucket within the stripe.
     pub bucket: u32,
+    /// Second-choice bucket within the stripe (equal to `bucket` only when
+    /// the stripe has a single bucket).
+    pub alt: u32,
     /// 12-bit tag.
     pub tag: u64,
 }
@@ -40,13 +44,34 @@ impl KeyHash {
     /// Places an already computed hash.
     #[inline]
     pub(crate) fn from_hash(hash: u64, geo: &Geometry) -> KeyHash {
+        let buckets = geo.buckets as u64;
+        let bucket = ((hash >> 16) & 0xFFFF_FFFF) % buckets;
         KeyHash {
             hash,
             stripe: (hash % geo.stripes as u64) as u32,
-            bucket: (((hash >> 16) & 0xFFFF_FFFF) % geo.buckets as u64) as u32,
+            bucket: bucket as u32,
+            alt: alt_bucket(hash, bucket, buckets) as u32,
             tag: (hash >> 52) & TAG_MASK,
         }
     }
+
+    /// Whether `b` is one of the key's two buckets.
+    #[inline]
+    pub(crate) fn has_bucket(&self, b: u32) -> bool {
+        self.bucket == b || self.alt == b
+    }
+}
+
+/// The second-choice bucket: uniform over the stripe's other buckets, from
+/// the high half of `hash` times the 64-bit golden ratio (so it mixes bits
+/// the first choice does not use alone).
+#[inline]
+fn alt_bucket(hash: u64, bucket: u64, buckets: u64) -> u64 {
+    if buckets < 2 {
+        return bucket;
+    }
+    let m = (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % (buckets - 1);
+    (bucket + 1 + m) % buckets
 }
 
 /// Builds a slot word naming `pos` (not visited).
@@ -83,12 +108,12 @@ pub(crate) struct Bucket<'m> {
 }
 
 impl<'m> Bucket<'m> {
-    /// The bucket `kh` maps to.
+    /// Bucket `b` of stripe `s`.
     #[inline]
-    pub(crate) fn of(map: &'m Map, geo: &Geometry, kh: &KeyHash) -> Bucket<'m> {
+    pub(crate) fn at(map: &'m Map, geo: &Geometry, s: u32, b: u32) -> Bucket<'m> {
         Bucket {
             map,
-            off: geo.bucket(kh.stripe, kh.bucket),
+            off: geo.bucket(s, b),
         }
     }
 
@@ -98,56 +123,112 @@ impl<'m> Bucket<'m> {
         self.map.atomic(self.off + 8 * i as u64)
     }
 
+    /// Clears every slot.
+    pub(crate) fn clear(&self) {
+        for i in 0..BUCKET_SLOTS {
+            self.slot(i).store(0, Ordering::Release);
+        }
+    }
+}
+
+/// Most slots a key's buckets have together.
+const PAIR_SLOTS: usize = 2 * BUCKET_SLOTS;
+
+/// The one or two buckets a key may live in: slots `0..8` are the first
+/// choice, `8..16` the second (absent when the stripe has one bucket).
+#[derive(Clone, Copy)]
+pub(crate) struct Buckets<'m> {
+    first: Bucket<'m>,
+    second: Bucket<'m>,
+    /// Slots in use: 16, or 8 when both choices are the same bucket.
+    n: usize,
+}
+
+impl<'m> Buckets<'m> {
+    /// The buckets `kh` may live in.
+    #[inline]
+    pub(crate) fn of(map: &'m Map, geo: &Geometry, kh: &KeyHash) -> Buckets<'m> {
+        let n = if kh.alt == kh.bucket {
+            BUCKET_SLOTS
+        } else {
+            PAIR_SLOTS
+        };
+        Buckets {
+            first: Bucket::at(map, geo, kh.stripe, kh.bucket),
+            second: Bucket::at(map, geo, kh.stripe, kh.alt),
+            n,
+        }
+    }
+
+    /// Slot `i` of the pair (0..16).
+    #[inline]
+    fn slot(&self, i: usize) -> &'m AtomicU64 {
+        if i < BUCKET_SLOTS {
+            self.first.slot(i)
+        } else {
+            self.second.slot(i - BUCKET_SLOTS)
+        }
+    }
+
     /// Iterates `(slot, word)` over the slots whose tag matches and whose
-    /// position is at or above `tail` (live candidates).
+    /// position is at or above `tail` (live candidates), first choice first.
+    /// Every word of both buckets is loaded before any is examined, so the
+    /// two cache lines are fetched in parallel.
     #[inline]
     pub(crate) fn candidates(
         &self,
         tag: u64,
         tail: u64,
     ) -> impl Iterator<Item = (&'m AtomicU64, u64)> + '_ {
-        (0..BUCKET_SLOTS).filter_map(move |i| {
-            let s = self.slot(i);
+        let mut words = [0u64; PAIR_SLOTS];
+        for (i, w) in words.iter_mut().enumerate().take(self.n) {
             // Relaxed + fence: a read-only mapping may only be loaded Relaxed.
-            let w = s.load(Ordering::Relaxed);
-            std::sync::atomic::fence(Ordering::Acquire);
-            (occupied(w) && word_tag(w) == tag && word_pos(w) >= tail).then_some((s, w))
+            *w = self.slot(i).load(Ordering::Relaxed);
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+        (0..self.n).filter_map(move |i| {
+            let w = words[i];
+            (occupied(w) && word_tag(w) == tag && word_pos(w) >= tail).then(|| (self.slot(i), w))
         })
     }
 
     /// Finds the slot whose word names exactly `pos` (writer side).
     pub(crate) fn find_pos(&self, pos: u64) -> Option<(&'m AtomicU64, u64)> {
-        (0..BUCKET_SLOTS).find_map(|i| {
+        (0..self.n).find_map(|i| {
             let s = self.slot(i);
             let w = s.load(Ordering::Acquire);
             (occupied(w) && word_pos(w) == pos).then_some((s, w))
         })
     }
 
-    /// Picks the slot for a new key (writer side, under the stripe lock):
-    /// an empty or dead slot if there is one, otherwise the victim — the
-    /// oldest entry not read since written, or the oldest of all. Returns the
-    /// slot and whether it evicts a live entry.
+    /// Picks the slot for a new key (writer side, under the stripe lock): a
+    /// free slot (empty, or naming a dead position) of the bucket with more
+    /// free slots (the first choice on a tie), otherwise the victim of both
+    /// — the oldest entry not read since written, or the oldest of all.
+    /// Returns the slot and whether it evicts a live entry.
     pub(crate) fn free_or_victim(&self, tail: u64) -> (&'m AtomicU64, bool) {
         let mut victim: Option<(&AtomicU64, u64)> = None;
+        let mut free: [(usize, Option<&AtomicU64>); 2] = [(0, None); 2];
         let rank = |w: u64| (w & VISITED != 0, word_pos(w));
-        for i in 0..BUCKET_SLOTS {
+        for i in 0..self.n {
             let s = self.slot(i);
             let w = s.load(Ordering::Acquire);
             if !occupied(w) || word_pos(w) < tail {
-                return (s, false);
-            }
-            if victim.is_none_or(|(_, v)| rank(w) < rank(v)) {
+                let f = &mut free[i / BUCKET_SLOTS];
+                f.0 += 1;
+                f.1.get_or_insert(s);
+            } else if victim.is_none_or(|(_, v)| rank(w) < rank(v)) {
                 victim = Some((s, w));
             }
         }
-        (victim.expect("a bucket has slots").0, true)
-    }
-
-    /// Clears every slot.
-    pub(crate) fn clear(&self) {
-        for i in 0..BUCKET_SLOTS {
-            self.slot(i).store(0, Ordering::Release);
+        let pick = if free[1].0 > free[0].0 {
+            free[1].1
+        } else {
+            free[0].1
+        };
+        match pick {
+            Some(s) => (s, false),
+            None => (victim.expect("a bucket has slots").0, true),
         }
     }
 }
@@ -186,6 +267,7 @@ mod tests {
             let k = i.to_le_bytes();
             let a = KeyHash::new(&k, 1, &geo);
             assert!(a.stripe < 7 && a.bucket < geo.buckets && a.tag <= 0xFFF);
+            assert!(a.alt < geo.buckets && a.alt != a.bucket);
             assert_ne!(a.hash, KeyHash::new(&k, 2, &geo).hash);
         }
     }

@@ -15,7 +15,7 @@ pub const MAGIC: [u8; 8] = *b"SLOTCACH";
 /// First eight bytes while a creator is still initialising the file.
 pub const MAGIC_INIT: [u8; 8] = *b"SLOTINIT";
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the header: one page.
 pub const HEADER_SIZE: u64 = 4096;
 /// Cache-line size assumed for padding shared fields.
@@ -582,7 +582,7 @@ mod tests {
             Err(Error::NotSlotcache { .. })
         ));
         let mut h = encoded(&g);
-        h[hdr::VERSION..hdr::VERSION + 4].copy_from_slice(&2u32.to_le_bytes());
+        h[hdr::VERSION..hdr::VERSION + 4].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         let e = Header::decode(p, &h, g.file_size).unwrap_err();
         assert!(e.to_string().contains("newer"), "{e}");
         let h = encoded(&g);

@@ -16,7 +16,7 @@
 //! - Bytes at or above `head` are named by no index slot.
 
 use crate::error::{Error, Result};
-use crate::index::{self, Bucket, KeyHash, VISITED};
+use crate::index::{self, Bucket, Buckets, KeyHash, VISITED};
 use crate::layout::{hdr, stripe, Geometry, MAX_POSITION, RECORD_HEADER};
 use crate::process::Process;
 use crate::readers::{find_pin, Holder};
@@ -145,7 +145,7 @@ impl<'a> StripeWriter<'a> {
     /// The slot holding `key`, if the key is live in this stripe.
     fn find_key(
         &self,
-        bucket: &Bucket<'a>,
+        bucket: &Buckets<'a>,
         kh: &KeyHash,
         key: &[u8],
     ) -> Option<(&'a AtomicU64, u64)> {
@@ -201,7 +201,7 @@ impl<'a> StripeWriter<'a> {
         // record a reader may already have found.
         self.set_head(pos + size);
         let word = index::slot_word(kh.tag, pos);
-        let bucket = Bucket::of(&self.shared.map, self.geo, kh);
+        let bucket = Buckets::of(&self.shared.map, self.geo, kh);
         match self.find_key(&bucket, kh, rec.key) {
             Some((slot, _)) => slot.store(word, Ordering::Release),
             None => {
@@ -220,7 +220,7 @@ impl<'a> StripeWriter<'a> {
 
     /// Removes `key`. Returns whether it was present.
     pub(crate) fn delete(&mut self, kh: &KeyHash, key: &[u8]) -> bool {
-        let bucket = Bucket::of(&self.shared.map, self.geo, kh);
+        let bucket = Buckets::of(&self.shared.map, self.geo, kh);
         match self.find_key(&bucket, kh, key) {
             Some((slot, _)) => {
                 slot.store(0, Ordering::Release);
@@ -240,14 +240,8 @@ impl<'a> StripeWriter<'a> {
 
     /// Empties every index bucket of the stripe and zeroes its entry count.
     fn clear_index(&self) {
-        for bucket in 0..self.geo.buckets {
-            let kh = KeyHash {
-                hash: 0,
-                stripe: self.s,
-                bucket,
-                tag: 0,
-            };
-            Bucket::of(&self.shared.map, self.geo, &kh).clear();
+        for b in 0..self.geo.buckets {
+            Bucket::at(&self.shared.map, self.geo, self.s, b).clear();
         }
         self.field(stripe::ENTRIES).store(0, Ordering::Relaxed);
     }
@@ -255,7 +249,7 @@ impl<'a> StripeWriter<'a> {
     /// Checks the stripe against its invariants (the caller holds the
     /// lock): walks the live log, re-verifying every record's CRC, and
     /// checks that every live index slot names a well-formed record of its
-    /// own stripe, bucket and tag. O(stripe size).
+    /// own stripe, one of its two buckets, and tag. O(stripe size).
     pub(crate) fn verify(&self, report: &mut crate::VerifyReport) {
         let (head, tail) = (self.head(), self.tail());
         let seg = self.geo.segment_size;
@@ -275,13 +269,7 @@ impl<'a> StripeWriter<'a> {
         }
         let mut live = 0u64;
         for b in 0..self.geo.buckets {
-            let kh = KeyHash {
-                hash: 0,
-                stripe: self.s,
-                bucket: b,
-                tag: 0,
-            };
-            let bucket = Bucket::of(&self.shared.map, self.geo, &kh);
+            let bucket = Bucket::at(&self.shared.map, self.geo, self.s, b);
             for i in 0..crate::layout::BUCKET_SLOTS {
                 let w = bucket.slot(i).load(Ordering::Acquire);
                 if !index::occupied(w) || index::word_pos(w) < tail {
@@ -292,7 +280,7 @@ impl<'a> StripeWriter<'a> {
                 let ok = pos < head
                     && self.record_at(pos).is_some_and(|(rh, _)| {
                         let k = KeyHash::from_hash(rh.hash, self.geo);
-                        k.stripe == self.s && k.bucket == b && k.tag == index::word_tag(w)
+                        k.stripe == self.s && k.has_bucket(b) && k.tag == index::word_tag(w)
                     });
                 if !ok {
                     report.dangling_slots += 1;
@@ -421,7 +409,7 @@ impl<'a> StripeWriter<'a> {
                 p = seg_end; // a corrupt record: never touch another stripe's index
                 continue;
             }
-            let bucket = Bucket::of(&self.shared.map, self.geo, &kh);
+            let bucket = Buckets::of(&self.shared.map, self.geo, &kh);
             if let Some((slot, w)) = bucket
                 .find_pos(p)
                 .filter(|&(_, w)| index::word_tag(w) == kh.tag)

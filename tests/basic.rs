@@ -188,6 +188,31 @@ fn full_index_evicts_within_the_bucket() {
     assert_eq!(live, st.entries);
 }
 
+/// Two-choice buckets: an index sized with `max_entries(n)` holds n random
+/// keys without a single bucket eviction (with one bucket per key, about
+/// 0.85% of them would evict a bucket-mate).
+#[test]
+fn index_holds_max_entries_random_keys() {
+    let p = tmp("twochoice");
+    let n = 50_000u64;
+    let c = Cache::open(&p, Options::new().capacity(32 << 20).max_entries(n)).unwrap();
+    let items: Vec<([u8; 8], [u8; 4])> = (0..n)
+        .map(|i| {
+            (
+                i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes(),
+                [7u8; 4],
+            )
+        })
+        .collect();
+    for chunk in items.chunks(4096) {
+        c.set_many_bytes(chunk).unwrap();
+    }
+    let st = c.stats();
+    assert_eq!((st.entries, st.evictions), (n, 0), "{st:?}");
+    assert!(items.iter().all(|(k, _)| c.contains(k).unwrap()));
+    assert!(c.verify().unwrap().is_clean());
+}
+
 #[test]
 fn batches_clear_and_flush() {
     let p = tmp("batch");

@@ -200,7 +200,7 @@ fn bad_files_are_typed_errors() {
         matches!(
             e,
             Error::UnsupportedVersion {
-                expected: 1,
+                expected: slotcache::FORMAT_VERSION,
                 found: 99,
                 ..
             }
