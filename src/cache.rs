@@ -103,7 +103,7 @@ impl VerifyReport {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Placement {
-    /// `hash % stripes`: the write lock, index partition and log ring.
+    /// The stripe (from the key hash, §2.4 of format.md): the write lock, index partition and log ring.
     pub stripe: u32,
     /// `hash % regen_stripes`: the regeneration lock.
     pub regen_stripe: u32,
@@ -322,8 +322,7 @@ impl Cache {
             let Some(pin) = Pin::acquire(&self.shared, kh.stripe, pos)? else {
                 continue;
             };
-            let seg = geo.segment_size;
-            let room = seg - pos % seg;
+            let room = geo.segment_size - geo.seg_div.rem(pos);
             if room < RECORD_HEADER {
                 pin.count(reader::CORRUPT);
                 continue;

@@ -23,7 +23,7 @@ const POS_MASK: u64 = (1 << TAG_SHIFT) - 1;
 pub(crate) struct KeyHash {
     /// xxh3-64 of the key with the file's seed.
     pub hash: u64,
-    /// `hash % stripes`.
+    /// The stripe: bits 0..24 of the hash mapped onto `0..stripes`.
     pub stripe: u32,
     /// First-choice bucket within the stripe.
     pub bucket: u32,
@@ -45,10 +45,15 @@ impl KeyHash {
     #[inline]
     pub(crate) fn from_hash(hash: u64, geo: &Geometry) -> KeyHash {
         let buckets = geo.buckets as u64;
-        let bucket = ((hash >> 16) & 0xFFFF_FFFF) % buckets;
+        // `buckets` is a u32, so the 28-bit field times it cannot overflow.
+        let bucket = range(
+            (hash >> STRIPE_BITS) & ((1 << BUCKET_BITS) - 1),
+            BUCKET_BITS,
+            buckets,
+        );
         KeyHash {
             hash,
-            stripe: (hash % geo.stripes as u64) as u32,
+            stripe: range(hash & STRIPE_FIELD, STRIPE_BITS, geo.stripes as u64) as u32,
             bucket: bucket as u32,
             alt: alt_bucket(hash, bucket, buckets) as u32,
             tag: (hash >> 52) & TAG_MASK,
@@ -62,16 +67,38 @@ impl KeyHash {
     }
 }
 
+/// Bits of the hash that choose the stripe: bits 0..24.
+const STRIPE_BITS: u32 = 24;
+const STRIPE_FIELD: u64 = (1 << STRIPE_BITS) - 1;
+/// Bits that choose the first bucket: bits 24..52 (the tag is 52..64).
+const BUCKET_BITS: u32 = 28;
+
+/// Maps a `bits`-bit value uniformly onto `0..n` with a multiplication and
+/// a shift (Lemire's "fast range"), not a division: `x * n >> bits`.
+#[inline]
+fn range(x: u64, bits: u32, n: u64) -> u64 {
+    (x * n) >> bits
+}
+
 /// The second-choice bucket: uniform over the stripe's other buckets, from
-/// the high half of `hash` times the 64-bit golden ratio (so it mixes bits
-/// the first choice does not use alone).
+/// the high half of `hash` times the 64-bit golden ratio (so it mixes every
+/// bit of the hash, not only those the first choice uses).
 #[inline]
 fn alt_bucket(hash: u64, bucket: u64, buckets: u64) -> u64 {
     if buckets < 2 {
         return bucket;
     }
-    let m = (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % (buckets - 1);
-    (bucket + 1 + m) % buckets
+    let m = range(
+        hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32,
+        32,
+        buckets - 1,
+    );
+    let b = bucket + 1 + m;
+    if b >= buckets {
+        b - buckets
+    } else {
+        b
+    }
 }
 
 /// Builds a slot word naming `pos` (not visited).
@@ -103,8 +130,7 @@ pub(crate) fn word_pos(w: u64) -> u64 {
 /// The eight slots of one bucket.
 #[derive(Clone, Copy)]
 pub(crate) struct Bucket<'m> {
-    map: &'m Map,
-    off: u64,
+    slots: &'m [AtomicU64; BUCKET_SLOTS],
 }
 
 impl<'m> Bucket<'m> {
@@ -112,21 +138,20 @@ impl<'m> Bucket<'m> {
     #[inline]
     pub(crate) fn at(map: &'m Map, geo: &Geometry, s: u32, b: u32) -> Bucket<'m> {
         Bucket {
-            map,
-            off: geo.bucket(s, b),
+            slots: map.line(geo.bucket(s, b)),
         }
     }
 
     /// Slot `i` (0..8).
     #[inline]
     pub(crate) fn slot(&self, i: usize) -> &'m AtomicU64 {
-        self.map.atomic(self.off + 8 * i as u64)
+        &self.slots[i]
     }
 
     /// Clears every slot.
     pub(crate) fn clear(&self) {
-        for i in 0..BUCKET_SLOTS {
-            self.slot(i).store(0, Ordering::Release);
+        for s in self.slots {
+            s.store(0, Ordering::Release);
         }
     }
 }
@@ -181,14 +206,31 @@ impl<'m> Buckets<'m> {
         tail: u64,
     ) -> impl Iterator<Item = (&'m AtomicU64, u64)> + '_ {
         let mut words = [0u64; PAIR_SLOTS];
-        for (i, w) in words.iter_mut().enumerate().take(self.n) {
-            // Relaxed + fence: a read-only mapping may only be loaded Relaxed.
-            *w = self.slot(i).load(Ordering::Relaxed);
+        // Relaxed + fence: a read-only mapping may only be loaded Relaxed.
+        for i in 0..BUCKET_SLOTS {
+            words[i] = self.first.slots[i].load(Ordering::Relaxed);
+            words[BUCKET_SLOTS + i] = self.second.slots[i].load(Ordering::Relaxed);
         }
         std::sync::atomic::fence(Ordering::Acquire);
-        (0..self.n).filter_map(move |i| {
-            let w = words[i];
-            (occupied(w) && word_tag(w) == tag && word_pos(w) >= tail).then(|| (self.slot(i), w))
+        // One branch-free pass marks the slots with the key's tag (usually
+        // one, or none on a miss); only those are examined further.
+        let mut mask = 0u32;
+        for (i, &w) in words.iter().enumerate() {
+            mask |= ((word_tag(w) == tag) as u32) << i;
+        }
+        mask &= (1u32 << self.n) - 1;
+        // `word_pos(w) >= tail` on the raw position bits, which also rules
+        // out empty slots (and cannot underflow on them).
+        let min_bits = tail.div_ceil(RECORD_ALIGN);
+        std::iter::from_fn(move || loop {
+            if mask == 0 {
+                return None;
+            }
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if words[i] & POS_MASK > min_bits {
+                return Some((self.slot(i), words[i]));
+            }
         })
     }
 

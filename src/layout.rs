@@ -216,6 +216,49 @@ pub struct Geometry {
     pub index_off: u64,
     /// Offset of the data region.
     pub data_off: u64,
+    /// Division by `segment_size`, by multiplication.
+    pub seg_div: Divisor,
+    /// Division by [`ring_size`](Geometry::ring_size), by multiplication.
+    pub ring_div: Divisor,
+}
+
+/// Exact division of a `u64` below 2^63 by a divisor fixed when the file is
+/// opened, with two multiplications and a compare instead of a 64-bit
+/// `div` (up to ~40 cycles on common x86 cores, and the read path needs
+/// two per lookup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Divisor {
+    d: u64,
+    /// `floor((2^64 − 1) / d)`.
+    m: u64,
+}
+
+impl Divisor {
+    /// Division by `d` (> 0).
+    pub fn new(d: u64) -> Divisor {
+        assert!(d > 0, "division by zero");
+        Divisor { d, m: u64::MAX / d }
+    }
+
+    /// `(x / d, x % d)` for `x < 2^63`. The estimate `x·m / 2^64` is at most
+    /// one below the true quotient there, and one compare corrects it.
+    #[inline]
+    pub fn div_rem(self, x: u64) -> (u64, u64) {
+        debug_assert!(x < 1 << 63);
+        let mut q = ((x as u128 * self.m as u128) >> 64) as u64;
+        let mut r = x - q * self.d;
+        if r >= self.d {
+            q += 1;
+            r -= self.d;
+        }
+        (q, r)
+    }
+
+    /// `x % d` for `x < 2^63`.
+    #[inline]
+    pub fn rem(self, x: u64) -> u64 {
+        self.div_rem(x).1
+    }
 }
 
 impl Geometry {
@@ -267,6 +310,8 @@ impl Geometry {
             reader_off,
             index_off,
             data_off,
+            seg_div: Divisor::new(segment_size),
+            ring_div: Divisor::new(segments as u64 * segment_size),
         })
     }
 
@@ -297,7 +342,7 @@ impl Geometry {
 
     /// Offset in the file of log position `pos` of stripe `s`.
     pub fn data(&self, s: u32, pos: u64) -> u64 {
-        self.data_off + s as u64 * self.ring_size() + pos % self.ring_size()
+        self.data_off + s as u64 * self.ring_size() + self.ring_div.rem(pos)
     }
 
     /// Largest value that fits in one record with a key of `key_len` bytes.
@@ -480,6 +525,8 @@ impl Header {
             reader_off: align_up(HEADER_SIZE + stripes as u64 * STRIPE_ENTRY, LINE),
             index_off: 0,
             data_off: 0,
+            seg_div: Divisor::new(segment_size.max(1)),
+            ring_div: Divisor::new((segments as u64 * segment_size).max(1)),
         };
         let index_off = align_up(
             expect.reader_off + reader_slots as u64 * expect.reader_slot_size,
@@ -539,6 +586,43 @@ mod tests {
         geo.encode(&mut h, 7, 0x15, 1, 0, 64);
         h[..8].copy_from_slice(&MAGIC);
         h
+    }
+
+    #[test]
+    fn divisor_matches_hardware_division() {
+        let mut x = 0x1234_5678_9ABC_DEF0u64;
+        for d in [
+            1u64,
+            2,
+            3,
+            7,
+            4096,
+            364_544,
+            5_832_704,
+            (1 << 40) + 17,
+            u32::MAX as u64,
+        ] {
+            let div = Divisor::new(d);
+            for edge in [
+                0,
+                1,
+                d - 1,
+                d,
+                d + 1,
+                2 * d - 1,
+                (1 << 63) - 1,
+                (1 << 63) - d,
+            ] {
+                assert_eq!(div.div_rem(edge), (edge / d, edge % d), "{edge} / {d}");
+            }
+            for _ in 0..10_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let v = x >> 1;
+                assert_eq!(div.div_rem(v), (v / d, v % d), "{v} / {d}");
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! A memory-mapped, single-file cache that many processes on one machine
 //! share. Reads take no lock and make no system call: they return a guard
 //! that points straight into the mapping (zero-copy, `rkyv`-validated).
-//! Writes lock only the stripe of keys they touch (`hash % stripes`), with
+//! Writes lock only the stripe of keys they touch (chosen by the key hash), with
 //! an in-process mutex and a byte-range lock on the file that the kernel
 //! releases if the process dies. The file has a fixed size chosen at
 //! creation; when it is full, old entries are evicted, and entries that were

@@ -65,6 +65,22 @@ impl Map {
         unsafe { &*(self.raw.as_ptr().add(off as usize) as *const AtomicU64) }
     }
 
+    /// The eight atomic words of the 64-byte line at byte offset `off`.
+    ///
+    /// Panics if `off` is not 64-byte aligned or out of bounds (a bug, as
+    /// for [`atomic`](Map::atomic)).
+    #[inline]
+    pub(crate) fn line(&self, off: u64) -> &[AtomicU64; 8] {
+        assert!(
+            off % 64 == 0 && off + 64 <= self.len,
+            "line at {off} outside mapping"
+        );
+        // SAFETY: as for `atomic`: in bounds (checked above), aligned (the
+        // mapping is page aligned and `off % 64 == 0`), alive as long as
+        // `self`, and only ever accessed through atomics.
+        unsafe { &*(self.raw.as_ptr().add(off as usize) as *const [AtomicU64; 8]) }
+    }
+
     /// A shared byte slice over `len` bytes at `off`, or `None` when the
     /// range is outside the mapping.
     ///
