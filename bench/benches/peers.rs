@@ -1,2 +1,818 @@
-//! (being written)
-fn main() {}
+//! slotcache against its peers — LMDB (through `heed`), redb, moka and a
+//! `RwLock<HashMap>` — on the same workload, in the same run.
+//!
+//! # Workload
+//!
+//! - The shared workload of `slotcache_bench`: 1,000,000 keys of 20 bytes
+//!   (`key:{i:016}`), 100-byte values ([`value`]). Every store is populated
+//!   with all of them before any timing, in the same order: the first lap
+//!   of the uniform stream (a permutation of the key indices).
+//! - Every file lives in one [`BenchDir`] under [`std::env::temp_dir`] (set
+//!   `TMPDIR` to move it), so the mappings and files are backed by the page
+//!   cache. The directory is removed when the benchmark exits. Each store is
+//!   synced once after populating (`flush`, `force_sync`, a durable commit)
+//!   so the kernel's writeback of the population does not overlap the
+//!   measurements.
+//! - Request streams are precomputed arrays of keys, walked sequentially by
+//!   a cursor that persists across criterion's samples (one cursor per
+//!   benchmark, each starting at the stream's beginning, so every store sees
+//!   the same key sequence): `uniform_stream(KEYS, 4M, SEED)` (every key once
+//!   per 1M requests, every access a cold random key) and
+//!   `zipf_stream(KEYS, 0.99, 4M, SEED)` (a skewed, cache-friendly stream).
+//! - Stores (and the Zipf stream) are created and populated lazily, the
+//!   first time a selected benchmark needs them, so a filter only pays for
+//!   what it uses.
+//!
+//! # The stores
+//!
+//! | store            | configuration                                                              |
+//! |------------------|----------------------------------------------------------------------------|
+//! | slotcache bytes  | `Cache::open(.., roomy_options(KEYS, VALUE_LEN))`, raw 100-byte values      |
+//! | slotcache typed  | the same geometry, values stored as [`Blob`] (archived size 100 bytes)     |
+//! | LMDB (heed)      | one env, map size 4 GiB, `NO_SYNC \| NO_META_SYNC`, TLS read txns (heed's default), one unnamed `Database<Bytes, Bytes>` |
+//! | redb             | one file, default builder (1 GiB page cache), one table `TableDefinition<&[u8], &[u8]>`; timed writes commit with `Durability::None` |
+//! | moka             | `moka::sync::Cache<Vec<u8>, Arc<[u8]>>`, `max_capacity` 2M (nothing is evicted) |
+//! | `RwLock<HashMap>`| `std::sync::RwLock<HashMap<Vec<u8>, Vec<u8>>>`, std hasher: the in-process reference |
+//!
+//! Neither LMDB nor redb syncs on a timed commit: LMDB's `NO_SYNC` skips
+//! `fdatasync` (the commit still `pwrite`s its pages to the page cache),
+//! redb's `Durability::None` keeps the commit in memory. slotcache never
+//! syncs on a write either (only `flush` does).
+//!
+//! # Benchmarks
+//!
+//! Groups `peers_get_uniform` and `peers_get_zipf` (the same nine IDs; one
+//! iteration is one lookup of the stream's next key, which must be present —
+//! a miss panics — with the value black-boxed and any guard dropped):
+//!
+//! | bench                     | what one iteration is                                             |
+//! |---------------------------|-------------------------------------------------------------------|
+//! | `slotcache_get_bytes`     | `get_bytes`, the guard's slice black-boxed, guard dropped         |
+//! | `slotcache_get_typed`     | `get::<Blob>` (bytecheck-validated) on the typed file             |
+//! | `slotcache_get_unchecked` | `unsafe get_unchecked::<Blob>` on the typed file                  |
+//! | `lmdb_one_txn`            | `Database::get` in a read txn opened before timing and reused     |
+//! | `lmdb_txn_per_get`        | `read_txn`, `get`, drop the txn                                   |
+//! | `redb_one_txn`            | `ReadOnlyTable::get` in a read txn and table opened before timing |
+//! | `redb_txn_per_get`        | `begin_read`, `open_table`, `get`, drop both                      |
+//! | `moka`                    | `Cache::get(&[u8])` (clones the `Arc<[u8]>`)                      |
+//! | `rwlock_hashmap`          | `read()`, `HashMap::get(&[u8])`, unlock                           |
+//!
+//! The "one txn" variants open their transaction outside the timed loop of
+//! each criterion sample, so many gets share one transaction.
+//!
+//! Group `peers_set`: one iteration overwrites one existing key, the next of
+//! the uniform stream, with a fixed 100-byte value:
+//!
+//! | bench                             | what one iteration is                                        |
+//! |-----------------------------------|--------------------------------------------------------------|
+//! | `slotcache_set_bytes`             | `set_bytes`                                                  |
+//! | `slotcache_set_many_64_per_key`   | 1/64 of a `set_many_bytes` call with 64 consecutive keys     |
+//! | `slotcache_set_many_1024_per_key` | 1/1024 of a `set_many_bytes` call with 1024 consecutive keys |
+//! | `lmdb_put_txn_per_write`          | `write_txn`, `put`, `commit` (`NO_SYNC`)                     |
+//! | `moka_insert`                     | `insert(key.to_vec(), Arc::from(value))`                     |
+//! | `rwlock_hashmap_insert`           | `write()`, `insert(key.to_vec(), value.to_vec())`, unlock    |
+//! | `redb_put_txn_per_write`          | `begin_write`, `Durability::None`, `open_table`, `insert`, `commit` (10 samples) |
+//!
+//! The `set_many` benchmarks use `iter_custom`: for `iters` keys they make
+//! `set_many_bytes` calls of 64 (or 1024) consecutive stream keys (the last
+//! call may be smaller), build each batch untimed and return the time spent
+//! in the calls, so the reported time is per key. moka and the `HashMap`
+//! need owned keys and values, so their inserts include those allocations,
+//! as any caller's would.
+//!
+//! The three slotcache write benchmarks share one cursor, and the bytes file
+//! was populated in the stream's order, so every key is rewritten exactly
+//! once per 1M writes, in the order it was first written: a record is dead
+//! once 1M more writes have happened, and a stripe's log ring holds about
+//! 1.6M records (`roomy_options`), so reclaiming the oldest segment only ever
+//! drops dead records. The run asserts at the end that the bytes file still
+//! holds all 1M keys with no eviction, and prints every store's statistics.
+//!
+//! # Running
+//!
+//! ```text
+//! cargo bench --bench peers                     # full run (about 2.5 minutes)
+//! cargo bench --bench peers -- peers_get_zipf   # only benchmarks matching a filter
+//! cargo bench --bench peers -- lmdb             # e.g. only LMDB's benchmarks
+//! cargo bench --bench peers -- --test           # smoke test: every benchmark runs once
+//! TMPDIR=/dev/shm cargo bench --bench peers     # the files on tmpfs instead
+//! ```
+//!
+//! Timing: 20 samples (10 for `redb_put_txn_per_write`), 1 s warm-up, 3 s
+//! measurement per benchmark; 25 benchmarks, plus about half a minute of
+//! populating the six stores and building the streams: about 150 s in all
+//! on a 2-core machine (`-- --test` takes about 25 s, nearly all of it
+//! populating). Peak memory is about 2.5 GB (the stores and the two 80 MB
+//! streams), plus the files in the page cache.
+
+use criterion::Criterion;
+use heed::types::Bytes;
+use heed::{EnvFlags, EnvOpenOptions};
+use redb::{Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
+use slotcache::{Cache, Stats};
+use slotcache_bench::{
+    key, roomy_options, uniform_stream, value, zipf_stream, BenchDir, Key, KEYS, SEED, VALUE_LEN,
+};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// Requests in each precomputed stream (4 laps of the uniform permutation).
+const STREAM_LEN: usize = 4 * KEYS;
+/// Zipf exponent of the skewed stream.
+const ZIPF_S: f64 = 0.99;
+/// Items per `set_many_bytes` / `set_many` call when populating slotcache.
+const POPULATE_BATCH: usize = 4096;
+/// Puts per write transaction when populating LMDB and redb.
+const POPULATE_TXN: usize = 250_000;
+/// LMDB's map size: far more than 1M 100-byte records need, so a write
+/// never fails with `MapFull`; the file only grows as pages are used.
+const LMDB_MAP_SIZE: usize = 4 << 30;
+/// moka's capacity (in entries): above `KEYS`, so nothing is evicted.
+const MOKA_CAPACITY: u64 = 2 * KEYS as u64;
+/// The redb table holding the workload.
+const REDB_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers");
+/// Keys per `set_many_bytes` call in the two batch write benchmarks.
+const SET_MANY_BATCHES: [usize; 2] = [64, 1024];
+/// Samples of every benchmark but redb's writes.
+const SAMPLES: usize = 20;
+/// Samples of `redb_put_txn_per_write` (tens of µs or more an iteration).
+const REDB_WRITE_SAMPLES: usize = 10;
+
+/// The typed value of the second slotcache file: 100 raw bytes, archived as
+/// exactly 100 bytes (alignment 1), holding the same bytes as the raw value.
+#[derive(rkyv::Archive, rkyv::Serialize)]
+struct Blob([u8; VALUE_LEN]);
+
+const _: () = assert!(std::mem::size_of::<ArchivedBlob>() == VALUE_LEN);
+
+impl Blob {
+    /// The typed value of key `i`: the bytes of [`value`]`(i, VALUE_LEN)`.
+    fn for_key(i: usize) -> Blob {
+        Blob(value(i, VALUE_LEN).try_into().expect("VALUE_LEN bytes"))
+    }
+}
+
+/// An LMDB environment and its unnamed database.
+struct Lmdb {
+    /// The environment (opened with `NO_SYNC | NO_META_SYNC`).
+    env: heed::Env,
+    /// The unnamed database holding the workload.
+    db: heed::Database<Bytes, Bytes>,
+}
+
+/// moka's cache type.
+type Moka = moka::sync::Cache<Vec<u8>, Arc<[u8]>>;
+
+/// The in-process reference: a `HashMap` behind a `RwLock`.
+type LockedMap = RwLock<HashMap<Vec<u8>, Vec<u8>>>;
+
+/// Everything the benchmarks share. Streams and stores are built on first
+/// use, so a filter only pays for what it selects.
+struct Fixture {
+    /// The uniform stream's key indices; its first `KEYS` entries (one
+    /// permutation) are also the population order of every store.
+    uniform_idx: Vec<u32>,
+    /// The uniform stream's keys.
+    uniform: Vec<Key>,
+    /// The Zipf stream's keys.
+    zipf: OnceLock<Vec<Key>>,
+    /// slotcache with raw-byte values.
+    slot_bytes: OnceLock<Cache>,
+    /// slotcache with [`Blob`] values.
+    slot_typed: OnceLock<Cache>,
+    /// LMDB.
+    lmdb: OnceLock<Lmdb>,
+    /// redb.
+    redb: OnceLock<redb::Database>,
+    /// moka.
+    moka: OnceLock<Moka>,
+    /// `RwLock<HashMap>`.
+    map: OnceLock<LockedMap>,
+    /// Declared last so it drops after every store in it.
+    dir: BenchDir,
+}
+
+impl Fixture {
+    /// The uniform stream and an empty directory; nothing else yet.
+    fn new() -> Fixture {
+        let start = Instant::now();
+        let uniform_idx = uniform_stream(KEYS, STREAM_LEN, SEED);
+        let uniform = uniform_idx.iter().map(|&i| key(i as usize)).collect();
+        eprintln!(
+            "slotcache bench: uniform stream of {STREAM_LEN} keys built in {:.2?}",
+            start.elapsed()
+        );
+        Fixture {
+            uniform_idx,
+            uniform,
+            zipf: OnceLock::new(),
+            slot_bytes: OnceLock::new(),
+            slot_typed: OnceLock::new(),
+            lmdb: OnceLock::new(),
+            redb: OnceLock::new(),
+            moka: OnceLock::new(),
+            map: OnceLock::new(),
+            dir: BenchDir::new("peers"),
+        }
+    }
+
+    /// The population order: one permutation of `0..KEYS`, the first lap of
+    /// the uniform stream.
+    fn order(&self) -> impl Iterator<Item = usize> + '_ {
+        self.uniform_idx[..KEYS].iter().map(|&i| i as usize)
+    }
+
+    /// The keys of a stream (the Zipf stream is built on first use).
+    fn stream(&self, stream: Stream) -> &[Key] {
+        match stream {
+            Stream::Uniform => &self.uniform,
+            Stream::Zipf => self.zipf(),
+        }
+    }
+
+    /// The Zipf stream's keys.
+    fn zipf(&self) -> &[Key] {
+        self.zipf.get_or_init(|| {
+            let start = Instant::now();
+            let keys = zipf_stream(KEYS, ZIPF_S, STREAM_LEN, SEED)
+                .into_iter()
+                .map(|i| key(i as usize))
+                .collect();
+            eprintln!(
+                "slotcache bench: zipf stream of {STREAM_LEN} keys built in {:.2?}",
+                start.elapsed()
+            );
+            keys
+        })
+    }
+
+    /// The raw-bytes slotcache file, populated with every key.
+    fn slot_bytes(&self) -> &Cache {
+        self.slot_bytes.get_or_init(|| {
+            let path = self.dir.path().join("slotcache-bytes.cache");
+            let cache = Cache::open(path, roomy_options(KEYS, VALUE_LEN)).expect("open");
+            let start = Instant::now();
+            let mut batch: Vec<(Key, Vec<u8>)> = Vec::with_capacity(POPULATE_BATCH);
+            for i in self.order() {
+                batch.push((key(i), value(i, VALUE_LEN)));
+                if batch.len() == POPULATE_BATCH {
+                    cache.set_many_bytes(&batch).expect("populate");
+                    batch.clear();
+                }
+            }
+            cache.set_many_bytes(&batch).expect("populate");
+            check_slotcache("bytes", &cache, start.elapsed());
+            for i in spot_checks() {
+                let got = cache.get_bytes(key(i)).expect("get").expect("present");
+                assert_eq!(&*got, &value(i, VALUE_LEN)[..], "slotcache bytes, key {i}");
+            }
+            cache
+        })
+    }
+
+    /// The typed slotcache file: the same keys, holding [`Blob`]s.
+    fn slot_typed(&self) -> &Cache {
+        self.slot_typed.get_or_init(|| {
+            let path = self.dir.path().join("slotcache-typed.cache");
+            let cache = Cache::open(path, roomy_options(KEYS, VALUE_LEN)).expect("open");
+            let start = Instant::now();
+            let mut batch: Vec<(Key, Blob)> = Vec::with_capacity(POPULATE_BATCH);
+            for i in self.order() {
+                batch.push((key(i), Blob::for_key(i)));
+                if batch.len() == POPULATE_BATCH {
+                    cache
+                        .set_many(batch.iter().map(|(k, v)| (k, v)))
+                        .expect("populate");
+                    batch.clear();
+                }
+            }
+            cache
+                .set_many(batch.iter().map(|(k, v)| (k, v)))
+                .expect("populate");
+            check_slotcache("typed", &cache, start.elapsed());
+            for i in spot_checks() {
+                let got = cache.get::<Blob>(key(i)).expect("get").expect("present");
+                assert_eq!(
+                    &got.0[..],
+                    &value(i, VALUE_LEN)[..],
+                    "slotcache typed, key {i}"
+                );
+            }
+            cache
+        })
+    }
+
+    /// LMDB, populated with every key.
+    fn lmdb(&self) -> &Lmdb {
+        self.lmdb.get_or_init(|| {
+            let path = self.dir.path().join("lmdb");
+            std::fs::create_dir_all(&path).expect("create the LMDB directory");
+            let mut options = EnvOpenOptions::new();
+            options.map_size(LMDB_MAP_SIZE).max_dbs(1);
+            // SAFETY: NO_SYNC and NO_META_SYNC only give up durability across
+            // an OS crash or power loss, which a benchmark does not need.
+            unsafe { options.flags(EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC) };
+            // SAFETY: the environment is a fresh directory that only this
+            // process opens, once, and nothing else modifies its files.
+            let env = unsafe { options.open(&path) }.expect("open the LMDB env");
+            let start = Instant::now();
+            let mut wtxn = env.write_txn().expect("write txn");
+            let db: heed::Database<Bytes, Bytes> =
+                env.create_database(&mut wtxn, None).expect("create db");
+            wtxn.commit().expect("commit");
+            let order: Vec<usize> = self.order().collect();
+            for chunk in order.chunks(POPULATE_TXN) {
+                let mut wtxn = env.write_txn().expect("write txn");
+                for &i in chunk {
+                    db.put(&mut wtxn, &key(i), &value(i, VALUE_LEN))
+                        .expect("put");
+                }
+                wtxn.commit().expect("commit");
+            }
+            let took = start.elapsed();
+            env.force_sync().expect("sync");
+            let rtxn = env.read_txn().expect("read txn");
+            assert_eq!(db.len(&rtxn).expect("len"), KEYS as u64, "LMDB entries");
+            for i in spot_checks() {
+                let got = db.get(&rtxn, &key(i)).expect("get").expect("present");
+                assert_eq!(got, &value(i, VALUE_LEN)[..], "LMDB, key {i}");
+            }
+            drop(rtxn);
+            eprintln!(
+                "slotcache bench: populated LMDB with {KEYS} keys in {took:.2?} (synced in {:.2?})",
+                start.elapsed() - took
+            );
+            Lmdb { env, db }
+        })
+    }
+
+    /// redb, populated with every key.
+    fn redb(&self) -> &redb::Database {
+        self.redb.get_or_init(|| {
+            let db = redb::Database::create(self.dir.path().join("peers.redb")).expect("create");
+            let start = Instant::now();
+            let order: Vec<usize> = self.order().collect();
+            let chunks = order.chunks(POPULATE_TXN).count();
+            for (n, chunk) in order.chunks(POPULATE_TXN).enumerate() {
+                let mut wtxn = db.begin_write().expect("write txn");
+                // Only the last population commit is durable (it syncs the
+                // file, so its writeback does not overlap the measurements).
+                if n + 1 < chunks {
+                    wtxn.set_durability(Durability::None).expect("durability");
+                }
+                {
+                    let mut table = wtxn.open_table(REDB_TABLE).expect("table");
+                    for &i in chunk {
+                        table
+                            .insert(&key(i)[..], &value(i, VALUE_LEN)[..])
+                            .expect("insert");
+                    }
+                }
+                wtxn.commit().expect("commit");
+            }
+            let took = start.elapsed();
+            let rtxn = db.begin_read().expect("read txn");
+            let table = rtxn.open_table(REDB_TABLE).expect("table");
+            assert_eq!(table.len().expect("len"), KEYS as u64, "redb entries");
+            for i in spot_checks() {
+                let got = table.get(&key(i)[..]).expect("get").expect("present");
+                assert_eq!(got.value(), &value(i, VALUE_LEN)[..], "redb, key {i}");
+            }
+            eprintln!("slotcache bench: populated redb with {KEYS} keys in {took:.2?}");
+            drop(table);
+            drop(rtxn);
+            db
+        })
+    }
+
+    /// moka, populated with every key.
+    fn moka(&self) -> &Moka {
+        self.moka.get_or_init(|| {
+            let cache: Moka = moka::sync::Cache::new(MOKA_CAPACITY);
+            let start = Instant::now();
+            for i in self.order() {
+                cache.insert(key(i).to_vec(), Arc::from(value(i, VALUE_LEN)));
+            }
+            cache.run_pending_tasks();
+            let took = start.elapsed();
+            assert_eq!(cache.entry_count(), KEYS as u64, "moka entries");
+            for i in spot_checks() {
+                let got = cache.get(&key(i)[..]).expect("present");
+                assert_eq!(&got[..], &value(i, VALUE_LEN)[..], "moka, key {i}");
+            }
+            eprintln!("slotcache bench: populated moka with {KEYS} keys in {took:.2?}");
+            cache
+        })
+    }
+
+    /// The `RwLock<HashMap>`, populated with every key.
+    fn map(&self) -> &LockedMap {
+        self.map.get_or_init(|| {
+            let start = Instant::now();
+            let mut map = HashMap::new();
+            for i in self.order() {
+                map.insert(key(i).to_vec(), value(i, VALUE_LEN));
+            }
+            let took = start.elapsed();
+            assert_eq!(map.len(), KEYS, "HashMap entries");
+            for i in spot_checks() {
+                assert_eq!(map[&key(i)[..]], value(i, VALUE_LEN), "HashMap, key {i}");
+            }
+            eprintln!("slotcache bench: populated RwLock<HashMap> with {KEYS} keys in {took:.2?}");
+            RwLock::new(map)
+        })
+    }
+}
+
+/// Key indices whose values are checked right after populating a store.
+fn spot_checks() -> [usize; 4] {
+    [0, 1, KEYS / 2, KEYS - 1]
+}
+
+/// Asserts that a slotcache population fits (every key live, nothing
+/// evicted), then flushes the file so its writeback does not run during the
+/// measurements.
+fn check_slotcache(name: &str, cache: &Cache, took: Duration) {
+    let st = cache.stats();
+    assert_eq!(
+        (st.entries, st.evictions),
+        (KEYS as u64, 0),
+        "slotcache {name}: the population does not fit: {st:?}"
+    );
+    let start = Instant::now();
+    cache.flush().expect("flush");
+    eprintln!(
+        "slotcache bench: populated slotcache {name} with {KEYS} keys in {took:.2?} \
+         (flushed in {:.2?})",
+        start.elapsed()
+    );
+}
+
+/// Prints the statistics of one slotcache file.
+fn print_slotcache_stats(name: &str, st: &Stats) {
+    eprintln!(
+        "slotcache bench: slotcache {name} stats: entries={} evictions={} reinserts={} \
+         inserts={} hits={} misses={} corrupt={} mismatched={} pin_waits={} bytes_used={}/{}",
+        st.entries,
+        st.evictions,
+        st.reinserts,
+        st.inserts,
+        st.hits,
+        st.misses,
+        st.corrupt,
+        st.mismatched,
+        st.pin_waits,
+        st.bytes_used,
+        st.capacity,
+    );
+}
+
+/// The size of the file at `path` in MiB (0 if it cannot be read).
+fn file_mib(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len() >> 20)
+}
+
+/// Prints every store's state at the end of the run, and asserts that the
+/// slotcache write benchmarks evicted no live key.
+fn report_stores(fx: &Fixture) {
+    if let Some(cache) = fx.slot_bytes.get() {
+        let st = cache.stats();
+        print_slotcache_stats("bytes", &st);
+        assert_eq!(
+            (st.entries, st.evictions),
+            (KEYS as u64, 0),
+            "slotcache bytes: the write benchmarks evicted live keys: {st:?}"
+        );
+    }
+    if let Some(cache) = fx.slot_typed.get() {
+        print_slotcache_stats("typed", &cache.stats());
+    }
+    if let Some(lmdb) = fx.lmdb.get() {
+        let rtxn = lmdb.env.read_txn().expect("read txn");
+        let entries = lmdb.db.len(&rtxn).expect("len");
+        let path = fx.dir.path().join("lmdb").join("data.mdb");
+        eprintln!(
+            "slotcache bench: LMDB: entries={entries} file={} MiB",
+            file_mib(&path)
+        );
+    }
+    if let Some(db) = fx.redb.get() {
+        let rtxn = db.begin_read().expect("read txn");
+        let entries = rtxn
+            .open_table(REDB_TABLE)
+            .expect("table")
+            .len()
+            .expect("len");
+        let path = fx.dir.path().join("peers.redb");
+        eprintln!(
+            "slotcache bench: redb: entries={entries} file={} MiB",
+            file_mib(&path)
+        );
+    }
+    if let Some(moka) = fx.moka.get() {
+        moka.run_pending_tasks();
+        eprintln!("slotcache bench: moka: entries={}", moka.entry_count());
+    }
+    if let Some(map) = fx.map.get() {
+        let len = map.read().expect("lock").len();
+        eprintln!("slotcache bench: RwLock<HashMap>: entries={len}");
+    }
+}
+
+/// A cursor walking a precomputed key stream round and round; it persists
+/// across criterion's samples, so no sample re-reads the keys another one
+/// warmed up. The stream is passed to each call, so it can be built lazily.
+#[derive(Default)]
+struct Cursor {
+    /// The position of the next key.
+    at: usize,
+}
+
+impl Cursor {
+    /// The next key of `keys` (wrapping around at its end).
+    #[inline]
+    fn next_key<'k>(&mut self, keys: &'k [Key]) -> &'k Key {
+        let k = &keys[self.at];
+        self.at += 1;
+        if self.at == keys.len() {
+            self.at = 0;
+        }
+        k
+    }
+}
+
+/// The request streams of the lookup groups.
+#[derive(Clone, Copy)]
+enum Stream {
+    /// `uniform_stream(KEYS, STREAM_LEN, SEED)`.
+    Uniform,
+    /// `zipf_stream(KEYS, ZIPF_S, STREAM_LEN, SEED)`.
+    Zipf,
+}
+
+/// The nine lookup benchmarks of one group, over `stream`.
+fn bench_gets(c: &mut Criterion, fx: &Fixture, group: &str, stream: Stream) {
+    let mut g = c.benchmark_group(group);
+
+    let mut cur = Cursor::default();
+    g.bench_function("slotcache_get_bytes", |b| {
+        let keys = fx.stream(stream);
+        let cache = fx.slot_bytes();
+        b.iter(|| {
+            let guard = cache
+                .get_bytes(black_box(cur.next_key(keys)))
+                .expect("get")
+                .expect("hit");
+            black_box(&*guard);
+        })
+    });
+
+    let mut cur = Cursor::default();
+    g.bench_function("slotcache_get_typed", |b| {
+        let keys = fx.stream(stream);
+        let cache = fx.slot_typed();
+        b.iter(|| {
+            let guard = cache
+                .get::<Blob>(black_box(cur.next_key(keys)))
+                .expect("get")
+                .expect("hit");
+            black_box(&*guard);
+        })
+    });
+
+    let mut cur = Cursor::default();
+    g.bench_function("slotcache_get_unchecked", |b| {
+        let keys = fx.stream(stream);
+        let cache = fx.slot_typed();
+        b.iter(|| {
+            // SAFETY: only this process writes the typed file, and it stores
+            // nothing but `set_many::<Blob>` archives in it, so every record
+            // is a well-formed archive of `Blob`.
+            let guard = unsafe { cache.get_unchecked::<Blob>(black_box(cur.next_key(keys))) }
+                .expect("get")
+                .expect("hit");
+            black_box(&*guard);
+        })
+    });
+
+    let mut cur = Cursor::default();
+    g.bench_function("lmdb_one_txn", |b| {
+        let keys = fx.stream(stream);
+        let lmdb = fx.lmdb();
+        // One read txn per criterion sample, opened before its timed loop.
+        let rtxn = lmdb.env.read_txn().expect("read txn");
+        b.iter(|| {
+            let v = lmdb
+                .db
+                .get(&rtxn, black_box(cur.next_key(keys)))
+                .expect("get")
+                .expect("hit");
+            black_box(v);
+        })
+    });
+
+    let mut cur = Cursor::default();
+    g.bench_function("lmdb_txn_per_get", |b| {
+        let keys = fx.stream(stream);
+        let lmdb = fx.lmdb();
+        b.iter(|| {
+            let rtxn = lmdb.env.read_txn().expect("read txn");
+            let v = lmdb
+                .db
+                .get(&rtxn, black_box(cur.next_key(keys)))
+                .expect("get")
+                .expect("hit");
+            black_box(v);
+        })
+    });
+
+    let mut cur = Cursor::default();
+    g.bench_function("redb_one_txn", |b| {
+        let keys = fx.stream(stream);
+        let db = fx.redb();
+        // One read txn and table per criterion sample, opened before timing.
+        let rtxn = db.begin_read().expect("read txn");
+        let table = rtxn.open_table(REDB_TABLE).expect("table");
+        b.iter(|| {
+            let v = table
+                .get(&black_box(cur.next_key(keys))[..])
+                .expect("get")
+                .expect("hit");
+            black_box(v.value());
+        })
+    });
+
+    let mut cur = Cursor::default();
+    g.bench_function("redb_txn_per_get", |b| {
+        let keys = fx.stream(stream);
+        let db = fx.redb();
+        b.iter(|| {
+            let rtxn = db.begin_read().expect("read txn");
+            let table = rtxn.open_table(REDB_TABLE).expect("table");
+            let v = table
+                .get(&black_box(cur.next_key(keys))[..])
+                .expect("get")
+                .expect("hit");
+            black_box(v.value());
+        })
+    });
+
+    let mut cur = Cursor::default();
+    g.bench_function("moka", |b| {
+        let keys = fx.stream(stream);
+        let moka = fx.moka();
+        b.iter(|| {
+            let v = moka.get(&black_box(cur.next_key(keys))[..]).expect("hit");
+            black_box(&*v);
+        })
+    });
+
+    let mut cur = Cursor::default();
+    g.bench_function("rwlock_hashmap", |b| {
+        let keys = fx.stream(stream);
+        let map = fx.map();
+        b.iter(|| {
+            let m = map.read().expect("lock");
+            let v = m.get(&black_box(cur.next_key(keys))[..]).expect("hit");
+            black_box(v.as_slice());
+        })
+    });
+
+    g.finish();
+}
+
+/// `iters` overwrites through `set_many_bytes` calls of `batch` consecutive
+/// stream keys (the last call may be smaller); returns the time spent in the
+/// calls only (each batch is built untimed).
+fn set_many_per_key(
+    cache: &Cache,
+    cur: &mut Cursor,
+    keys: &[Key],
+    val: &[u8],
+    iters: u64,
+    batch: usize,
+) -> Duration {
+    let mut items: Vec<(&Key, &[u8])> = Vec::with_capacity(batch);
+    let mut left = iters as usize;
+    let mut timed = Duration::ZERO;
+    while left > 0 {
+        let n = left.min(batch);
+        items.clear();
+        items.extend((0..n).map(|_| (cur.next_key(keys), val)));
+        let start = Instant::now();
+        cache
+            .set_many_bytes(black_box(&items[..]))
+            .expect("set_many_bytes");
+        timed += start.elapsed();
+        left -= n;
+    }
+    timed
+}
+
+/// The write benchmarks: overwrites of existing keys of the uniform stream.
+fn bench_sets(c: &mut Criterion, fx: &Fixture) {
+    let mut g = c.benchmark_group("peers_set");
+    // A fixed 100-byte value (that of an index outside the key set).
+    let val = value(KEYS, VALUE_LEN);
+    let keys = &fx.uniform[..];
+
+    // One cursor for the three slotcache benchmarks: they keep walking the
+    // population order, so every key is rewritten once per `KEYS` writes.
+    let mut slot_cur = Cursor::default();
+    g.bench_function("slotcache_set_bytes", |b| {
+        let cache = fx.slot_bytes();
+        b.iter(|| {
+            cache
+                .set_bytes(black_box(slot_cur.next_key(keys)), black_box(&val))
+                .expect("set_bytes")
+        })
+    });
+    for batch in SET_MANY_BATCHES {
+        g.bench_function(format!("slotcache_set_many_{batch}_per_key"), |b| {
+            let cache = fx.slot_bytes();
+            b.iter_custom(|iters| set_many_per_key(cache, &mut slot_cur, keys, &val, iters, batch))
+        });
+    }
+
+    let mut cur = Cursor::default();
+    g.bench_function("lmdb_put_txn_per_write", |b| {
+        let lmdb = fx.lmdb();
+        b.iter(|| {
+            let mut wtxn = lmdb.env.write_txn().expect("write txn");
+            lmdb.db
+                .put(&mut wtxn, black_box(cur.next_key(keys)), black_box(&val))
+                .expect("put");
+            wtxn.commit().expect("commit");
+        })
+    });
+
+    let mut cur = Cursor::default();
+    g.bench_function("moka_insert", |b| {
+        let moka = fx.moka();
+        b.iter(|| {
+            moka.insert(
+                black_box(cur.next_key(keys)).to_vec(),
+                Arc::from(black_box(&val[..])),
+            )
+        })
+    });
+
+    let mut cur = Cursor::default();
+    g.bench_function("rwlock_hashmap_insert", |b| {
+        let map = fx.map();
+        b.iter(|| {
+            let mut m = map.write().expect("lock");
+            let old = m.insert(
+                black_box(cur.next_key(keys)).to_vec(),
+                black_box(&val[..]).to_vec(),
+            );
+            black_box(old.expect("an overwrite"));
+        })
+    });
+
+    // Last in the group: the sample size set here applies to the benchmarks
+    // defined after it.
+    g.sample_size(REDB_WRITE_SAMPLES);
+    let mut cur = Cursor::default();
+    g.bench_function("redb_put_txn_per_write", |b| {
+        let db = fx.redb();
+        b.iter(|| {
+            let mut wtxn = db.begin_write().expect("write txn");
+            wtxn.set_durability(Durability::None).expect("durability");
+            {
+                let mut table = wtxn.open_table(REDB_TABLE).expect("table");
+                table
+                    .insert(&black_box(cur.next_key(keys))[..], black_box(&val[..]))
+                    .expect("insert");
+            }
+            wtxn.commit().expect("commit");
+        })
+    });
+
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(SAMPLES)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let started = Instant::now();
+    let fx = Fixture::new();
+
+    // Reads first, on the freshly populated stores; then the writes.
+    bench_gets(&mut c, &fx, "peers_get_uniform", Stream::Uniform);
+    bench_gets(&mut c, &fx, "peers_get_zipf", Stream::Zipf);
+    bench_sets(&mut c, &fx);
+
+    c.final_summary();
+    report_stores(&fx);
+    eprintln!(
+        "slotcache bench: peers finished in {:.1?}",
+        started.elapsed()
+    );
+}
