@@ -591,11 +591,21 @@ impl Cache {
         let pr = self.shared.process()?;
         let now = now_ns();
         let expires = self.expiry(ttl, now);
-        for group in placed.chunk_by(|a, b| a.0.stripe == b.0.stripe) {
+        let groups: Vec<_> = placed.chunk_by(|a, b| a.0.stripe == b.0.stripe).collect();
+        let stripes: Vec<u32> = groups.iter().map(|g| g[0].0.stripe).collect();
+        let Some(&first) = stripes.first() else {
+            return Ok(());
+        };
+        let locking = |e| Error::io("locking a stripe", &self.shared.path, e);
+        // One stripe: its lock alone. Several: the batch's locks, held
+        // until every stripe is written (see `Process::lock_stripes`).
+        let _locks = if stripes.len() == 1 {
+            (Some(pr.lock_stripe(first).map_err(locking)?), None)
+        } else {
+            (None, Some(pr.lock_stripes(&stripes).map_err(locking)?))
+        };
+        for group in groups {
             let s = group[0].0.stripe;
-            let _lock = pr
-                .lock_stripe(s)
-                .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
             let mut w = StripeWriter::new(&self.shared, pr, s, self.pin_wait, now);
             for (kh, key, kind, schema, value) in group {
                 let rec = NewRecord {

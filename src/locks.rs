@@ -61,13 +61,17 @@ mod sys {
     const GET: libc::c_int = libc::F_GETLK;
 
     fn flock(kind: libc::c_int, off: u64) -> libc::flock {
+        flock_range(kind, off, 1)
+    }
+
+    fn flock_range(kind: libc::c_int, off: u64, len: u64) -> libc::flock {
         // SAFETY: `flock` is a plain C struct for which all-zero is valid
         // (OFD locks even require `l_pid == 0`).
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
         fl.l_type = kind as _;
         fl.l_whence = libc::SEEK_SET as _;
         fl.l_start = off as libc::off_t;
-        fl.l_len = 1;
+        fl.l_len = len as libc::off_t;
         fl
     }
 
@@ -88,12 +92,18 @@ mod sys {
 
     // The lock types are `c_short` on some platforms and `c_int` on others.
     #[allow(clippy::unnecessary_cast)]
-    pub(super) fn lock(file: &File, off: u64, mode: Mode, wait: bool) -> io::Result<bool> {
+    pub(super) fn lock(
+        file: &File,
+        off: u64,
+        len: u64,
+        mode: Mode,
+        wait: bool,
+    ) -> io::Result<bool> {
         let kind = match mode {
             Mode::Shared => libc::F_RDLCK as libc::c_int,
             Mode::Exclusive => libc::F_WRLCK as libc::c_int,
         };
-        let mut fl = flock(kind, off);
+        let mut fl = flock_range(kind, off, len);
         match fcntl(file, if wait { SET_WAIT } else { SET }, &mut fl) {
             Ok(()) => Ok(true),
             Err(e)
@@ -106,8 +116,12 @@ mod sys {
     }
 
     #[allow(clippy::unnecessary_cast)]
-    pub(super) fn unlock(file: &File, off: u64) -> io::Result<()> {
-        fcntl(file, SET, &mut flock(libc::F_UNLCK as libc::c_int, off))
+    pub(super) fn unlock(file: &File, off: u64, len: u64) -> io::Result<()> {
+        fcntl(
+            file,
+            SET,
+            &mut flock_range(libc::F_UNLCK as libc::c_int, off, len),
+        )
     }
 
     #[allow(clippy::unnecessary_cast)]
@@ -139,7 +153,13 @@ mod sys {
         ov
     }
 
-    pub(super) fn lock(file: &File, off: u64, mode: Mode, wait: bool) -> io::Result<bool> {
+    pub(super) fn lock(
+        file: &File,
+        off: u64,
+        len: u64,
+        mode: Mode,
+        wait: bool,
+    ) -> io::Result<bool> {
         let mut flags = 0;
         if mode == Mode::Exclusive {
             flags |= LOCKFILE_EXCLUSIVE_LOCK;
@@ -151,7 +171,16 @@ mod sys {
         // SAFETY: the handle is open for the life of `file`; `ov` outlives
         // the call, which is synchronous because the file is not opened
         // for overlapped I/O.
-        let ok = unsafe { LockFileEx(file.as_raw_handle() as HANDLE, flags, 0, 1, 0, &mut ov) };
+        let ok = unsafe {
+            LockFileEx(
+                file.as_raw_handle() as HANDLE,
+                flags,
+                0,
+                len as u32,
+                (len >> 32) as u32,
+                &mut ov,
+            )
+        };
         if ok != 0 {
             return Ok(true);
         }
@@ -166,10 +195,18 @@ mod sys {
         }
     }
 
-    pub(super) fn unlock(file: &File, off: u64) -> io::Result<()> {
+    pub(super) fn unlock(file: &File, off: u64, len: u64) -> io::Result<()> {
         let mut ov = overlapped(off);
         // SAFETY: as in `lock`.
-        let ok = unsafe { UnlockFileEx(file.as_raw_handle() as HANDLE, 0, 1, 0, &mut ov) };
+        let ok = unsafe {
+            UnlockFileEx(
+                file.as_raw_handle() as HANDLE,
+                0,
+                len as u32,
+                (len >> 32) as u32,
+                &mut ov,
+            )
+        };
         if ok != 0 {
             Ok(())
         } else {
@@ -178,8 +215,8 @@ mod sys {
     }
 
     pub(super) fn held_by_other(file: &File, off: u64) -> io::Result<bool> {
-        if lock(file, off, Mode::Exclusive, false)? {
-            unlock(file, off)?;
+        if lock(file, off, 1, Mode::Exclusive, false)? {
+            unlock(file, off, 1)?;
             Ok(false)
         } else {
             Ok(true)
@@ -229,12 +266,30 @@ pub(crate) fn unlock_for_open(file: &File) -> io::Result<()> {
 /// granted and returns `true`; without, returns `false` when someone else
 /// holds a conflicting lock.
 pub(crate) fn lock(file: &File, off: u64, mode: Mode, wait: bool) -> io::Result<bool> {
-    sys::lock(file, off, mode, wait)
+    sys::lock(file, off, 1, mode, wait)
 }
 
 /// Releases the lock at `off` held through `file`.
 pub(crate) fn unlock(file: &File, off: u64) -> io::Result<()> {
-    sys::unlock(file, off)
+    sys::unlock(file, off, 1)
+}
+
+/// Like [`lock`], for the `len` bytes at `off` in one system call. The
+/// kernel grants the whole range or nothing. A range is released with
+/// [`unlock_range`] over exactly the same bytes (Windows requires it).
+pub(crate) fn lock_range(
+    file: &File,
+    off: u64,
+    len: u64,
+    mode: Mode,
+    wait: bool,
+) -> io::Result<bool> {
+    sys::lock(file, off, len, mode, wait)
+}
+
+/// Releases a range taken with [`lock_range`].
+pub(crate) fn unlock_range(file: &File, off: u64, len: u64) -> io::Result<()> {
+    sys::unlock(file, off, len)
 }
 
 /// Whether anyone other than `file`'s own lock owner holds a lock on the

@@ -268,6 +268,89 @@ impl Process {
     }
 }
 
+/// Holds the write locks of a batch's stripes: every stripe mutex from the
+/// lowest to the highest stripe of the batch, and the file locks.
+pub(crate) struct BatchLock<'p> {
+    process: &'p Process,
+    file_locks: BatchFileLocks,
+    _mutexes: Vec<std::sync::MutexGuard<'p, ()>>,
+}
+
+/// Which file locks a [`BatchLock`] holds.
+enum BatchFileLocks {
+    /// One range over the lock bytes of stripes `lo..=hi` (one system call
+    /// to take, one to release).
+    Range { off: u64, len: u64 },
+    /// One lock per stripe of the batch, taken one by one in ascending order.
+    Each(Vec<u32>),
+}
+
+impl Process {
+    /// Takes the write locks of `stripes` (ascending, distinct, non-empty)
+    /// for one batch. The in-process mutexes of every stripe from the first
+    /// to the last are taken in ascending order, because the file locks of
+    /// one process do not exclude each other and a range covers them all.
+    /// Then one non-blocking lock over the whole range of lock bytes: a
+    /// batch that touches 41 of 64 stripes makes 2 system calls instead of
+    /// 82. If another process holds any stripe of the range, the batch
+    /// falls back to locking its own stripes one by one, blocking, in
+    /// ascending order (as single-stripe writers and other batches do), so
+    /// a range never waits, never starves behind busy stripes it does not
+    /// need, and cannot deadlock.
+    pub(crate) fn lock_stripes(&self, stripes: &[u32]) -> std::io::Result<BatchLock<'_>> {
+        let (lo, hi) = (stripes[0], stripes[stripes.len() - 1]);
+        let mutexes = (lo..=hi)
+            .map(|s| {
+                self.stripe_mutex[s as usize]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            })
+            .collect();
+        let (off, len) = (lk::WRITE + lo as u64, (hi - lo) as u64 + 1);
+        let mut batch = BatchLock {
+            process: self,
+            file_locks: BatchFileLocks::Each(Vec::with_capacity(stripes.len())),
+            _mutexes: mutexes,
+        };
+        if stripes.len() > 1
+            && locks::lock_range(&self.file, off, len, locks::Mode::Exclusive, false)?
+        {
+            batch.file_locks = BatchFileLocks::Range { off, len };
+            return Ok(batch);
+        }
+        for &s in stripes {
+            locks::lock(
+                &self.file,
+                lk::WRITE + s as u64,
+                locks::Mode::Exclusive,
+                true,
+            )?;
+            if let BatchFileLocks::Each(held) = &mut batch.file_locks {
+                held.push(s);
+            }
+        }
+        Ok(batch)
+    }
+}
+
+impl Drop for BatchLock<'_> {
+    fn drop(&mut self) {
+        // File locks first, then the mutexes (field drop order), as for
+        // `StripeLock`.
+        let file = &self.process.file;
+        match &self.file_locks {
+            BatchFileLocks::Range { off, len } => {
+                let _ = locks::unlock_range(file, *off, *len);
+            }
+            BatchFileLocks::Each(held) => {
+                for &s in held {
+                    let _ = locks::unlock(file, lk::WRITE + s as u64);
+                }
+            }
+        }
+    }
+}
+
 /// Holds one stripe's write lock (both halves).
 pub(crate) struct StripeLock<'p> {
     process: &'p Process,
