@@ -106,6 +106,11 @@ pub mod hdr {
     pub const READER_HWM: usize = 144;
     /// `AtomicU64`: number of `clear()` calls.
     pub const CLEARS: usize = 152;
+    /// `[AtomicU64; REGEN_HINTS]`: which regeneration stripe some process
+    /// holds, and until when the hint is believed (see `regen`).
+    pub const REGEN_HINTS: usize = 1024;
+    /// Words in the regeneration hint table.
+    pub const REGEN_HINT_WORDS: usize = 256;
 }
 
 /// Stripe-table entry field offsets (from the entry's start).

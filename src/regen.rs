@@ -10,13 +10,22 @@
 //! other threads asking for the same key wait or, with `try`, give up at
 //! once. The file lock is taken when the first key of the stripe is taken
 //! in this process and released with the last one.
+//!
+//! A process holding a stripe's file lock also publishes a *hint* in the
+//! header (format.md §2.1, `regen_hints`): the stripe and a lease deadline.
+//! A `try` (the stale path of `get_or_create`) that finds a live hint for
+//! its stripe answers "busy" without the failing lock system call. The hint
+//! only ever saves that call: the lock decides who regenerates, a stale or
+//! overwritten hint just sends callers to the lock, and the lease bounds how
+//! long a hint left by a killed process is believed.
 
 use crate::error::{Error, Result};
-use crate::layout::locks as lk;
+use crate::layout::{hdr, locks as lk};
 use crate::locks::{self, Mode};
 use crate::process;
-use crate::shared::Shared;
+use crate::shared::{now_ns, Shared};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -34,6 +43,8 @@ struct RegenStripe {
     file_held: bool,
     /// A thread of this process is taking the file lock (others wait).
     acquiring: bool,
+    /// The hint this process published when it took the file lock (0: none).
+    hint: u64,
     /// Keys being regenerated in this process, and by which thread.
     /// `None` while a lock is being handed to a background thread.
     keys: HashMap<Vec<u8>, Option<ThreadId>>,
@@ -92,6 +103,38 @@ fn wait_changed<'t>(
     }
 }
 
+/// How long a regeneration hint is believed after it is published. A creator
+/// that runs longer sends stale callers back to the lock system call; a
+/// process killed while regenerating delays the next regeneration of its
+/// stripe by at most this much.
+const HINT_LEASE_NS: u64 = 1_000_000_000;
+
+/// Bits of a hint word that hold the deadline, in units of 2^20 ns (~1 ms).
+const HINT_TIME_BITS: u32 = 40;
+
+/// The hint word `stripe` maps to (stripes share words modulo 256).
+fn hint_word(shared: &Shared, stripe: u32) -> &std::sync::atomic::AtomicU64 {
+    let i = stripe as usize % hdr::REGEN_HINT_WORDS;
+    shared.map.atomic((hdr::REGEN_HINTS + 8 * i) as u64)
+}
+
+/// The hint a holder of `stripe` publishes: `(stripe + 1) << 40 | deadline`
+/// with the deadline in ~1 ms units.
+fn hint_value(stripe: u32, now_ns: u64) -> u64 {
+    let deadline = ((now_ns + HINT_LEASE_NS) >> 20) & ((1 << HINT_TIME_BITS) - 1);
+    ((stripe as u64 + 1) << HINT_TIME_BITS) | deadline
+}
+
+/// Whether another process published a live hint for `stripe`: the word
+/// names the stripe and its deadline lies ahead (compared modulo 2^40, so
+/// the wrap of the 40-bit clock every ~36 years does not matter).
+fn hinted_busy(shared: &Shared, stripe: u32) -> bool {
+    const MASK: u64 = (1 << HINT_TIME_BITS) - 1;
+    let w = hint_word(shared, stripe).load(Ordering::Relaxed);
+    let ahead = (w & MASK).wrapping_sub(now_ns() >> 20) & MASK;
+    w >> HINT_TIME_BITS == stripe as u64 + 1 && ahead != 0 && ahead < 1 << (HINT_TIME_BITS - 1)
+}
+
 /// Takes the regeneration lock of `key` (whose hash is `hash`).
 pub(crate) fn acquire(shared: &Arc<Shared>, key: &[u8], hash: u64, wait: Wait) -> Result<Acquired> {
     let pr = shared.process()?;
@@ -128,6 +171,11 @@ pub(crate) fn acquire(shared: &Arc<Shared>, key: &[u8], hash: u64, wait: Wait) -
             continue;
         }
         if !st.file_held {
+            // Another process regenerates in this stripe: a `try` is busy
+            // without the system call that would say so.
+            if matches!(wait, Wait::Never) && hinted_busy(shared, stripe) {
+                return Ok(Acquired::Busy);
+            }
             st.acquiring = true;
             drop(g);
             let got = lock_file(shared, stripe, wait, deadline, &mut waited);
@@ -136,7 +184,14 @@ pub(crate) fn acquire(shared: &Arc<Shared>, key: &[u8], hash: u64, wait: Wait) -
             st.acquiring = false;
             table.changed.notify_all();
             match got {
-                Ok(true) => st.file_held = true,
+                Ok(true) => {
+                    st.file_held = true;
+                    if shared.map.writable() {
+                        let hint = hint_value(stripe, now_ns());
+                        hint_word(shared, stripe).store(hint, Ordering::Relaxed);
+                        st.hint = hint;
+                    }
+                }
                 Ok(false) => return Ok(Acquired::Busy),
                 Err(e) => return Err(e),
             }
@@ -234,11 +289,104 @@ impl Drop for RegenLock {
             st.keys.remove(&self.key);
             if st.keys.is_empty() && !st.acquiring {
                 if st.file_held {
+                    if st.hint != 0 {
+                        // Withdraw our hint, unless another holder of a
+                        // stripe sharing the word has replaced it.
+                        let _ = hint_word(&self.shared, self.stripe).compare_exchange(
+                            st.hint,
+                            0,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
                     let _ = locks::unlock(&pr.file, lk::REGEN + self.stripe as u64);
                 }
                 g.remove(&self.stripe);
             }
         }
         pr.regen.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cache, Options};
+
+    fn cache(name: &str) -> (std::path::PathBuf, Cache) {
+        let d = std::env::temp_dir().join(format!("slotcache-regen-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let c = Cache::open(d.join("c"), Options::new().capacity(8 << 20)).unwrap();
+        (d, c)
+    }
+
+    fn try_take(c: &Cache, key: &[u8], hash: u64) -> Option<RegenLock> {
+        match acquire(c.shared_arc(), key, hash, Wait::Never).unwrap() {
+            Acquired::Held(lock, _) => Some(lock),
+            Acquired::Busy => None,
+        }
+    }
+
+    #[test]
+    fn holder_publishes_and_withdraws_its_hint() {
+        let (d, c) = cache("publish");
+        let sh = c.shared_arc();
+        let hash = 12_345u64;
+        let stripe = (hash % sh.header.regen_stripes as u64) as u32;
+        assert_eq!(hint_word(sh, stripe).load(Ordering::Relaxed), 0);
+        let lock = try_take(&c, b"k", hash).expect("the lock is free");
+        let w = hint_word(sh, stripe).load(Ordering::Relaxed);
+        assert_eq!(
+            w >> HINT_TIME_BITS,
+            stripe as u64 + 1,
+            "hint names the stripe"
+        );
+        // The holder's own process is not fooled by its own hint: another
+        // key of the same stripe is still available to it.
+        let other = try_take(&c, b"other", hash).expect("same stripe, other key");
+        drop(other);
+        assert_eq!(
+            hint_word(sh, stripe).load(Ordering::Relaxed),
+            w,
+            "still held"
+        );
+        drop(lock);
+        assert_eq!(
+            hint_word(sh, stripe).load(Ordering::Relaxed),
+            0,
+            "withdrawn"
+        );
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_live_hint_of_another_process_makes_a_try_busy_and_a_stale_one_does_not() {
+        let (d, c) = cache("believe");
+        let sh = c.shared_arc();
+        let hash = 777u64;
+        let stripe = (hash % sh.header.regen_stripes as u64) as u32;
+        let word = hint_word(sh, stripe);
+        // What another process holding the stripe would have published. The
+        // file lock itself is free, so only the hint can say "busy".
+        word.store(hint_value(stripe, now_ns()), Ordering::Relaxed);
+        assert!(
+            try_take(&c, b"k", hash).is_none(),
+            "a live hint is believed"
+        );
+        // A blocking acquire does not look at hints: it takes the free lock.
+        match acquire(sh, b"k", hash, Wait::Until(None)).unwrap() {
+            Acquired::Held(lock, _) => drop(lock),
+            Acquired::Busy => panic!("a blocking acquire trusted a hint"),
+        }
+        // A hint past its lease (a killed holder), or one naming another
+        // stripe that shares the word, is not believed.
+        let expired = hint_value(stripe, now_ns() - 2 * HINT_LEASE_NS);
+        word.store(expired, Ordering::Relaxed);
+        drop(try_take(&c, b"k", hash).expect("an expired hint is ignored"));
+        let other = stripe + hdr::REGEN_HINT_WORDS as u32;
+        word.store(hint_value(other, now_ns()), Ordering::Relaxed);
+        drop(try_take(&c, b"k", hash).expect("another stripe's hint is ignored"));
+        let _ = std::fs::remove_dir_all(d);
     }
 }
