@@ -109,6 +109,10 @@ pub struct Placement {
     pub regen_stripe: u32,
 }
 
+/// How many items ahead a batch write prefetches index lines (and half as
+/// far ahead, the old records they name).
+const PREFETCH_AHEAD: usize = 16;
+
 /// The schema fingerprint stored with values of type `T`: a hash of the
 /// type's name and the size and alignment of its archived form. Values
 /// stored as one type are misses when read as another.
@@ -604,10 +608,29 @@ impl Cache {
         } else {
             (None, Some(pr.lock_stripes(&stripes).map_err(locking)?))
         };
+        // Writes are memory-bound: each key's index lines, then the old
+        // record the key is compared against, are random loads. Prefetching
+        // them a few items ahead overlaps those misses across the batch.
+        let (map, geo) = (&self.shared.map, &self.shared.geo);
+        let lines = |j: usize| {
+            if let Some(p) = placed.get(j) {
+                Buckets::prefetch_lines(map, geo, &p.0);
+            }
+        };
+        let records = |j: usize| {
+            if let Some(p) = placed.get(j) {
+                Buckets::of(map, geo, &p.0).prefetch_records(map, geo, &p.0);
+            }
+        };
+        (0..PREFETCH_AHEAD).for_each(lines);
+        let mut j = 0;
         for group in groups {
             let s = group[0].0.stripe;
             let mut w = StripeWriter::new(&self.shared, pr, s, self.pin_wait, now);
             for (kh, key, kind, schema, value) in group {
+                lines(j + PREFETCH_AHEAD);
+                records(j + PREFETCH_AHEAD / 2);
+                j += 1;
                 let rec = NewRecord {
                     kind: *kind,
                     schema: *schema,

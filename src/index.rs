@@ -185,6 +185,22 @@ impl<'m> Buckets<'m> {
         }
     }
 
+    /// Starts loading the old records the key's slots name (any tag match,
+    /// live or not: a prefetch is only a hint), for a writer that will soon
+    /// compare the key against them. Reads the index lines, so they should
+    /// be in cache already ([`Buckets::prefetch_lines`]).
+    pub(crate) fn prefetch_records(&self, map: &Map, geo: &Geometry, kh: &KeyHash) {
+        for (_, w) in self.candidates(kh.tag, 0) {
+            map.prefetch(geo.data(kh.stripe, word_pos(w)));
+        }
+    }
+
+    /// Starts loading both index lines.
+    pub(crate) fn prefetch_lines(map: &Map, geo: &Geometry, kh: &KeyHash) {
+        map.prefetch(geo.bucket(kh.stripe, kh.bucket));
+        map.prefetch(geo.bucket(kh.stripe, kh.alt));
+    }
+
     /// Slot `i` of the pair (0..16).
     #[inline]
     fn slot(&self, i: usize) -> &'m AtomicU64 {
