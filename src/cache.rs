@@ -109,8 +109,8 @@ pub struct Placement {
     pub regen_stripe: u32,
 }
 
-/// How many items ahead a batch write prefetches index lines (and half as
-/// far ahead, the old records they name).
+/// How many items ahead a batch (`get_many`, `set_many`) prefetches index
+/// lines (and, half as far ahead, the records they name).
 const PREFETCH_AHEAD: usize = 16;
 
 /// The schema fingerprint stored with values of type `T`: a hash of the
@@ -303,9 +303,16 @@ impl Cache {
     #[inline]
     fn lookup(&self, key: &[u8], stale_ok: bool) -> Result<Option<Found<'_>>> {
         Self::check_key(key)?;
+        let kh = KeyHash::new(key, self.shared.header.seed, &self.shared.geo);
+        self.lookup_hashed(key, &kh, stale_ok)
+    }
+
+    /// [`lookup`](Self::lookup) of a checked key whose hash is known.
+    #[inline]
+    fn lookup_hashed(&self, key: &[u8], kh: &KeyHash, stale_ok: bool) -> Result<Option<Found<'_>>> {
         let sh = &self.shared;
         let geo = &sh.geo;
-        let kh = KeyHash::new(key, sh.header.seed, geo);
+        let kh = *kh;
         let tail = sh
             .map
             .atomic(geo.stripe_entry(kh.stripe) + stripe::TAIL)
@@ -541,7 +548,11 @@ impl Cache {
     where
         T::Archived: Checkable,
     {
-        keys.iter().map(|k| self.get::<T>(k)).collect()
+        let schema = schema_fingerprint::<T>();
+        self.lookup_many(keys, |found| {
+            let access = |b| rkyv::access::<T::Archived, rancor::Error>(b).ok();
+            self.typed(found, kind::ARCHIVED, schema, access)
+        })
     }
 
     /// Raw-bytes counterpart of [`get_many`](Self::get_many).
@@ -549,7 +560,44 @@ impl Cache {
         &self,
         keys: &[K],
     ) -> Result<Vec<Option<Guard<'_, [u8]>>>> {
-        keys.iter().map(|k| self.get_bytes(k)).collect()
+        self.lookup_many(keys, |found| self.typed(found, kind::BYTES, 0, Some))
+    }
+
+    /// Looks up every key, prefetching the index lines of the key
+    /// [`PREFETCH_AHEAD`] places ahead and the records of the key half as
+    /// far ahead, so the random misses of a batch overlap instead of
+    /// following each other.
+    fn lookup_many<'c, K: AsRef<[u8]>, R>(
+        &'c self,
+        keys: &[K],
+        mut finish: impl FnMut(Option<Found<'c>>) -> Option<R>,
+    ) -> Result<Vec<Option<R>>> {
+        let (sh, geo) = (&self.shared, &self.shared.geo);
+        let hashes = keys
+            .iter()
+            .map(|k| {
+                Self::check_key(k.as_ref())?;
+                Ok(KeyHash::new(k.as_ref(), sh.header.seed, geo))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lines = |j: usize| {
+            if let Some(kh) = hashes.get(j) {
+                Buckets::prefetch_lines(&sh.map, geo, kh);
+            }
+        };
+        let records = |j: usize| {
+            if let Some(kh) = hashes.get(j) {
+                Buckets::of(&sh.map, geo, kh).prefetch_records(&sh.map, geo, kh);
+            }
+        };
+        (0..PREFETCH_AHEAD).for_each(lines);
+        let mut out = Vec::with_capacity(keys.len());
+        for (j, (k, kh)) in keys.iter().zip(&hashes).enumerate() {
+            lines(j + PREFETCH_AHEAD);
+            records(j + PREFETCH_AHEAD / 2);
+            out.push(finish(self.lookup_hashed(k.as_ref(), kh, false)?));
+        }
+        Ok(out)
     }
 
     fn expiry(&self, ttl: Option<Duration>, now: u64) -> u64 {
