@@ -246,7 +246,7 @@ pub(crate) fn lock_for_open(file: &File) -> io::Result<()> {
     }
     #[cfg(windows)]
     {
-        sys::lock(file, OPEN, Mode::Exclusive, true).map(|_| ())
+        sys::lock(file, OPEN, 1, Mode::Exclusive, true).map(|_| ())
     }
 }
 
@@ -258,7 +258,7 @@ pub(crate) fn unlock_for_open(file: &File) -> io::Result<()> {
     }
     #[cfg(windows)]
     {
-        sys::unlock(file, OPEN)
+        sys::unlock(file, OPEN, 1)
     }
 }
 
