@@ -28,6 +28,52 @@ use std::sync::{Arc, Mutex, Once};
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 
+/// Held by every `Cache::open` for as long as it holds the registry of open
+/// files (`shared`), and by the `prepare` fork handler until the parent and
+/// child handlers run: so `fork()` waits for an open in progress, and a
+/// child never inherits the registry locked by a thread it does not have
+/// (its first `open` would wait forever).
+#[cfg(unix)]
+static OPEN_GATE: AtomicBool = AtomicBool::new(false);
+
+/// Spins (yielding, then sleeping) until `flag` is taken.
+#[cfg(unix)]
+fn spin_lock(flag: &AtomicBool) {
+    let mut spins = 0u32;
+    while flag
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        spins += 1;
+        if spins < 100 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    }
+}
+
+/// Holds [`OPEN_GATE`]; released on drop.
+#[cfg(unix)]
+pub(crate) struct OpenGate(());
+
+#[cfg(unix)]
+impl OpenGate {
+    /// Waits for the gate (an open in another thread, or a `fork()` in
+    /// progress) and takes it.
+    pub(crate) fn enter() -> OpenGate {
+        spin_lock(&OPEN_GATE);
+        OpenGate(())
+    }
+}
+
+#[cfg(unix)]
+impl Drop for OpenGate {
+    fn drop(&mut self) {
+        OPEN_GATE.store(false, Ordering::Release);
+    }
+}
+
 /// Open cache files of this process, for the fork handler: descriptor,
 /// mapping address and length, and whether the mapping is writable.
 #[cfg(target_os = "linux")]
@@ -41,12 +87,7 @@ static FORK_LOCK: AtomicBool = AtomicBool::new(false);
 
 #[cfg(target_os = "linux")]
 fn fork_lock() {
-    while FORK_LOCK
-        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        std::thread::yield_now();
-    }
+    spin_lock(&FORK_LOCK);
 }
 
 #[cfg(target_os = "linux")]
@@ -76,14 +117,20 @@ pub(crate) fn unregister_open_file(fd: i32, addr: usize) {
     fork_unlock();
 }
 
-#[cfg(target_os = "linux")]
+/// `prepare`: the open gate, then (Linux) the open-file list, in the order
+/// `open` takes them.
+#[cfg(unix)]
 extern "C" fn before_fork() {
+    spin_lock(&OPEN_GATE);
+    #[cfg(target_os = "linux")]
     fork_lock();
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(unix)]
 extern "C" fn after_fork_in_parent() {
+    #[cfg(target_os = "linux")]
     fork_unlock();
+    OPEN_GATE.store(false, Ordering::Release);
 }
 
 #[cfg(unix)]
@@ -106,6 +153,7 @@ extern "C" fn after_fork_in_child() {
         }
         fork_unlock();
     }
+    OPEN_GATE.store(false, Ordering::Release);
 }
 
 /// Replaces descriptor `fd` and the mapping at `addr` with a new open file
@@ -160,21 +208,16 @@ fn detach(fd: i32, addr: usize, len: usize, writable: bool) {
 /// Installs the fork handlers (once per process).
 pub(crate) fn install_fork_handler() {
     ATFORK.call_once(|| {
-        #[cfg(target_os = "linux")]
-        // SAFETY: the handlers only take a spin lock, re-point descriptors
-        // and mappings with async-signal-safe calls, and bump an atomic;
-        // they stay valid for the life of the process.
+        #[cfg(unix)]
+        // SAFETY: the handlers only take and release spin locks, re-point
+        // descriptors and mappings with async-signal-safe calls (Linux), and
+        // bump an atomic; they stay valid for the life of the process.
         unsafe {
             libc::pthread_atfork(
                 Some(before_fork),
                 Some(after_fork_in_parent),
                 Some(after_fork_in_child),
             );
-        }
-        #[cfg(all(unix, not(target_os = "linux")))]
-        // SAFETY: the handler only performs an atomic add.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
         }
     });
 }

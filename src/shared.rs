@@ -406,7 +406,10 @@ pub(crate) fn open(path: &Path, opts: &Options) -> Result<Arc<Shared>> {
     opts.validate()?;
     process::install_fork_handler();
     // The registry stays locked for the whole open, so two threads opening
-    // the same file cannot both miss it and end with two descriptors.
+    // the same file cannot both miss it and end with two descriptors; the
+    // open gate around it keeps `fork()` out meanwhile (see `process`).
+    #[cfg(unix)]
+    let _gate = process::OpenGate::enter();
     #[cfg(unix)]
     let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     #[cfg(not(unix))]

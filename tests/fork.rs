@@ -137,3 +137,62 @@ fn a_killed_parent_leaves_no_locks_behind_in_its_children() {
     drop(c);
     std::fs::remove_dir_all(d).unwrap();
 }
+
+/// `fork()` while another thread is inside `Cache::open`: the process-wide
+/// registry of open files is held for the whole open, and a child that
+/// inherited it locked (by a thread that does not exist in the child) would
+/// hang in its first `open`. The open gate makes `fork()` wait for an open
+/// in progress instead. Each child opens a cache and exits; a child still
+/// running after 30 s is killed and fails the test.
+#[test]
+fn fork_while_another_thread_opens_leaves_open_usable_in_the_child() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = dir("fork", "gate");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let c = Cache::open(d.join(format!("busy{}", i % 4)), opts()).unwrap();
+                drop(c);
+                i += 1;
+            }
+        });
+        for round in 0..40 {
+            // SAFETY: the child only opens a cache (allocation is fork-safe
+            // with glibc) and leaves with `_exit`, running no destructors or
+            // test-harness code.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let ok = Cache::open(d.join(format!("child{round}")), opts()).is_ok();
+                // SAFETY: ends the child without unwinding into the harness.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            assert!(pid > 0, "fork failed");
+            let start = std::time::Instant::now();
+            let status = loop {
+                let mut status = 0;
+                // SAFETY: polling our own child.
+                let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if r == pid {
+                    break status;
+                }
+                if start.elapsed() > Duration::from_secs(30) {
+                    // SAFETY: killing and reaping our own child.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                        libc::waitpid(pid, &mut status, 0);
+                    }
+                    stop.store(true, Ordering::Relaxed);
+                    panic!("round {round}: the child hung in Cache::open after fork");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "round {round}: child status {status:#x}"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
