@@ -381,8 +381,9 @@ impl Cache {
             let meta = EntryMeta {
                 created: rh.created,
                 expires: rh.expires,
-                now: now.max(rh.created),
+                now: if now == 0 { 0 } else { now.max(rh.created) },
                 soft,
+                aged: false,
             };
             if rh.created <= hard || (!stale_ok && meta.is_stale()) {
                 pin.count(reader::EXPIRED);

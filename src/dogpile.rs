@@ -249,6 +249,9 @@ impl Cache {
                 }
                 Acquired::Busy => {
                     self.count(reader::STALE_SERVED);
+                    let mut old = old;
+                    // Stale by this call's `expiration` age only: say so.
+                    old.meta.aged |= !old.meta.is_stale();
                     return Ok(Decision::Done(Fetched::Cached(old)));
                 }
             }

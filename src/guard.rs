@@ -11,8 +11,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub struct EntryMeta {
     pub(crate) created: u64,
     pub(crate) expires: u64,
+    /// The clock when the entry was read; 0 when the lookup did not read it
+    /// (entries without a TTL), and [`age`](EntryMeta::age) reads it then.
     pub(crate) now: u64,
     pub(crate) soft: u64,
+    /// Older than the `expiration` age of the `get_or_create` call that
+    /// served it (which then treated it as stale).
+    pub(crate) aged: bool,
 }
 
 impl EntryMeta {
@@ -31,15 +36,24 @@ impl EntryMeta {
         self.expires != 0 && self.now >= self.expires
     }
 
-    /// Whether the entry was expired or soft-invalidated when read: a
-    /// "stale" value that is still usable while a fresh one is made.
+    /// Whether the entry was stale when read: expired, soft-invalidated,
+    /// or (for a value served by `get_or_create`) older than that call's
+    /// `expiration` age. A stale value is still usable while a fresh one
+    /// is made.
     pub fn is_stale(&self) -> bool {
-        self.is_expired() || self.created <= self.soft
+        self.is_expired() || self.created <= self.soft || self.aged
     }
 
-    /// Age of the entry when it was read (zero if the clock went backwards).
+    /// Age of the entry: when it was read for an entry with a TTL, now for
+    /// one without (whose lookup reads no clock); zero if the clock went
+    /// backwards.
     pub fn age(&self) -> Duration {
-        Duration::from_nanos(self.now.saturating_sub(self.created))
+        let now = if self.now != 0 {
+            self.now
+        } else {
+            crate::shared::now_ns()
+        };
+        Duration::from_nanos(now.saturating_sub(self.created))
     }
 }
 
