@@ -16,9 +16,13 @@
 //! - Request streams are precomputed arrays of keys, walked sequentially by
 //!   a cursor that persists across criterion's samples (one cursor per
 //!   benchmark, each starting at the stream's beginning, so every store sees
-//!   the same key sequence): `uniform_stream(KEYS, 4M, SEED)` (every key once
-//!   per 1M requests, every access a cold random key) and
-//!   `zipf_stream(KEYS, 0.99, 4M, SEED)` (a skewed, cache-friendly stream).
+//!   the same key sequence): for reads `uniform_stream(KEYS, 4M, SEED ^ 1)`
+//!   (every key once per 1M requests, every access a cold random key, in an
+//!   order unrelated to the order the keys were written in: a log and a
+//!   heap lay records out in write order, and reading in that order would
+//!   measure that locality) and `zipf_stream(KEYS, 0.99, 4M, SEED)` (a
+//!   skewed, cache-friendly stream); for writes `uniform_stream(KEYS, 4M,
+//!   SEED)`, whose first lap is also the population order.
 //! - Stores (and the Zipf stream) are created and populated lazily, the
 //!   first time a selected benchmark needs them, so a filter only pays for
 //!   what it uses.
@@ -177,6 +181,12 @@ struct Fixture {
     uniform_idx: Vec<u32>,
     /// The uniform stream's keys.
     uniform: Vec<Key>,
+    /// The uniform read stream: another permutation (seed `SEED ^ 1`), so
+    /// reads do not walk the keys in the order they were written. A log
+    /// (slotcache) and a heap (the `HashMap`'s key allocations) lay records
+    /// out in write order, and reading in that order would measure their
+    /// locality instead of random lookups.
+    reads: Vec<Key>,
     /// The Zipf stream's keys.
     zipf: OnceLock<Vec<Key>>,
     /// slotcache with raw-byte values.
@@ -201,6 +211,10 @@ impl Fixture {
         let start = Instant::now();
         let uniform_idx = uniform_stream(KEYS, STREAM_LEN, SEED);
         let uniform = uniform_idx.iter().map(|&i| key(i as usize)).collect();
+        let reads = uniform_stream(KEYS, STREAM_LEN, SEED ^ 1)
+            .into_iter()
+            .map(|i| key(i as usize))
+            .collect();
         eprintln!(
             "slotcache bench: uniform stream of {STREAM_LEN} keys built in {:.2?}",
             start.elapsed()
@@ -208,6 +222,7 @@ impl Fixture {
         Fixture {
             uniform_idx,
             uniform,
+            reads,
             zipf: OnceLock::new(),
             slot_bytes: OnceLock::new(),
             slot_typed: OnceLock::new(),
@@ -228,7 +243,7 @@ impl Fixture {
     /// The keys of a stream (the Zipf stream is built on first use).
     fn stream(&self, stream: Stream) -> &[Key] {
         match stream {
-            Stream::Uniform => &self.uniform,
+            Stream::Uniform => &self.reads,
             Stream::Zipf => self.zipf(),
         }
     }
@@ -547,7 +562,7 @@ impl Cursor {
 /// The request streams of the lookup groups.
 #[derive(Clone, Copy)]
 enum Stream {
-    /// `uniform_stream(KEYS, STREAM_LEN, SEED)`.
+    /// `uniform_stream(KEYS, STREAM_LEN, SEED ^ 1)`: not the write order.
     Uniform,
     /// `zipf_stream(KEYS, ZIPF_S, STREAM_LEN, SEED)`.
     Zipf,
