@@ -138,7 +138,7 @@ impl Report {
             (Some(x), Some(y)) => {
                 let r = x.ns / y.ns;
                 Some((
-                    format!("{} / {} = **{r:.2}×**", time(x.ns), time(y.ns)),
+                    format!("{} / {} = **{r:.3}×**", time(x.ns), time(y.ns)),
                     r <= max,
                 ))
             }
@@ -432,6 +432,23 @@ fn main() {
         }
     }
 
+    let opens: Vec<(String, Estimate)> = ["64MiB", "1GiB", "4GiB"]
+        .iter()
+        .filter_map(|s| Some((format!("open, {s}"), r.get("open", s)?)))
+        .chain(
+            r.get("open_create", "1GiB")
+                .map(|e| ("create and initialise, 1GiB".to_string(), e)),
+        )
+        .collect();
+    if !opens.is_empty() {
+        r.line("\n### Opening a file\n");
+        r.line("| what | median |");
+        r.line("|---|---|");
+        for (what, e) in opens {
+            r.line(format!("| {what} | {} |", est(&e)));
+        }
+    }
+
     if let Some(m) = &memory {
         r.line("\n### Memory\n");
         r.line("| file | file size | max_entries | index bytes | index bytes per max entry | index bytes per storable record |");
@@ -449,23 +466,67 @@ fn main() {
         }
     }
 
-    // Every other criterion benchmark, grouped: the core matrix.
-    let shown = [gu, gz, ps];
-    let mut groups: BTreeMap<&str, Vec<(&str, Estimate)>> = BTreeMap::new();
+    // The core matrix: groups named `{operation}/{size}` become one row per
+    // operation and benchmark, one column per value size; batch groups
+    // (64 keys per call) are shown per key. Everything else is listed.
+    const SIZES: [&str; 4] = ["16B", "100B", "1KiB", "64KiB"];
+    const BATCH: usize = 64;
+    let shown = [gu, gz, ps, "open", "open_create"];
+    let mut matrix: BTreeMap<(String, String), [Option<Estimate>; 4]> = BTreeMap::new();
+    let mut rest: Vec<(String, String, Estimate)> = Vec::new();
     for ((g, id), e) in &r.est {
-        if !shown.contains(&g.as_str()) {
-            groups.entry(g).or_default().push((id, *e));
+        if shown.contains(&g.as_str()) {
+            continue;
+        }
+        let sized = g
+            .rsplit_once('/')
+            .and_then(|(op, size)| Some((op, SIZES.iter().position(|s| *s == size)?)));
+        match sized {
+            Some((op, col)) => {
+                let per_key = op.contains("_many");
+                let e = if per_key {
+                    Estimate {
+                        ns: e.ns / BATCH as f64,
+                        noise: e.noise,
+                    }
+                } else {
+                    *e
+                };
+                let op = if per_key {
+                    format!("{op} (per key, {BATCH} per call)")
+                } else {
+                    op.to_string()
+                };
+                matrix.entry((op, id.clone())).or_default()[col] = Some(e);
+            }
+            None => rest.push((g.clone(), id.clone(), *e)),
         }
     }
     let mut all = String::new();
-    if !groups.is_empty() {
-        let _ = writeln!(all, "\n### Every other criterion benchmark\n");
+    if !matrix.is_empty() {
+        let _ = writeln!(
+            all,
+            "\n### Every public operation (`cargo bench --bench core`)\n"
+        );
+        let _ = writeln!(
+            all,
+            "| operation | benchmark | 16 B | 100 B | 1 KiB | 64 KiB |"
+        );
+        let _ = writeln!(all, "|---|---|---|---|---|---|");
+        for ((op, id), cols) in &matrix {
+            let cells: Vec<String> = cols
+                .iter()
+                .map(|c| c.as_ref().map(est).unwrap_or_else(|| "—".into()))
+                .collect();
+            let _ = writeln!(all, "| `{op}` | `{id}` | {} |", cells.join(" | "));
+        }
+    }
+    if !rest.is_empty() {
+        let _ = writeln!(all, "\n### Other benchmarks\n");
         let _ = writeln!(all, "| group | benchmark | median |");
         let _ = writeln!(all, "|---|---|---|");
-        for (g, rows) in groups {
-            for (id, e) in rows {
-                let _ = writeln!(all, "| `{g}` | `{id}` | {} |", est(&e));
-            }
+        for (g, id, e) in rest {
+            let _ = writeln!(all, "| `{g}` | `{id}` | {} |", est(&e));
         }
     }
     r.out.push_str(&all);
