@@ -128,8 +128,10 @@ pub(crate) struct DogpileDefaults {
 pub enum Fetched<'c, T: Archive> {
     /// Found in the cache (fresh, or stale while someone else regenerates).
     Cached(Guard<'c, T::Archived>),
-    /// Created by this call.
-    Created(T),
+    /// Created by this call. Boxed, so that a `Fetched` of a large `T` is
+    /// small: a cached answer (the common case) is then not copied as a
+    /// value of `size_of::<T>()` bytes through every return.
+    Created(Box<T>),
 }
 
 impl<T: Archive> Fetched<'_, T> {
@@ -157,7 +159,7 @@ impl<T: Archive> Fetched<'_, T> {
         T::Archived: Deserialize<T, HighDeserializer<rancor::Error>>,
     {
         match self {
-            Fetched::Created(v) => Ok(v),
+            Fetched::Created(v) => Ok(*v),
             Fetched::Cached(g) => rkyv::deserialize::<T, rancor::Error>(&*g)
                 .map_err(|e| Error::Deserialize(e.to_string())),
         }
@@ -326,7 +328,9 @@ impl Cache {
     {
         match self.decide::<T>(key, o)? {
             Decision::Done(f) => Ok(f),
-            Decision::Create(lock) => Ok(Fetched::Created(self.create(key, o, lock, creator)?)),
+            Decision::Create(lock) => Ok(Fetched::Created(Box::new(
+                self.create(key, o, lock, creator)?,
+            ))),
         }
     }
 
@@ -502,7 +506,7 @@ impl Cache {
                     self.set_with_ttl(keys[i].as_ref(), &value, o.ttl)?;
                 }
                 drop(lock);
-                results[i] = Some(Fetched::Created(value));
+                results[i] = Some(Fetched::Created(Box::new(value)));
             }
         }
         // Duplicate keys share the first occurrence's outcome: read it back.
