@@ -864,6 +864,9 @@ impl Cache {
                 .wrapping_add(a(e + stripe::HEAD).saturating_sub(a(e + stripe::TAIL)));
             st.inserts = st.inserts.wrapping_add(a(e + stripe::INSERTS));
             st.evictions = st.evictions.wrapping_add(a(e + stripe::EVICTIONS));
+            st.index_evictions = st
+                .index_evictions
+                .wrapping_add(a(e + stripe::INDEX_EVICTIONS));
             st.reinserts = st.reinserts.wrapping_add(a(e + stripe::REINSERTS));
             st.deletes = st.deletes.wrapping_add(a(e + stripe::DELETES));
             st.pin_waits = st.pin_waits.wrapping_add(a(e + stripe::PIN_WAITS));

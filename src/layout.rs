@@ -131,6 +131,9 @@ pub mod stripe {
     pub const DELETES: u64 = 104;
     /// `AtomicU64` writes that waited on a pinned segment.
     pub const PIN_WAITS: u64 = 112;
+    /// `AtomicU64` entries evicted because both of a new key's index
+    /// buckets were full (a subset of `EVICTIONS`).
+    pub const INDEX_EVICTIONS: u64 = 120;
 }
 
 /// Reader-slot counter offsets (from the slot's start). Each is written only

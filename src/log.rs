@@ -209,6 +209,7 @@ impl<'a> StripeWriter<'a> {
                 slot.store(word, Ordering::Release);
                 if evicts {
                     self.bump(stripe::EVICTIONS, 1);
+                    self.bump(stripe::INDEX_EVICTIONS, 1);
                 } else {
                     self.bump(stripe::ENTRIES, 1);
                 }

@@ -26,6 +26,10 @@ pub struct Stats {
     pub inserts: u64,
     /// Entries evicted to make room (log or index full).
     pub evictions: u64,
+    /// Of `evictions`, those made because both index buckets a new key may
+    /// use were full: the index is too small for the entries (raise
+    /// `Options::max_entries`), not the log.
+    pub index_evictions: u64,
     /// Entries given a second chance: copied forward on eviction because
     /// they had been read.
     pub reinserts: u64,
