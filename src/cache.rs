@@ -629,7 +629,7 @@ impl Cache {
     }
 
     /// Writes a batch: one lock acquisition per stripe touched.
-    fn write_batch(
+    pub(crate) fn write_batch(
         &self,
         op: &'static str,
         items: &[(&[u8], u8, u64, &[u8])],

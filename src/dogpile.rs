@@ -16,11 +16,11 @@
 //! locks, so a slow creator never blocks `get`, nor `set`/`delete` of other
 //! keys.
 
-use crate::cache::{Cache, Checkable, Storable};
+use crate::cache::{schema_fingerprint, Cache, Checkable, Storable};
 use crate::error::{Error, Result};
 use crate::guard::{EntryMeta, Guard};
 use crate::index::KeyHash;
-use crate::layout::reader;
+use crate::layout::{kind, reader};
 use crate::regen::{self, Acquired, RegenLock, Wait};
 use rkyv::api::high::HighDeserializer;
 use rkyv::rancor;
@@ -501,10 +501,23 @@ impl Cache {
                     found: format!("{} values", values.len()),
                 });
             }
-            for ((i, lock), value) in won.into_iter().zip(values) {
-                if o.should_cache.is_none_or(|f| f(&value)) {
-                    self.set_with_ttl(keys[i].as_ref(), &value, o.ttl)?;
+            // One batch write for every value to keep (one range lock over
+            // their stripes when it can), then the regeneration locks go.
+            let mut keep = Vec::with_capacity(won.len());
+            for ((i, _), value) in won.iter().zip(&values) {
+                if o.should_cache.is_none_or(|f| f(value)) {
+                    let bytes = rkyv::to_bytes::<rancor::Error>(value)
+                        .map_err(|e| Error::Serialize(e.to_string()))?;
+                    keep.push((keys[*i].as_ref(), bytes));
                 }
+            }
+            let schema = schema_fingerprint::<T>();
+            let items: Vec<_> = keep
+                .iter()
+                .map(|(k, b)| (*k, kind::ARCHIVED, schema, &b[..]))
+                .collect();
+            self.write_batch("get_or_create_many", &items, o.ttl)?;
+            for ((i, lock), value) in won.into_iter().zip(values) {
                 drop(lock);
                 results[i] = Some(Fetched::Created(Box::new(value)));
             }
