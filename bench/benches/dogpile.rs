@@ -107,11 +107,9 @@
 
 use serde_json::{json, Value};
 use slotcache::{Cache, CreateOptions, Fetched, Options};
-use slotcache_bench::{write_result, BenchDir};
+use slotcache_bench::{write_result, BenchDir, Children};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -741,73 +739,15 @@ fn child(spec_json: &str) {
     println!("{RESULT_PREFIX}{result}");
 }
 
-/// The child processes. Dropping it before [`Children::finish`] (a panic in
-/// the parent) kills and reaps every child still running.
-struct Children {
-    /// A label for messages, and the child until it has been reaped.
-    procs: Vec<(String, Option<Child>)>,
-}
-
-impl Children {
-    /// Starts one child per spec, on the cache file at `path`.
-    fn spawn(path: &Path, specs: &[Spec]) -> Children {
-        let exe = std::env::current_exe().expect("the path of this executable");
-        let mut kids = Children { procs: Vec::new() };
-        for s in specs {
-            let label = format!("process {}", s.index);
-            let child = Command::new(&exe)
-                .env(CHILD_ENV, s.to_json().to_string())
-                .env(PATH_ENV, path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {label}: {e}"));
-            kids.procs.push((label, Some(child)));
-        }
-        kids
+/// Starts one child per spec on the cache file at `path`.
+fn spawn_children(path: &Path, specs: &[Spec]) -> Children {
+    let mut kids = Children::default();
+    for s in specs {
+        let spec = s.to_json().to_string();
+        let env = [(CHILD_ENV, spec.as_ref()), (PATH_ENV, path.as_os_str())];
+        kids.spawn(format!("process {}", s.index), &env);
     }
-
-    /// Waits for every child and returns their result lines (JSON), in
-    /// spawn order. Panics (killing the rest) if one fails or prints no
-    /// result.
-    fn finish(mut self) -> Vec<Value> {
-        let mut out = Vec::new();
-        for (label, slot) in &mut self.procs {
-            let child = slot.as_mut().expect("not reaped yet");
-            let mut text = String::new();
-            if let Some(mut stdout) = child.stdout.take() {
-                stdout
-                    .read_to_string(&mut text)
-                    .unwrap_or_else(|e| panic!("read the output of {label}: {e}"));
-            }
-            let status = child
-                .wait()
-                .unwrap_or_else(|e| panic!("wait for {label}: {e}"));
-            *slot = None;
-            assert!(
-                status.success(),
-                "{label} failed ({status}); its output: {text:?}"
-            );
-            let line = text
-                .lines()
-                .find_map(|l| l.strip_prefix(RESULT_PREFIX))
-                .unwrap_or_else(|| panic!("{label} printed no result line: {text:?}"));
-            out.push(serde_json::from_str(line).expect("the result line is JSON"));
-        }
-        out
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (_, slot) in &mut self.procs {
-            if let Some(child) = slot.as_mut() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
+    kids
 }
 
 /// Everything the children reported, merged.
@@ -1073,7 +1013,11 @@ fn main() {
             creator_ms: cfg.creator_ms,
         })
         .collect();
-    let results = Children::spawn(&path, &specs).finish();
+    let results: Vec<Value> = spawn_children(&path, &specs)
+        .finish(RESULT_PREFIX)
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("the result line is JSON"))
+        .collect();
     let merged = Merged::of(&results);
     let stats = cache.stats();
     print_report(&cfg, &merged, &stats);

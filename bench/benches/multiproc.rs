@@ -121,11 +121,10 @@
 use serde_json::{json, Value};
 use slotcache::{Cache, Error};
 use slotcache_bench::{
-    key, permutation, roomy_options, value, write_result, BenchDir, Key, KEYS, SEED, VALUE_LEN,
+    key, permutation, roomy_options, value, write_result, BenchDir, Children, Key, KEYS, SEED,
+    VALUE_LEN,
 };
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The environment variable that makes this executable a child process; it
@@ -527,81 +526,25 @@ fn write(cache: &Cache, spec: &Spec) -> Outcome {
     out
 }
 
-/// The child processes of one phase. Dropping it before [`Children::finish`]
-/// (a panic in the parent) kills and reaps every child still running.
-struct Children {
-    /// A label for messages, and the child until it has been reaped.
-    procs: Vec<(String, Option<Child>)>,
-}
-
-impl Children {
-    /// Starts one child per spec, all on the cache file at `path`.
-    fn spawn(path: &Path, specs: &[Spec]) -> Children {
-        let exe = std::env::current_exe().expect("the path of this executable");
-        let mut kids = Children { procs: Vec::new() };
-        for s in specs {
-            let label = format!(
-                "{} {}/{} ({})",
-                match s.role {
-                    Role::Reader => "reader",
-                    Role::Writer => "writer",
-                },
-                s.index + 1,
-                s.count,
-                s.mode.name()
-            );
-            let child = Command::new(&exe)
-                .env(CHILD_ENV, s.to_json().to_string())
-                .env(PATH_ENV, path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {label}: {e}"));
-            kids.procs.push((label, Some(child)));
-        }
-        kids
+/// Starts one child per spec, all on the cache file at `path`.
+fn spawn_children(path: &Path, specs: &[Spec]) -> Children {
+    let mut kids = Children::default();
+    for s in specs {
+        let label = format!(
+            "{} {}/{} ({})",
+            match s.role {
+                Role::Reader => "reader",
+                Role::Writer => "writer",
+            },
+            s.index + 1,
+            s.count,
+            s.mode.name()
+        );
+        let spec = s.to_json().to_string();
+        let env = [(CHILD_ENV, spec.as_ref()), (PATH_ENV, path.as_os_str())];
+        kids.spawn(label, &env);
     }
-
-    /// Waits for every child and returns their outcomes, in spawn order.
-    /// Panics (killing the rest) if one fails or prints no result.
-    fn finish(mut self) -> Vec<Outcome> {
-        let mut out = Vec::new();
-        for (label, slot) in &mut self.procs {
-            let child = slot.as_mut().expect("not reaped yet");
-            let mut text = String::new();
-            if let Some(mut stdout) = child.stdout.take() {
-                stdout
-                    .read_to_string(&mut text)
-                    .unwrap_or_else(|e| panic!("read the output of {label}: {e}"));
-            }
-            let status = child
-                .wait()
-                .unwrap_or_else(|e| panic!("wait for {label}: {e}"));
-            *slot = None;
-            assert!(
-                status.success(),
-                "{label} failed ({status}); its output: {text:?}"
-            );
-            let line = text
-                .lines()
-                .find_map(|l| l.strip_prefix(RESULT_PREFIX))
-                .unwrap_or_else(|| panic!("{label} printed no result line: {text:?}"));
-            out.push(Outcome::from_json(line));
-        }
-        out
-    }
-}
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (_, slot) in &mut self.procs {
-            if let Some(child) = slot.as_mut() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
+    kids
 }
 
 /// Cache counters that tell whether a phase evicted anything.
@@ -645,7 +588,11 @@ fn phase(cfg: &Config, cache: &Cache, specs: &mut [Spec]) -> (Vec<Outcome>, Coun
         s.start_ns = start_ns;
         s.secs = cfg.secs;
     }
-    let outcomes = Children::spawn(cache.path(), specs).finish();
+    let outcomes: Vec<Outcome> = spawn_children(cache.path(), specs)
+        .finish(RESULT_PREFIX)
+        .iter()
+        .map(|l| Outcome::from_json(l))
+        .collect();
     for (s, o) in specs.iter().zip(&outcomes) {
         assert!(o.ops > 0, "a {:?} child did nothing: {o:?}", s.role);
         if o.late > LATE_WARNING * cfg.secs {

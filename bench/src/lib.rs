@@ -234,3 +234,75 @@ pub fn roomy_options(keys: usize, value_len: usize) -> slotcache::Options {
         .capacity(capacity)
         .max_entries(max_entries)
 }
+
+/// Child processes of a benchmark, each a re-execution of the running
+/// benchmark binary told its role through environment variables. Each child
+/// prints one line starting with the benchmark's result prefix; dropping
+/// `Children` before [`Children::finish`] (a panic in the parent) kills and
+/// reaps every child still running.
+#[derive(Debug, Default)]
+pub struct Children {
+    /// A label for messages, and the child until it has been reaped.
+    procs: Vec<(String, Option<std::process::Child>)>,
+}
+
+impl Children {
+    /// Starts a child of the running executable with `env` set; `label`
+    /// names it in messages. Its stdout is read by [`Children::finish`].
+    pub fn spawn(&mut self, label: String, env: &[(&str, &std::ffi::OsStr)]) {
+        let exe = std::env::current_exe().expect("the path of this executable");
+        let mut cmd = std::process::Command::new(exe);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {label}: {e}"));
+        self.procs.push((label, Some(child)));
+    }
+
+    /// Waits for every child and returns the text after `prefix` on its
+    /// result line, in spawn order. Panics (killing the rest) if a child
+    /// fails or prints no result line.
+    pub fn finish(mut self, prefix: &str) -> Vec<String> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        for (label, slot) in &mut self.procs {
+            let child = slot.as_mut().expect("not reaped yet");
+            let mut text = String::new();
+            if let Some(mut stdout) = child.stdout.take() {
+                stdout
+                    .read_to_string(&mut text)
+                    .unwrap_or_else(|e| panic!("read the output of {label}: {e}"));
+            }
+            let status = child
+                .wait()
+                .unwrap_or_else(|e| panic!("wait for {label}: {e}"));
+            *slot = None;
+            assert!(
+                status.success(),
+                "{label} failed ({status}); its output: {text:?}"
+            );
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("{label} printed no result line: {text:?}"));
+            out.push(line.to_string());
+        }
+        out
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, slot) in &mut self.procs {
+            if let Some(child) = slot.as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
