@@ -66,6 +66,7 @@
 //! | `get_many_bytes/S`   | `uniform`, `zipf`                            | one `get_many_bytes` of 64 present keys, guards dropped (64 elements)         |
 //! | `set_bytes/S`        | `uniform`, `zipf`                            | `set_bytes` of `S` bytes over a present key                                   |
 //! | `set_many_bytes/S`   | `uniform`, `zipf`                            | one `set_many_bytes` of 64 present keys (64 elements)                         |
+//! | `set_many/S`         | `uniform`, `zipf`                            | one typed `set_many::<T>` of 64 present keys (64 elements)                    |
 //! | `delete/S`           | `uniform`                                    | `delete` of a present key (re-inserted untimed, 64 at a time)                 |
 //! | `get/S`              | `validated_uniform`, `validated_zipf`        | `get::<T>` (bytecheck-validated) of a present key                             |
 //! | `get/S`              | `unchecked_uniform`, `unchecked_zipf`        | `unsafe get_unchecked::<T>` of a present key                                  |
@@ -77,8 +78,9 @@
 //! | `set/S`              | `uniform`, `zipf`                            | `set::<T>` over a present key (serialization included)                        |
 //! | `rkyv_access`        | `validated`, `unchecked`                     | `rkyv::access` / `access_unchecked` of an in-memory 100-byte `Row`            |
 //!
-//! Batch benchmarks (`get_many`, `get_many_bytes`, `set_many_bytes`) report
-//! `Throughput::Elements(64)`: criterion's `thrpt` line is keys per second,
+//! Batch benchmarks (`get_many`, `get_many_bytes`, `set_many_bytes`,
+//! `set_many`) report `Throughput::Elements(64)`: criterion's `thrpt` line
+//! is keys per second,
 //! and the time per key is the reported time divided by 64. The summary
 //! printed at the end of a run (from criterion's `estimates.json` of this
 //! run) lists the median of every benchmark that ran, with the per-key
@@ -1396,6 +1398,29 @@ fn bench_typed<T: Typed>(c: &mut Criterion, fx: &Fixture, size: Size) {
     g.finish();
     if let Some(f) = slot.file.get() {
         f.assert_no_evictions("set");
+    }
+
+    let mut g = Group::new(c, fx, format!("set_many/{s}"), BATCH as u64);
+    for (id, zipf) in [("uniform", false), ("zipf", true)] {
+        g.bench(id, |b| {
+            let f = slot.get();
+            f.begin_writes();
+            b.iter_custom(|iters| {
+                f.timed_writes(zipf, iters, BATCH, MAX_WRITE_CHUNK, |keys, _| {
+                    let start = Instant::now();
+                    for batch in keys.chunks(BATCH) {
+                        f.cache
+                            .set_many(black_box(batch).iter().map(|k| (k, &*constant)))
+                            .expect("set_many");
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    g.finish();
+    if let Some(f) = slot.file.get() {
+        f.assert_no_evictions("set_many");
     }
 
     slot.retire();
