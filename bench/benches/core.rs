@@ -65,7 +65,7 @@
 //! | `get_bytes/S`        | `miss`                                       | `get_bytes` of a never-inserted key (uniform)                                 |
 //! | `get_many_bytes/S`   | `uniform`, `zipf`                            | one `get_many_bytes` of 64 present keys, guards dropped (64 elements)         |
 //! | `set_bytes/S`        | `uniform`, `zipf`                            | `set_bytes` of `S` bytes over a present key                                   |
-//! | `set_many_bytes/S`   | `uniform`, `zipf`                            | one `set_many_bytes` of 64 present keys (64 elements)                         |
+//! | `set_many_bytes/S`   | `uniform`, `zipf`                            | one `set_many_bytes` of 64 present keys (64 elements; the item slice is built in the timed call) |
 //! | `set_many/S`         | `uniform`, `zipf`                            | one typed `set_many::<T>` of 64 present keys (64 elements)                    |
 //! | `delete/S`           | `uniform`                                    | `delete` of a present key (re-inserted untimed, 64 at a time)                 |
 //! | `get/S`              | `validated_uniform`, `validated_zipf`        | `get::<T>` (bytecheck-validated) of a present key                             |
@@ -1079,53 +1079,15 @@ fn bench_bytes(c: &mut Criterion, fx: &Fixture, size: Size) {
     g.finish();
 
     let constant = value(WRITE_ID, size.len);
-    let mut g = Group::new(c, fx, format!("set_bytes/{s}"), 1);
-    for (id, zipf) in [("uniform", false), ("zipf", true)] {
-        g.bench(id, |b| {
-            let f = slot.get();
-            f.begin_writes();
-            b.iter_custom(|iters| {
-                f.timed_writes(zipf, iters, 1, MAX_WRITE_CHUNK, |keys, _| {
-                    let start = Instant::now();
-                    for k in keys {
-                        f.cache
-                            .set_bytes(black_box(k), black_box(&constant))
-                            .expect("set_bytes");
-                    }
-                    start.elapsed()
-                })
-            })
-        });
-    }
-    g.finish();
-    if let Some(f) = slot.file.get() {
-        f.assert_no_evictions("set_bytes");
-    }
-
-    let mut g = Group::new(c, fx, format!("set_many_bytes/{s}"), BATCH as u64);
-    for (id, zipf) in [("uniform", false), ("zipf", true)] {
-        g.bench(id, |b| {
-            let f = slot.get();
-            f.begin_writes();
-            b.iter_custom(|iters| {
-                f.timed_writes(zipf, iters, BATCH, MAX_WRITE_CHUNK, |keys, _| {
-                    let items: Vec<(&Key, &[u8])> =
-                        keys.iter().map(|k| (k, &constant[..])).collect();
-                    let start = Instant::now();
-                    for batch in items.chunks(BATCH) {
-                        f.cache
-                            .set_many_bytes(black_box(batch))
-                            .expect("set_many_bytes");
-                    }
-                    start.elapsed()
-                })
-            })
-        });
-    }
-    g.finish();
-    if let Some(f) = slot.file.get() {
-        f.assert_no_evictions("set_many_bytes");
-    }
+    write_group(c, fx, &slot, "set_bytes", 1, |cache, keys| {
+        for k in keys {
+            cache.set_bytes(k, &constant).expect("set_bytes");
+        }
+    });
+    write_group(c, fx, &slot, "set_many_bytes", BATCH, |cache, keys| {
+        let items: Vec<(&Key, &[u8])> = keys.iter().map(|k| (k, &constant[..])).collect();
+        cache.set_many_bytes(&items).expect("set_many_bytes");
+    });
 
     let mut g = Group::new(c, fx, format!("delete/{s}"), 1);
     g.bench("uniform", |b| {
@@ -1376,54 +1338,52 @@ fn bench_typed<T: Typed>(c: &mut Criterion, fx: &Fixture, size: Size) {
         h.finish(f);
     }
 
-    let mut g = Group::new(c, fx, format!("set/{s}"), 1);
     let constant = Box::new(T::for_key(WRITE_ID));
-    for (id, zipf) in [("uniform", false), ("zipf", true)] {
-        g.bench(id, |b| {
-            let f = slot.get();
-            f.begin_writes();
-            b.iter_custom(|iters| {
-                f.timed_writes(zipf, iters, 1, MAX_WRITE_CHUNK, |keys, _| {
-                    let start = Instant::now();
-                    for k in keys {
-                        f.cache
-                            .set::<T>(black_box(k), black_box(&*constant))
-                            .expect("set");
-                    }
-                    start.elapsed()
-                })
-            })
-        });
-    }
-    g.finish();
-    if let Some(f) = slot.file.get() {
-        f.assert_no_evictions("set");
-    }
-
-    let mut g = Group::new(c, fx, format!("set_many/{s}"), BATCH as u64);
-    for (id, zipf) in [("uniform", false), ("zipf", true)] {
-        g.bench(id, |b| {
-            let f = slot.get();
-            f.begin_writes();
-            b.iter_custom(|iters| {
-                f.timed_writes(zipf, iters, BATCH, MAX_WRITE_CHUNK, |keys, _| {
-                    let start = Instant::now();
-                    for batch in keys.chunks(BATCH) {
-                        f.cache
-                            .set_many(black_box(batch).iter().map(|k| (k, &*constant)))
-                            .expect("set_many");
-                    }
-                    start.elapsed()
-                })
-            })
-        });
-    }
-    g.finish();
-    if let Some(f) = slot.file.get() {
-        f.assert_no_evictions("set_many");
-    }
+    write_group(c, fx, &slot, "set", 1, |cache, keys| {
+        for k in keys {
+            cache.set::<T>(k, &*constant).expect("set");
+        }
+    });
+    write_group(c, fx, &slot, "set_many", BATCH, |cache, keys| {
+        let items = keys.iter().map(|k| (k, &*constant));
+        cache.set_many(items).expect("set_many");
+    });
 
     slot.retire();
+}
+
+/// A write group `{op}/{size}` with `uniform` and `zipf` benchmarks. One
+/// timed call of `write` gets `batch` consecutive keys of the write stream
+/// (black-boxed); one iteration is one call, reported per key for batches.
+/// Afterwards the file must not have evicted anything.
+fn write_group(
+    c: &mut Criterion,
+    fx: &Fixture,
+    slot: &FileSlot<'_>,
+    op: &str,
+    batch: usize,
+    write: impl Fn(&Cache, &[Key]),
+) {
+    let mut g = Group::new(c, fx, format!("{op}/{}", slot.size.name), batch as u64);
+    for (id, zipf) in [("uniform", false), ("zipf", true)] {
+        g.bench(id, |b| {
+            let f = slot.get();
+            f.begin_writes();
+            b.iter_custom(|iters| {
+                f.timed_writes(zipf, iters, batch, MAX_WRITE_CHUNK, |keys, _| {
+                    let start = Instant::now();
+                    for chunk in keys.chunks(batch) {
+                        write(&f.cache, black_box(chunk));
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    g.finish();
+    if let Some(f) = slot.file.get() {
+        f.assert_no_evictions(op);
+    }
 }
 
 /// Every benchmark of one size: the bytes file, then the typed file.
