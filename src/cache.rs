@@ -581,24 +581,30 @@ impl Cache {
                 Ok(KeyHash::new(k.as_ref(), sh.header.seed, geo))
             })
             .collect::<Result<Vec<_>>>()?;
-        let lines = |j: usize| {
-            if let Some(kh) = hashes.get(j) {
-                Buckets::prefetch_lines(&sh.map, geo, kh);
-            }
-        };
-        let records = |j: usize| {
-            if let Some(kh) = hashes.get(j) {
-                Buckets::of(&sh.map, geo, kh).prefetch_records(&sh.map, geo, kh);
-            }
-        };
-        (0..PREFETCH_AHEAD).for_each(lines);
         let mut out = Vec::with_capacity(keys.len());
         for (j, (k, kh)) in keys.iter().zip(&hashes).enumerate() {
-            lines(j + PREFETCH_AHEAD);
-            records(j + PREFETCH_AHEAD / 2);
+            self.prefetch_ahead(j, |i| hashes.get(i));
             out.push(finish(self.lookup_hashed(k.as_ref(), kh, false)?));
         }
         Ok(out)
+    }
+
+    /// Before item `j` of a batch (`item(i)`: the hash of item `i`, if
+    /// any): starts loading the index lines of the item [`PREFETCH_AHEAD`]
+    /// places ahead and the records named by the item half as far ahead (at
+    /// `j = 0`, also the lines of the first items). Batches are memory-bound:
+    /// each key's index lines, then its record, are random loads, and this
+    /// overlaps those misses across the batch.
+    #[inline]
+    fn prefetch_ahead<'k>(&self, j: usize, item: impl Fn(usize) -> Option<&'k KeyHash>) {
+        let (map, geo) = (&self.shared.map, &self.shared.geo);
+        let first = if j == 0 { 0 } else { j + PREFETCH_AHEAD };
+        for kh in (first..=j + PREFETCH_AHEAD).filter_map(&item) {
+            Buckets::prefetch_lines(map, geo, kh);
+        }
+        if let Some(kh) = item(j + PREFETCH_AHEAD / 2) {
+            Buckets::of(map, geo, kh).prefetch_records(map, geo, kh);
+        }
     }
 
     fn expiry(&self, ttl: Option<Duration>, now: u64) -> u64 {
@@ -646,39 +652,19 @@ impl Cache {
         let expires = self.expiry(ttl, now);
         let groups: Vec<_> = placed.chunk_by(|a, b| a.0.stripe == b.0.stripe).collect();
         let stripes: Vec<u32> = groups.iter().map(|g| g[0].0.stripe).collect();
-        let Some(&first) = stripes.first() else {
+        if stripes.is_empty() {
             return Ok(());
-        };
-        let locking = |e| Error::io("locking a stripe", &self.shared.path, e);
-        // One stripe: its lock alone. Several: the batch's locks, held
-        // until every stripe is written (see `Process::lock_stripes`).
-        let _locks = if stripes.len() == 1 {
-            (Some(pr.lock_stripe(first).map_err(locking)?), None)
-        } else {
-            (None, Some(pr.lock_stripes(&stripes).map_err(locking)?))
-        };
-        // Writes are memory-bound: each key's index lines, then the old
-        // record the key is compared against, are random loads. Prefetching
-        // them a few items ahead overlaps those misses across the batch.
-        let (map, geo) = (&self.shared.map, &self.shared.geo);
-        let lines = |j: usize| {
-            if let Some(p) = placed.get(j) {
-                Buckets::prefetch_lines(map, geo, &p.0);
-            }
-        };
-        let records = |j: usize| {
-            if let Some(p) = placed.get(j) {
-                Buckets::of(map, geo, &p.0).prefetch_records(map, geo, &p.0);
-            }
-        };
-        (0..PREFETCH_AHEAD).for_each(lines);
+        }
+        // Held until every stripe is written (see `Process::lock_stripes`).
+        let _locks = pr
+            .lock_stripes(&stripes)
+            .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
         let mut j = 0;
         for group in groups {
             let s = group[0].0.stripe;
             let mut w = StripeWriter::new(&self.shared, pr, s, self.pin_wait, now);
             for (kh, key, kind, schema, value) in group {
-                lines(j + PREFETCH_AHEAD);
-                records(j + PREFETCH_AHEAD / 2);
+                self.prefetch_ahead(j, |i| placed.get(i).map(|p| &p.0));
                 j += 1;
                 let rec = NewRecord {
                     kind: *kind,
