@@ -312,12 +312,11 @@ impl Cache {
     fn lookup_hashed(&self, key: &[u8], kh: &KeyHash, stale_ok: bool) -> Result<Option<Found<'_>>> {
         let sh = &self.shared;
         let geo = &sh.geo;
-        let kh = *kh;
         let tail = sh
             .map
             .atomic(geo.stripe_entry(kh.stripe) + stripe::TAIL)
             .load(Ordering::Relaxed);
-        let bucket = Buckets::of(&sh.map, geo, &kh);
+        let bucket = Buckets::of(&sh.map, geo, kh);
         let head_word = sh.map.atomic(geo.stripe_entry(kh.stripe) + stripe::HEAD);
         for (slot, w) in bucket.candidates(kh.tag, tail) {
             let pos = index::word_pos(w);

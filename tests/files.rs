@@ -185,13 +185,7 @@ fn bad_files_are_typed_errors() {
         "left untouched"
     );
 
-    let make = |name: &str| {
-        let p = d.join(name);
-        let c = Cache::open(&p, small()).unwrap();
-        c.set_bytes("k", b"v").unwrap();
-        drop(c);
-        p
-    };
+    let make = |name: &str| common::file_with_one_entry(d.join(name), small());
     // Newer format version (bytes 8..12).
     let p = make("newer");
     patch(&p, 8, &99u32.to_le_bytes());

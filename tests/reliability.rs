@@ -66,13 +66,7 @@ fn verify_is_clean_after_churn_and_reports_damage() {
 #[test]
 fn damaged_files_are_reset_on_request_and_foreign_files_never() {
     let d = dir("reliability", "reset");
-    let make = |name: &str| {
-        let p = d.join(name);
-        let c = Cache::open(&p, small()).unwrap();
-        c.set_bytes("k", b"v").unwrap();
-        drop(c);
-        p
-    };
+    let make = |name: &str| common::file_with_one_entry(d.join(name), small());
     // A flipped header byte: an error by default, a fresh file on request.
     let p = make("header");
     patch(&p, 30, &[0x55]);

@@ -2,7 +2,7 @@
 //! writer that wraps a stripe's ring, or a child process killed on drop.
 #![allow(dead_code)]
 
-use slotcache::{Cache, Error};
+use slotcache::{Cache, Error, Options};
 use std::path::{Path, PathBuf};
 
 /// A fresh, empty directory for one test.
@@ -42,4 +42,13 @@ pub fn patch(path: &Path, off: u64, bytes: &[u8]) {
     let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.seek(SeekFrom::Start(off)).unwrap();
     f.write_all(bytes).unwrap();
+}
+
+/// Creates a cache file at `path` with `opts`, stores `k` = `v` in it and
+/// closes it again: the starting point of the damaged-file tests.
+pub fn file_with_one_entry(path: PathBuf, opts: Options) -> PathBuf {
+    let c = Cache::open(&path, opts).unwrap();
+    c.set_bytes("k", b"v").unwrap();
+    drop(c);
+    path
 }
