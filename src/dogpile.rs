@@ -429,6 +429,13 @@ impl Cache {
                     return Ok((Fetched::Cached(g), None));
                 }
                 Acquired::Held(lock, _) => {
+                    // The previous creator may have stored a fresh value
+                    // between our read and our winning the lock: look again
+                    // before regenerating (step 4 of the algorithm).
+                    let lock = match self.recheck::<T>(key, lock, fresh)? {
+                        Decision::Done(f) => return Ok((f, None)),
+                        Decision::Create(lock) => lock,
+                    };
                     self.count(reader::STALE_SERVED);
                     lock.release_owner();
                     let (cache, key, ttl) = (self.clone(), key.to_vec(), o.ttl);
@@ -453,24 +460,35 @@ impl Cache {
         Ok((v, None))
     }
 
-    /// `get_or_create` for several keys with one creator call: the creator
-    /// receives the keys this caller won the right to create (missing or
-    /// stale ones nobody else is regenerating) and returns their values in
-    /// that order. Stale values are served for keys another caller is
-    /// regenerating. Results are in the order of `keys`.
+    /// `get_or_create` for several keys: the creator receives the keys this
+    /// caller won the right to create (missing or stale ones nobody else is
+    /// regenerating) and returns their values in that order. Stale values
+    /// are served for keys another caller is regenerating. Results are in
+    /// the order of `keys`; a key given twice gets the same outcome twice.
     ///
     /// Locks are taken in one global order (regeneration stripe, then key),
     /// so concurrent batches cannot deadlock.
-    pub fn get_or_create_many<T, K, F>(&self, keys: &[K], creator: F) -> Result<Vec<Fetched<'_, T>>>
+    ///
+    /// No read guard is held while the creator runs or while its values are
+    /// stored (a slow creator must not pin log space that writers of other
+    /// processes need): the values found in the cache are read again at the
+    /// end. A value found fresh that was evicted or deleted meanwhile is
+    /// created then, by another call of the creator with the keys still
+    /// unresolved — so the creator is usually called once, and at most 4
+    /// times.
+    pub fn get_or_create_many<T, K, F>(
+        &self,
+        keys: &[K],
+        mut creator: F,
+    ) -> Result<Vec<Fetched<'_, T>>>
     where
         T: Storable + Archive,
         T::Archived: Checkable,
         K: AsRef<[u8]>,
-        F: FnOnce(&[&[u8]]) -> Vec<T>,
+        F: FnMut(&[&[u8]]) -> Vec<T>,
     {
         let o = self.resolve(&CreateOptions::<T>::new());
         let regen_stripes = self.shared_ref().header.regen_stripes as u64;
-        let mut order: Vec<usize> = (0..keys.len()).collect();
         let place = |i: &usize| {
             let k = keys[*i].as_ref();
             (
@@ -478,68 +496,112 @@ impl Cache {
                 k,
             )
         };
-        order.sort_by(|a, b| place(a).cmp(&place(b)));
-        order.dedup_by(|a, b| keys[*a].as_ref() == keys[*b].as_ref());
         let mut results: Vec<Option<Fetched<'_, T>>> = (0..keys.len()).map(|_| None).collect();
-        let mut won: Vec<(usize, RegenLock)> = Vec::new();
-        for i in order {
-            match self.decide::<T>(keys[i].as_ref(), &o)? {
-                Decision::Done(f) => results[i] = Some(f),
-                Decision::Create(lock) => won.push((i, lock)),
-            }
-        }
-        if !won.is_empty() {
-            let to_create: Vec<&[u8]> = won.iter().map(|(i, _)| keys[*i].as_ref()).collect();
-            for _ in &won {
-                self.count(reader::CREATES);
-            }
-            let values = creator(&to_create);
-            if values.len() != won.len() {
-                return Err(Error::InvalidOptions {
-                    option: "get_or_create_many creator",
-                    expected: format!("{} values, one per key passed to it", won.len()),
-                    found: format!("{} values", values.len()),
-                });
-            }
-            // One batch write for every value to keep (one range lock over
-            // their stripes when it can), then the regeneration locks go.
-            let mut keep = Vec::with_capacity(won.len());
-            for ((i, _), value) in won.iter().zip(&values) {
-                if o.should_cache.is_none_or(|f| f(value)) {
-                    let bytes = rkyv::to_bytes::<rancor::Error>(value)
-                        .map_err(|e| Error::Serialize(e.to_string()))?;
-                    keep.push((keys[*i].as_ref(), bytes));
+        let mut pending: Vec<usize> = (0..keys.len()).collect();
+        for _ in 0..MANY_ROUNDS {
+            // One index per distinct key, in the global lock order.
+            let mut order = pending.clone();
+            order.sort_by(|a, b| place(a).cmp(&place(b)));
+            order.dedup_by(|a, b| keys[*a].as_ref() == keys[*b].as_ref());
+            let mut won: Vec<(usize, RegenLock)> = Vec::new();
+            for &i in &order {
+                // A cached answer is only noted here: its guard is dropped
+                // at once and the value read again at the end.
+                if let Decision::Create(lock) = self.decide::<T>(keys[i].as_ref(), &o)? {
+                    won.push((i, lock));
                 }
             }
-            let schema = schema_fingerprint::<T>();
-            let items: Vec<_> = keep
-                .iter()
-                .map(|(k, b)| (*k, kind::ARCHIVED, schema, &b[..]))
-                .collect();
-            self.write_batch("get_or_create_many", &items, o.ttl)?;
-            for ((i, lock), value) in won.into_iter().zip(values) {
-                drop(lock);
-                results[i] = Some(Fetched::Created(Box::new(value)));
+            if !won.is_empty() {
+                self.create_many(keys, &o, won, &mut creator, &mut results)?;
+            }
+            // Everything not created by this call is read now, with no
+            // guard held across a creator or a write before this point.
+            let mut still = Vec::new();
+            for i in pending {
+                if results[i].is_some() {
+                    continue;
+                }
+                match self.get_stale::<T>(keys[i].as_ref())? {
+                    Some(mut g) => {
+                        // Stale by this call's `expiration` age only: say so.
+                        g.meta.aged |= Self::needs_regen(&g.meta(), o.expiration);
+                        results[i] = Some(Fetched::Cached(g));
+                    }
+                    None => still.push(i),
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                return Ok(results
+                    .into_iter()
+                    .map(|r| r.expect("every key resolved"))
+                    .collect());
             }
         }
-        // Duplicate keys share the first occurrence's outcome: read it back.
-        for (i, r) in results.iter_mut().enumerate() {
-            if r.is_none() {
-                *r = Some(match self.get_stale::<T>(keys[i].as_ref())? {
-                    Some(g) => Fetched::Cached(g),
-                    None => return Err(Error::InvalidOptions {
-                        option: "get_or_create_many keys",
-                        expected: "a duplicated key whose value was stored".into(),
-                        found:
-                            "a duplicated key whose value was not cached (should_cache or eviction)"
-                                .into(),
-                    }),
-                });
+        Err(Error::InvalidOptions {
+            option: "get_or_create_many keys",
+            expected: format!(
+                "values that stay in the cache until the batch ends (tried {MANY_ROUNDS} rounds)"
+            ),
+            found: format!(
+                "{} key(s) evicted, deleted or not cached (should_cache) every time",
+                pending.len()
+            ),
+        })
+    }
+
+    /// Runs the creator of `get_or_create_many` for the keys in `won` (whose
+    /// regeneration locks are held), stores the values with one batch write
+    /// (one range lock over their stripes when it can), then releases the
+    /// locks. Nothing is pinned meanwhile.
+    fn create_many<'c, T, K, F>(
+        &'c self,
+        keys: &[K],
+        o: &Resolved<'_, T>,
+        won: Vec<(usize, RegenLock)>,
+        creator: &mut F,
+        results: &mut [Option<Fetched<'c, T>>],
+    ) -> Result<()>
+    where
+        T: Storable + Archive,
+        K: AsRef<[u8]>,
+        F: FnMut(&[&[u8]]) -> Vec<T>,
+    {
+        let to_create: Vec<&[u8]> = won.iter().map(|(i, _)| keys[*i].as_ref()).collect();
+        for _ in &won {
+            self.count(reader::CREATES);
+        }
+        let values = creator(&to_create);
+        if values.len() != won.len() {
+            return Err(Error::InvalidOptions {
+                option: "get_or_create_many creator",
+                expected: format!("{} values, one per key passed to it", won.len()),
+                found: format!("{} values", values.len()),
+            });
+        }
+        let mut keep = Vec::with_capacity(won.len());
+        for ((i, _), value) in won.iter().zip(&values) {
+            if o.should_cache.is_none_or(|f| f(value)) {
+                let bytes = rkyv::to_bytes::<rancor::Error>(value)
+                    .map_err(|e| Error::Serialize(e.to_string()))?;
+                keep.push((keys[*i].as_ref(), bytes));
             }
         }
-        Ok(results
-            .into_iter()
-            .map(|r| r.expect("every key resolved"))
-            .collect())
+        let schema = schema_fingerprint::<T>();
+        let items: Vec<_> = keep
+            .iter()
+            .map(|(k, b)| (*k, kind::ARCHIVED, schema, &b[..]))
+            .collect();
+        self.write_batch("get_or_create_many", &items, o.ttl)?;
+        for ((i, lock), value) in won.into_iter().zip(values) {
+            drop(lock);
+            results[i] = Some(Fetched::Created(Box::new(value)));
+        }
+        Ok(())
     }
 }
+
+/// Most rounds `get_or_create_many` makes before giving up on keys whose
+/// values keep disappearing between being found and being read back (each
+/// round creates what is missing; see its documentation).
+const MANY_ROUNDS: usize = 4;

@@ -160,6 +160,77 @@ fn child_entry() {
             let k = m.key(&(7, "seven".to_string())).unwrap();
             println!("KEY {k:?}");
         }
+        "bg-hammer" => {
+            // Threads call get_or_create_background on one key with a short
+            // TTL and a fast creator until `until`; every creator run (on
+            // whichever thread runs it) appends "start end" to the log.
+            let ttl = Duration::from_millis(env("DOGPILE_TTL_MS").parse().unwrap());
+            let c = Cache::open(&path, opts().default_ttl(ttl)).unwrap();
+            let log = PathBuf::from(env("DOGPILE_LOG"));
+            let start: u64 = env("DOGPILE_START").parse().unwrap();
+            let until: u64 = env("DOGPILE_UNTIL").parse().unwrap();
+            while now_ns() < start {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let hs: Vec<_> = (0..3)
+                .map(|_| {
+                    let (c, log) = (c.clone(), log.clone());
+                    std::thread::spawn(move || {
+                        let mut background = Vec::new();
+                        while now_ns() < until {
+                            let log = log.clone();
+                            let (f, h) = c
+                                .get_or_create_background("bg-key", move || {
+                                    let s = now_ns();
+                                    let line = format!("{s} {}\n", now_ns());
+                                    let mut f = std::fs::OpenOptions::new()
+                                        .append(true)
+                                        .open(&log)
+                                        .unwrap();
+                                    f.write_all(line.as_bytes()).unwrap();
+                                    1u64
+                                })
+                                .unwrap();
+                            drop(f);
+                            background.extend(h);
+                        }
+                        for h in background {
+                            h.join().unwrap().unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            println!("DONE");
+        }
+        "many-slow" => {
+            // get_or_create_many over a fresh key and a missing one, with a
+            // creator that waits until the parent has churned the whole log.
+            let c = Cache::open(&path, opts()).unwrap();
+            let dir = path.parent().unwrap().to_path_buf();
+            let calls = AtomicU64::new(0);
+            let got = c.get_or_create_many::<u64, _, _>(&["fresh", "new"], |ks| {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    println!("CREATING");
+                    std::io::stdout().flush().unwrap();
+                    let t = Instant::now();
+                    while !dir.join("go").exists() {
+                        assert!(t.elapsed() < Duration::from_secs(60), "never told to go");
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                ks.iter().map(|k| k.len() as u64).collect()
+            });
+            match got {
+                Ok(v) => {
+                    let vals: Vec<u64> = v.into_iter().map(value_of).collect();
+                    println!("GOT {} {}", vals[0], vals[1]);
+                }
+                Err(e) => println!("FAILED {e}"),
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -758,4 +829,105 @@ fn expiration_age_regenerates_values_without_a_ttl_and_marks_stale_serves() {
     let now = c.get_or_create("k", || 5u64).unwrap();
     assert!(!now.is_stale());
     assert_eq!(value_of(now), 3);
+}
+
+/// Several processes x threads call `get_or_create_background` on one
+/// expiring key with a fast creator. A caller that saw the stale value and
+/// then won the regeneration lock after the previous creator released it
+/// must find the fresh value and stop: every creator run starts at least
+/// one TTL after the previous run ended (its value was created after that
+/// end, and a creator only runs once the value has expired).
+#[test]
+fn background_regeneration_runs_one_creator_per_expiry_across_processes() {
+    let d = dir("dogpile", "bg-procs");
+    let p = d.join("c");
+    let log = d.join("creators.log");
+    std::fs::write(&log, b"").unwrap();
+    let c = Cache::open(&p, opts()).unwrap();
+    let start = now_ns() + 400_000_000;
+    let until = start + 1_500_000_000;
+    let ttl_ms = 30u64;
+    let kids: Vec<_> = (0..3)
+        .map(|_| {
+            KillOnDrop(
+                child(
+                    "bg-hammer",
+                    &p,
+                    &[
+                        ("DOGPILE_LOG", log.display().to_string()),
+                        ("DOGPILE_START", start.to_string()),
+                        ("DOGPILE_UNTIL", until.to_string()),
+                        ("DOGPILE_TTL_MS", ttl_ms.to_string()),
+                    ],
+                )
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+            )
+        })
+        .collect();
+    for mut k in kids {
+        let mut out = BufReader::new(k.0.stdout.take().unwrap());
+        wait_for(&mut out, "DONE");
+        assert!(k.0.wait().unwrap().success());
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut runs: Vec<(u64, u64)> = text
+        .lines()
+        .map(|l| {
+            let v: Vec<u64> = l.split(' ').map(|x| x.parse().unwrap()).collect();
+            (v[0], v[1])
+        })
+        .collect();
+    runs.sort();
+    assert!(runs.len() >= 5, "only {} creator runs", runs.len());
+    let early: Vec<_> = runs
+        .windows(2)
+        .filter(|w| w[1].0 < w[0].1 + ttl_ms * 1_000_000)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "{} of {} creator runs started while the previous value was still fresh: {:?}",
+        early.len(),
+        runs.len(),
+        &early[..early.len().min(5)]
+    );
+    drop(c);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+/// A slow `get_or_create_many` creator holds no read guard: another process
+/// can rewrite the whole log (the fresh value it found included) while the
+/// creator runs, and the batch still completes with correct values.
+#[test]
+fn get_or_create_many_pins_nothing_while_its_creator_runs() {
+    let d = dir("dogpile", "many-pins");
+    let p = d.join("c");
+    let c = Cache::open(&p, opts().pin_wait(Duration::from_millis(50))).unwrap();
+    c.set("fresh", &5u64).unwrap();
+    let mut kid = KillOnDrop(
+        child("many-slow", &p, &[])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(kid.0.stdout.take().unwrap());
+    wait_for(&mut out, "CREATING");
+    // Two laps of every stripe's ring: every segment is reused, including
+    // the one holding "fresh".
+    let churned = common::churn(&c, 2, "churn");
+    std::fs::write(d.join("go"), b"").unwrap();
+    let mut line = String::new();
+    while !line.starts_with("GOT") && !line.starts_with("FAILED") {
+        line.clear();
+        assert_ne!(out.read_line(&mut line).unwrap(), 0, "child exited early");
+    }
+    assert!(kid.0.wait().unwrap().success());
+    churned.expect("a writer of another process was blocked by the creator's pins");
+    assert!(
+        line.contains("GOT 5 3"),
+        "the batch failed or returned wrong values: {line}"
+    );
+    drop(c);
+    std::fs::remove_dir_all(d).unwrap();
 }
