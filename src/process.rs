@@ -74,8 +74,12 @@ impl Drop for OpenGate {
     }
 }
 
-/// Open cache files of this process, for the fork handler: descriptor,
-/// mapping address and length, and whether the mapping is writable.
+/// Descriptors of cache files this process holds, for the fork handler:
+/// descriptor, mapping address and length (0 and 0 for a descriptor that
+/// only carries locks: a fork child's own open file description), and
+/// whether it is writable. Every descriptor slotcache opens is here, in
+/// every fork generation, so that no child keeps its parent's open file
+/// descriptions (and their OFD locks) alive.
 #[cfg(target_os = "linux")]
 static OPEN_FILES: std::sync::Mutex<Vec<(i32, usize, usize, bool)>> =
     std::sync::Mutex::new(Vec::new());
@@ -93,6 +97,14 @@ fn fork_lock() {
 #[cfg(target_os = "linux")]
 fn fork_unlock() {
     FORK_LOCK.store(false, Ordering::Release);
+}
+
+/// Records a descriptor that only carries locks (a fork child's own open
+/// file description, see [`Process::reopen_for_child`]) so that the
+/// children of this process detach from it in turn.
+#[cfg(target_os = "linux")]
+pub(crate) fn register_lock_file(fd: i32, writable: bool) {
+    register_open_file(fd, 0, 0, writable);
 }
 
 /// Records an open file so a forked child can detach from it.
@@ -156,8 +168,11 @@ extern "C" fn after_fork_in_child() {
     OPEN_GATE.store(false, Ordering::Release);
 }
 
-/// Replaces descriptor `fd` and the mapping at `addr` with a new open file
-/// description of the same file (fork child only).
+/// Replaces descriptor `fd` and the mapping at `addr` (none when `len` is
+/// 0) with a new open file description of the same file (fork child only).
+/// The descriptor stays close-on-exec (`dup3` with `O_CLOEXEC`: `dup2`
+/// would clear the flag, and a program the child executes would inherit
+/// the description).
 #[cfg(target_os = "linux")]
 fn detach(fd: i32, addr: usize, len: usize, writable: bool) {
     let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0\0";
@@ -180,7 +195,7 @@ fn detach(fd: i32, addr: usize, len: usize, writable: bool) {
             libc::O_RDONLY
         };
     // SAFETY: `path` is NUL-terminated (the buffer has room for 12 digits
-    // and a zero after them). open, mmap, dup2 and close are
+    // and a zero after them). open, mmap, dup3 and close are
     // async-signal-safe. The new mapping replaces the old one at the same
     // address and length, with the same protection, over the same file, so
     // every pointer into it stays valid and sees the same bytes.
@@ -189,17 +204,20 @@ fn detach(fd: i32, addr: usize, len: usize, writable: bool) {
         if new < 0 {
             return;
         }
-        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
-        let m = libc::mmap(
-            addr as *mut libc::c_void,
-            len,
-            prot,
-            libc::MAP_SHARED | libc::MAP_FIXED,
-            new,
-            0,
-        );
-        if m != libc::MAP_FAILED {
-            libc::dup2(new, fd);
+        let mapped = len == 0 || {
+            let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+            let m = libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                new,
+                0,
+            );
+            m != libc::MAP_FAILED
+        };
+        if mapped {
+            libc::dup3(new, fd, libc::O_CLOEXEC);
         }
         libc::close(new);
     }
@@ -248,6 +266,11 @@ pub(crate) struct Process {
     pub ro_pins: Mutex<std::collections::HashMap<u64, u32>>,
     /// Regeneration locks held by this process.
     pub regen: crate::regen::RegenTable,
+    /// `file` is a descriptor of its own, registered for the fork handler
+    /// (a fork child's description; in the opening process `file` is the
+    /// mapping's descriptor, registered by `shared`).
+    #[cfg(target_os = "linux")]
+    lock_fd_registered: bool,
 }
 
 impl Process {
@@ -262,7 +285,32 @@ impl Process {
             claim: Mutex::new(()),
             ro_pins: Mutex::new(Default::default()),
             regen: Default::default(),
+            #[cfg(target_os = "linux")]
+            lock_fd_registered: false,
         }
+    }
+
+    /// The state of a fork child: `file` is the child's own open file
+    /// description ([`Process::reopen_for_child`]), registered so that the
+    /// child's own children detach from it when they fork in turn (a
+    /// grandchild that never uses the cache would otherwise keep the
+    /// child's locks alive after the child dies).
+    pub(crate) fn for_child(file: Arc<File>, stripes: u32, reader_slots: u32) -> Process {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let writable = {
+                // SAFETY: F_GETFL on a descriptor `file` keeps open.
+                let fl = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+                fl >= 0 && fl & libc::O_ACCMODE != libc::O_RDONLY
+            };
+            register_lock_file(file.as_raw_fd(), writable);
+            let mut p = Process::new(file, stripes, reader_slots);
+            p.lock_fd_registered = true;
+            p
+        }
+        #[cfg(not(target_os = "linux"))]
+        Process::new(file, stripes, reader_slots)
     }
 
     /// A fresh open file description of the same file for a forked child.
@@ -308,6 +356,16 @@ impl Process {
             stripe: s,
             _mutex: mutex,
         })
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.lock_fd_registered {
+            use std::os::fd::AsRawFd;
+            unregister_open_file(self.file.as_raw_fd(), 0);
+        }
     }
 }
 

@@ -79,7 +79,7 @@ impl Shared {
         let parent = unsafe { &*old };
         let file = Process::reopen_for_child(&parent.file, self.read_only.is_none())
             .map_err(|e| Error::io("reopening the cache file after fork", &self.path, e))?;
-        let fresh = Box::into_raw(Box::new(Process::new(
+        let fresh = Box::into_raw(Box::new(Process::for_child(
             file,
             self.geo.stripes,
             self.geo.reader_slots,

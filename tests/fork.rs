@@ -196,3 +196,208 @@ fn fork_while_another_thread_opens_leaves_open_usable_in_the_child() {
         stop.store(true, Ordering::Relaxed);
     });
 }
+
+/// Waits (polling) for our own child `pid` to exit; `false` if it is still
+/// running after `limit`.
+fn exited_within(pid: libc::pid_t, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: polling our own child.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Kills and reaps our own child.
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+/// Pre-fork, one level deeper: a worker forked from the opener uses the
+/// cache (so it has lock descriptors of its own), forks an idle helper that
+/// never touches the cache, and is killed while holding a regeneration lock
+/// and while holding a stripe write lock. Neither lock may outlive the
+/// worker because the helper inherited its descriptors.
+#[test]
+fn a_killed_worker_leaves_no_locks_behind_in_its_idle_child() {
+    let d = dir("fork", "grandchild");
+    let p = d.join("c");
+    let c = Cache::open(&p, opts()).unwrap();
+    c.set_bytes("held", b"v").unwrap();
+    let helper_file = d.join("helper.pid");
+    let marker = d.join("creating");
+
+    // 1. A regeneration lock.
+    // SAFETY: the child runs cache operations, fork and sleeps, and leaves
+    // with _exit (it is killed first).
+    let worker = unsafe { libc::fork() };
+    assert!(worker >= 0);
+    if worker == 0 {
+        let _ = c.get_or_create("regen-key", || {
+            // SAFETY: the helper only sleeps and exits.
+            let helper = unsafe { libc::fork() };
+            if helper == 0 {
+                std::thread::sleep(Duration::from_secs(60));
+                // SAFETY: leaving without destructors.
+                unsafe { libc::_exit(0) };
+            }
+            std::fs::write(&helper_file, helper.to_string()).unwrap();
+            std::fs::write(&marker, b"").unwrap();
+            std::thread::sleep(Duration::from_secs(600));
+            0u64
+        });
+        // SAFETY: leaving without destructors.
+        unsafe { libc::_exit(1) };
+    }
+    let t = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "worker never started"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let helper: libc::pid_t = std::fs::read_to_string(&helper_file)
+        .unwrap()
+        .parse()
+        .unwrap();
+    kill_and_reap(worker);
+    let o = slotcache::CreateOptions::new().lock_timeout(Duration::from_secs(10));
+    let r = c.get_or_create_with("regen-key", &o, || 7u64);
+    let created = matches!(&r, Ok(f) if f.is_created());
+    drop(r);
+    kill_and_reap(helper);
+    assert!(
+        created,
+        "the killed worker's regeneration lock stayed held by its idle child"
+    );
+
+    // 2. A stripe write lock: the worker waits for a pin (ours) while
+    // holding the stripe's write lock, and is killed there.
+    std::fs::remove_file(&helper_file).unwrap();
+    let guard = c.get_bytes("held").unwrap().unwrap();
+    let waits_before = c.stats().pin_waits;
+    // SAFETY: as above.
+    let worker = unsafe { libc::fork() };
+    assert!(worker >= 0);
+    if worker == 0 {
+        drop(guard);
+        // SAFETY: the helper only sleeps and exits.
+        let helper = unsafe { libc::fork() };
+        if helper == 0 {
+            std::thread::sleep(Duration::from_secs(60));
+            // SAFETY: leaving without destructors.
+            unsafe { libc::_exit(0) };
+        }
+        std::fs::write(&helper_file, helper.to_string()).unwrap();
+        let patient = Cache::open(&p, opts().pin_wait(Duration::from_secs(600))).unwrap();
+        let _ = churn(&patient, 3, "w");
+        // SAFETY: leaving without destructors.
+        unsafe { libc::_exit(1) };
+    }
+    let t = std::time::Instant::now();
+    while c.stats().pin_waits == waits_before {
+        assert!(t.elapsed() < Duration::from_secs(60), "worker never waited");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let helper: libc::pid_t = std::fs::read_to_string(&helper_file)
+        .unwrap()
+        .parse()
+        .unwrap();
+    kill_and_reap(worker);
+    drop(guard);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c2 = c.clone();
+    let writer = std::thread::spawn(move || {
+        let r = c2.set_bytes("after", b"x");
+        tx.send(()).unwrap();
+        r
+    });
+    let done = rx.recv_timeout(Duration::from_secs(20)).is_ok();
+    kill_and_reap(helper);
+    writer.join().unwrap().unwrap();
+    assert!(
+        done,
+        "the killed worker's stripe lock stayed held by its idle child"
+    );
+    drop(c);
+    std::fs::remove_dir_all(d).unwrap();
+}
+
+/// Descriptors stay close-on-exec in every generation: a program a fork
+/// child executes holds no descriptor of the cache file (it would keep the
+/// child's locks alive for as long as it runs).
+#[test]
+fn descriptors_stay_close_on_exec_across_fork() {
+    let d = dir("fork", "cloexec");
+    let p = d.join("c");
+    let c = Cache::open(&p, opts()).unwrap();
+    c.set_bytes("k", b"v").unwrap();
+    let listing = d.join("fds");
+    let script = format!(
+        "ls -l /proc/self/fd > '{}'",
+        listing.display().to_string().replace('\'', "")
+    );
+    let sh = std::ffi::CString::new("/bin/sh").unwrap();
+    let args = [
+        sh.clone(),
+        std::ffi::CString::new("-c").unwrap(),
+        std::ffi::CString::new(script).unwrap(),
+    ];
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    for generation in 1..=2 {
+        let _ = std::fs::remove_file(&listing);
+        // SAFETY: the child uses the cache, maybe forks once more, then execs
+        // (or leaves with _exit).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // Use the cache in this generation: its own lock descriptor.
+            c.set_bytes("child", b"x").unwrap();
+            if generation == 2 {
+                // SAFETY: the grandchild uses the cache and execs.
+                let pid2 = unsafe { libc::fork() };
+                if pid2 != 0 {
+                    let mut status = 0;
+                    // SAFETY: our own child.
+                    unsafe { libc::waitpid(pid2, &mut status, 0) };
+                    // SAFETY: leaving without destructors.
+                    unsafe { libc::_exit(0) };
+                }
+                c.set_bytes("grandchild", b"x").unwrap();
+            }
+            // SAFETY: argv is NULL-terminated and its strings outlive the call.
+            unsafe { libc::execv(sh.as_ptr(), argv.as_ptr()) };
+            // SAFETY: exec failed; leave without destructors.
+            unsafe { libc::_exit(127) };
+        }
+        assert!(exited_within(pid, Duration::from_secs(60)), "child hung");
+        let t = std::time::Instant::now();
+        while !listing.exists() {
+            assert!(t.elapsed() < Duration::from_secs(60), "no listing");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let text = std::fs::read_to_string(&listing).unwrap();
+        assert!(
+            !text.contains(&p.display().to_string()),
+            "generation {generation}: an executed program inherited a cache descriptor:\n{text}"
+        );
+    }
+    drop(c);
+    std::fs::remove_dir_all(d).unwrap();
+}
