@@ -27,7 +27,7 @@ skip() {
 }
 
 seconds=${SLOTCACHE_FUZZ_SECONDS:-60}
-targets=${SLOTCACHE_FUZZ_TARGETS:-"open_bytes ops_model ops_bitflip"}
+targets=${SLOTCACHE_FUZZ_TARGETS:-"open_bytes ops_model ops_bitflip options"}
 sanitizer=${SLOTCACHE_FUZZ_SANITIZER:-address}
 
 echo "== fuzzing (${seconds}s per target: $targets)"

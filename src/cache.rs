@@ -191,7 +191,7 @@ impl Cache {
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Cache> {
         let shared = shared::open(path.as_ref(), &options)?;
         let default_ttl = match options.default_ttl {
-            Some(d) => d.as_nanos().max(1) as u64,
+            Some(d) => crate::options::saturating_ns(d).max(1),
             None => shared.header.default_ttl,
         };
         let dogpile = crate::dogpile::DogpileDefaults {
@@ -608,9 +608,7 @@ impl Cache {
 
     fn expiry(&self, ttl: Option<Duration>, now: u64) -> u64 {
         match ttl {
-            Some(d) => now
-                .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64)
-                .max(1),
+            Some(d) => now.saturating_add(crate::options::saturating_ns(d)).max(1),
             None => 0,
         }
     }

@@ -96,6 +96,8 @@ impl<'a, T> CreateOptions<'a, T> {
 
     /// How long to wait for another caller's creation of a missing value
     /// before failing with [`Error::LockTimeout`].
+    /// `Duration::MAX` (or any duration too long to add to the clock)
+    /// means no timeout.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = Some(timeout);
         self
@@ -259,7 +261,9 @@ impl Cache {
             }
         }
         let start = Instant::now();
-        let deadline = o.lock_timeout.map(|t| start + t);
+        // `Duration::MAX` (or anything past what an `Instant` holds) means
+        // no timeout, not an overflow.
+        let deadline = o.lock_timeout.and_then(crate::options::deadline_after);
         match regen::acquire(shared, key, kh.hash, Wait::Until(deadline))? {
             Acquired::Held(lock, waited) => {
                 if waited {

@@ -49,6 +49,12 @@ pub const MAX_SEGMENT: u64 = 1 << 40;
 pub const MIN_SEGMENTS: u32 = 4;
 /// See [`MIN_SEGMENTS`].
 pub const MAX_SEGMENTS: u32 = 1024;
+/// Largest file a cache may be created with (256 TiB): far beyond any
+/// real cache, and small enough that every size and the default index
+/// (one entry per 256 bytes) stay in range.
+pub const MAX_CAPACITY: u64 = 1 << 48;
+/// Largest `max_entries` (2^40).
+pub const MAX_ENTRIES: u64 = 1 << 40;
 /// Largest log position (exclusive) an index slot can name: 2^55 bytes.
 pub const MAX_POSITION: u64 = (1 << 55) - 16;
 
@@ -353,8 +359,12 @@ impl Geometry {
         self.data_off + s as u64 * self.ring_size() + self.ring_div.rem(pos)
     }
 
-    /// Largest value that fits in one record with a key of `key_len` bytes.
+    /// Largest value that fits in one record with a key of `key_len` bytes
+    /// (0 for a key longer than [`MAX_KEY_LEN`], which cannot be stored).
     pub fn max_value(&self, key_len: usize) -> usize {
+        if key_len > MAX_KEY_LEN {
+            return 0;
+        }
         let room = self.segment_size - align_up(RECORD_HEADER + key_len as u64, RECORD_ALIGN);
         room.min(u32::MAX as u64) as usize
     }

@@ -1,7 +1,10 @@
 //! Options for [`Cache::open`](crate::Cache::open).
 
 use crate::error::{Error, Result};
-use crate::layout::{MAX_READER_SLOTS, MAX_REGEN_STRIPES, MAX_SEGMENTS, MAX_STRIPES, MIN_SEGMENTS};
+use crate::layout::{
+    Geometry, MAX_CAPACITY, MAX_ENTRIES, MAX_READER_SLOTS, MAX_REGEN_STRIPES, MAX_SEGMENTS,
+    MAX_STRIPES, MIN_SEGMENTS,
+};
 use std::time::Duration;
 
 /// What [`Cache::open`](crate::Cache::open) does with an existing file that
@@ -85,7 +88,9 @@ impl Options {
         Options::default()
     }
 
-    /// Total size of the file in bytes (header, tables, index and data).
+    /// Total size of the file in bytes (header, tables, index and data),
+    /// at most 256 TiB (`1 << 48`); a larger value is
+    /// [`Error::InvalidOptions`] before any file is created.
     pub fn capacity(mut self, bytes: u64) -> Options {
         self.capacity = bytes;
         self
@@ -103,7 +108,8 @@ impl Options {
     /// (measured: 1M random keys at `max_entries(1_000_000)`, 0 bucket
     /// evictions and at most 7 of a bucket's 8 slots used). Past it, a key
     /// whose two buckets are both full evicts the older entry of the two.
-    /// Default: capacity / 256.
+    /// Default: capacity / 256. Range: 1..=2^40 (0 is an error, not a
+    /// tiny index).
     pub fn max_entries(mut self, n: u64) -> Options {
         self.max_entries = Some(n);
         self
@@ -143,7 +149,9 @@ impl Options {
 
     /// TTL for entries written without an explicit one. Stored in the file
     /// at creation; when set on open of an existing file it overrides the
-    /// stored default for this handle.
+    /// stored default for this handle. Saturates at 2^64 ns (~584 years):
+    /// `Duration::MAX` means "never expires in practice", never a wrapped
+    /// value.
     pub fn default_ttl(mut self, ttl: Duration) -> Options {
         self.default_ttl = Some(ttl);
         self
@@ -169,7 +177,8 @@ impl Options {
     }
 
     /// How long a write waits for a live reader to release a pinned
-    /// segment before it fails with [`Error::Pinned`] (default 100 ms).
+    /// segment before it fails with [`Error::Pinned`] (default 100 ms;
+    /// `Duration::MAX` waits for as long as the guard lives).
     pub fn pin_wait(mut self, wait: Duration) -> Options {
         self.pin_wait = wait;
         self
@@ -177,7 +186,7 @@ impl Options {
 
     /// Default for `get_or_create`: how long a caller with no value waits
     /// for another caller's creator before [`Error::LockTimeout`]
-    /// (default: forever).
+    /// (default: forever; `Duration::MAX` also means forever).
     pub fn lock_timeout(mut self, timeout: Duration) -> Options {
         self.lock_timeout = Some(timeout);
         self
@@ -213,9 +222,12 @@ impl Options {
         })
     }
 
-    /// The entry count a new file's index is sized for.
+    /// The entry count a new file's index is sized for: the option, or
+    /// one entry per 256 bytes of capacity (at least 1, at most
+    /// [`MAX_ENTRIES`]).
     pub(crate) fn effective_entries(&self) -> u64 {
-        self.max_entries.unwrap_or(self.capacity / 256).max(1)
+        self.max_entries
+            .unwrap_or((self.capacity / 256).clamp(1, MAX_ENTRIES))
     }
 
     /// Checks ranges; the geometry check (does it all fit) comes after.
@@ -231,6 +243,7 @@ impl Options {
                 Ok(())
             }
         };
+        check("capacity", self.capacity, 1, MAX_CAPACITY)?;
         check(
             "stripes",
             self.effective_stripes() as u64,
@@ -249,7 +262,7 @@ impl Options {
             1,
             MAX_READER_SLOTS as u64,
         )?;
-        check("max_entries", self.effective_entries(), 1, 1 << 40)?;
+        check("max_entries", self.effective_entries(), 1, MAX_ENTRIES)?;
         check(
             "regen_stripes",
             self.regen_stripes as u64,
@@ -259,4 +272,30 @@ impl Options {
         check("mode", self.mode as u64, 0, 0o7777)?;
         Ok(())
     }
+
+    /// The layout of a new file with these options (an error when they do
+    /// not fit together, e.g. a capacity too small for the stripes).
+    pub(crate) fn plan(&self) -> Result<Geometry> {
+        Geometry::plan(
+            self.capacity,
+            self.effective_stripes(),
+            self.segments,
+            self.effective_entries(),
+            self.reader_slots,
+        )
+    }
+}
+
+/// A duration in nanoseconds, saturating at `u64::MAX` (about 584 years):
+/// every duration option and argument means "that long, or as long as the
+/// clock can count", never a value wrapped modulo 2^64.
+pub(crate) fn saturating_ns(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
+/// `now + d`, or `None` ("no deadline") when that is beyond what an
+/// [`Instant`](std::time::Instant) can represent (`Duration::MAX` means
+/// forever).
+pub(crate) fn deadline_after(d: Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(d)
 }

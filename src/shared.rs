@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::layout::{Geometry, Header, HEADER_SIZE, MAGIC, MAGIC_INIT};
 use crate::map::Map;
-use crate::options::{OnCorrupt, Options};
+use crate::options::{saturating_ns, OnCorrupt, Options};
 use crate::process::{self, Process};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -140,6 +140,13 @@ fn file_key(f: &File) -> io::Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
+/// Whether `path` currently names the file with identity `key`.
+#[cfg(unix)]
+fn names(path: &Path, key: (u64, u64)) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == key)
+}
+
 /// Open files of this process, so a second `open` of the same file shares
 /// the descriptor (required by classic `fcntl` locks: closing any descriptor
 /// drops all the process's locks on the file) and the in-process mutexes.
@@ -226,14 +233,8 @@ fn open_file(path: &Path, opts: &Options) -> Result<(File, bool, Option<&'static
 /// whole-file lock held, on an empty file or one whose creator died before
 /// publishing the magic.
 fn initialize(file: &File, path: &Path, opts: &Options) -> Result<Geometry> {
-    let geo = Geometry::plan(
-        opts.capacity,
-        opts.effective_stripes(),
-        opts.segments,
-        opts.effective_entries(),
-        opts.reader_slots,
-    )?;
-    let ttl = opts.default_ttl.map_or(0, |d| d.as_nanos().max(1) as u64);
+    let geo = opts.plan()?;
+    let ttl = opts.default_ttl.map_or(0, |d| saturating_ns(d).max(1));
     let mut h = vec![0u8; HEADER_SIZE as usize];
     geo.encode(
         &mut h,
@@ -444,7 +445,11 @@ fn open_registered(path: &Path, opts: &Options, reg: &mut Reg<'_>) -> Result<Arc
     }
     #[cfg(not(unix))]
     let _ = &reg;
-    let (file, _created, read_only) = open_file(path, opts)?;
+    // Options that cannot make a file are refused before one is created.
+    if opts.create && !opts.read_only && !path.exists() {
+        opts.plan()?;
+    }
+    let (file, created, read_only) = open_file(path, opts)?;
     #[cfg(unix)]
     let key = file_key(&file).map_err(|e| Error::io("stat", path, e))?;
     let err = |op, e| Error::io(op, path, e);
@@ -452,6 +457,14 @@ fn open_registered(path: &Path, opts: &Options, reg: &mut Reg<'_>) -> Result<Arc
     // racing to create the same path end with one file: the loser waits,
     // then finds the magic and validates instead of initialising.
     crate::locks::lock_for_open(&file).map_err(|e| err("locking the file for opening", e))?;
+    // A creator that failed removed the file while we waited for the lock
+    // (or someone replaced it): what we hold is no longer the file at
+    // `path`. Start over with whatever is there now.
+    #[cfg(unix)]
+    if !names(path, key) {
+        let _ = crate::locks::unlock_for_open(&file);
+        return open_registered(path, opts, reg);
+    }
     let result = (|| {
         let mut first = [0u8; 8];
         let n = read_at(&file, &mut first, 0).map_err(|e| err("reading the header", e))?;
@@ -511,6 +524,18 @@ fn open_registered(path: &Path, opts: &Options, reg: &mut Reg<'_>) -> Result<Arc
             let _ = crate::locks::unlock_for_open(&file);
             replaced?;
             return open_registered(path, &opts.clone().on_corrupt(OnCorrupt::Error), reg);
+        }
+    }
+    if created && result.is_err() {
+        // Nothing usable was made: leave no empty or half-made file behind
+        // (openers waiting for the lock see that the path no longer names
+        // their file and start over).
+        #[cfg(unix)]
+        let ours = names(path, key);
+        #[cfg(not(unix))]
+        let ours = true;
+        if ours {
+            let _ = std::fs::remove_file(path);
         }
     }
     let _ = crate::locks::unlock_for_open(&file);

@@ -83,6 +83,130 @@ fn ops_bitflip_corpus() {
     assert!(s.hits > 0 && s.writes > 0, "a vacuous replay: {s:?}");
 }
 
+#[test]
+fn options_corpus() {
+    let s = replay("options", fuzz_logic::run_options);
+    assert!(
+        s.steps > 0 && s.errors > 0 && s.writes > 0,
+        "a vacuous replay: {s:?}"
+    );
+}
+
+/// The extreme options the fuzzer explores, run by hand: every duration
+/// extreme on the handle and per call, refused capacities, zero counts.
+#[test]
+fn extreme_options_cases() {
+    use fuzz_logic::{Call, Cap, Dur, OptionsCase};
+    let durs = [
+        Dur::Zero,
+        Dur::Nanos(1),
+        Dur::Millis(5),
+        Dur::Secs(u32::MAX),
+        Dur::JustPast(11),
+        Dur::Max,
+    ];
+    let calls = |d: Dur| {
+        vec![
+            Call::Set {
+                key_len: 3,
+                val_len: 100,
+                ttl: Some(d),
+            },
+            Call::Set {
+                key_len: 1025,
+                val_len: 1,
+                ttl: None,
+            },
+            Call::Set {
+                key_len: 4,
+                val_len: u32::MAX,
+                ttl: Some(Dur::Max),
+            },
+            Call::GetOrCreate {
+                key: 1,
+                ttl: Some(Some(d)),
+                lock_timeout: Some(d),
+                expiration: Some(d),
+                block: true,
+            },
+            Call::GetOrCreate {
+                key: 1,
+                ttl: Some(None),
+                lock_timeout: Some(Dur::Max),
+                expiration: None,
+                block: false,
+            },
+            Call::Read {
+                key_len: 3,
+                which: 0,
+            },
+            Call::Read {
+                key_len: 2000,
+                which: 3,
+            },
+            Call::Limits(u64::MAX),
+        ]
+    };
+    let base = OptionsCase {
+        capacity: Cap::Kib(2048),
+        max_entries: None,
+        stripes: Some(2),
+        segments: None,
+        reader_slots: None,
+        regen_stripes: None,
+        default_ttl: None,
+        mode: None,
+        pin_wait: None,
+        lock_timeout: None,
+        expiration: None,
+        calls: Vec::new(),
+    };
+    let mut total = Summary::default();
+    for d in durs {
+        total += fuzz_logic::run_options_case(&OptionsCase {
+            default_ttl: Some(d),
+            lock_timeout: Some(d),
+            expiration: Some(d),
+            pin_wait: Some(d),
+            calls: calls(d),
+            ..base.clone()
+        });
+    }
+    for (cap, max_entries, stripes, segments, readers, regen) in [
+        (Cap::Huge(0, 0), None, None, None, None, None),
+        (Cap::Huge(1, 14), None, None, None, None, None),
+        (Cap::Huge(2, 0), None, None, None, None, None),
+        (Cap::Bytes(0), None, None, None, None, None),
+        (Cap::Bytes(4096), None, None, None, None, None),
+        (Cap::Kib(1024), Some(0), None, None, None, None),
+        (Cap::Kib(1024), Some(u64::MAX), None, None, None, None),
+        (Cap::Kib(1024), Some(1 << 40), None, None, None, None),
+        (Cap::Kib(1024), None, Some(0), None, None, None),
+        (Cap::Kib(1024), None, Some(u32::MAX), None, None, None),
+        (Cap::Kib(1024), None, None, Some(0), None, None),
+        (Cap::Kib(1024), None, None, Some(u32::MAX), None, None),
+        (Cap::Kib(1024), None, None, None, Some(0), None),
+        (Cap::Kib(1024), None, None, None, Some(u32::MAX), None),
+        (Cap::Kib(1024), None, None, None, None, Some(0)),
+        (Cap::Kib(1024), None, None, None, None, Some(u32::MAX)),
+    ] {
+        let s = fuzz_logic::run_options_case(&OptionsCase {
+            capacity: cap,
+            max_entries,
+            stripes,
+            segments,
+            reader_slots: readers,
+            regen_stripes: regen,
+            calls: calls(Dur::Max),
+            ..base.clone()
+        });
+        assert_eq!(s.errors, 1, "refused: {s:?}");
+        total += s;
+    }
+    println!("{total:?}");
+    assert!(total.writes > 0 && total.hits > 0, "{total:?}");
+}
+
 /// The checks run for real: long pseudo-random sequences of every
 /// operation (every geometry, guards held across writes, reopens, damage)
 /// go through the same code, and do hit, miss and write.

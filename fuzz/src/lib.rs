@@ -1828,3 +1828,322 @@ pub fn synth_input(seed: u64, steps: usize, flips: bool) -> Vec<u8> {
     out.push(0);
     out
 }
+
+// ---------------------------------------------------------------------------
+// Options and per-call arguments
+// ---------------------------------------------------------------------------
+
+/// A duration argument: ordinary, zero, or past what the clock (2^64 ns) or
+/// an `Instant` can hold.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum Dur {
+    /// `Duration::ZERO`.
+    Zero,
+    /// Some nanoseconds.
+    Nanos(u64),
+    /// 0..=65535 ms.
+    Millis(u16),
+    /// Seconds, up to ~136 years.
+    Secs(u32),
+    /// Just past 2^64 ns (wraps modulo 2^64 if not saturated).
+    JustPast(u16),
+    /// `Duration::MAX`.
+    Max,
+}
+
+impl Dur {
+    fn get(self) -> Duration {
+        match self {
+            Dur::Zero => Duration::ZERO,
+            Dur::Nanos(n) => Duration::from_nanos(n),
+            Dur::Millis(m) => Duration::from_millis(m as u64),
+            Dur::Secs(s) => Duration::from_secs(s as u64),
+            Dur::JustPast(n) => Duration::from_nanos(u64::MAX) + Duration::from_nanos(n as u64),
+            Dur::Max => Duration::MAX,
+        }
+    }
+}
+
+/// A capacity: small enough to be made for real (at most 4 MiB), or one no
+/// file may be made with (which must be refused before anything is
+/// preallocated: the fuzzer never asks the disk for more than 4 MiB).
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum Cap {
+    /// `kib` KiB (0..=4096).
+    Kib(u16),
+    /// Bytes, 0..=65535.
+    Bytes(u16),
+    /// `2^48 + 1 + n`, `2^(49 + n % 15)`, or `u64::MAX - n`.
+    Huge(u8, u32),
+}
+
+impl Cap {
+    fn get(self) -> u64 {
+        match self {
+            Cap::Kib(k) => (k as u64 % 4097) << 10,
+            Cap::Bytes(b) => b as u64,
+            Cap::Huge(which, n) => match which % 3 {
+                0 => (1u64 << 48) + 1 + n as u64,
+                1 => 1u64 << (49 + n % 15),
+                _ => u64::MAX - n as u64,
+            },
+        }
+    }
+
+    fn refused(self) -> bool {
+        self.get() > 1 << 48 || self.get() == 0
+    }
+}
+
+/// One call with arbitrary arguments.
+#[derive(Arbitrary, Clone, Debug)]
+pub enum Call {
+    /// `set_bytes_with_ttl` with a key and value of these lengths.
+    Set {
+        /// Key length.
+        key_len: u16,
+        /// Value length (reduced modulo the largest value + 64).
+        val_len: u32,
+        /// TTL.
+        ttl: Option<Dur>,
+    },
+    /// `get_or_create_with` of a `u64`.
+    GetOrCreate {
+        /// Key index.
+        key: u8,
+        /// TTL (`None`: the default; `Some(None)`: never).
+        ttl: Option<Option<Dur>>,
+        /// Lock timeout.
+        lock_timeout: Option<Dur>,
+        /// Expiration age.
+        expiration: Option<Dur>,
+        /// `StalePolicy::Block`.
+        block: bool,
+    },
+    /// `get_bytes` / `get_bytes_stale` / `contains` / `delete` of a key of
+    /// this length.
+    Read {
+        /// Key length.
+        key_len: u16,
+        /// Which call.
+        which: u8,
+    },
+    /// `max_value_len` and `key_placement`.
+    Limits(u64),
+}
+
+/// Input of `options`.
+#[derive(Arbitrary, Clone, Debug)]
+pub struct OptionsCase {
+    /// Capacity.
+    pub capacity: Cap,
+    /// `max_entries`.
+    pub max_entries: Option<u64>,
+    /// `stripes`.
+    pub stripes: Option<u32>,
+    /// `segments`.
+    pub segments: Option<u32>,
+    /// `reader_slots`.
+    pub reader_slots: Option<u32>,
+    /// `regen_stripes`.
+    pub regen_stripes: Option<u32>,
+    /// `default_ttl`.
+    pub default_ttl: Option<Dur>,
+    /// `mode`.
+    pub mode: Option<u32>,
+    /// `pin_wait`.
+    pub pin_wait: Option<Dur>,
+    /// `lock_timeout`.
+    pub lock_timeout: Option<Dur>,
+    /// `expiration`.
+    pub expiration: Option<Dur>,
+    /// Calls made when the open succeeds.
+    pub calls: Vec<Call>,
+}
+
+impl OptionsCase {
+    fn options(&self) -> Options {
+        let mut o = Options::new().capacity(self.capacity.get());
+        if let Some(n) = self.max_entries {
+            o = o.max_entries(n);
+        }
+        if let Some(n) = self.stripes {
+            o = o.stripes(n);
+        }
+        if let Some(n) = self.segments {
+            o = o.segments(n);
+        }
+        if let Some(n) = self.reader_slots {
+            o = o.reader_slots(n);
+        }
+        if let Some(n) = self.regen_stripes {
+            o = o.regen_stripes(n);
+        }
+        if let Some(d) = self.default_ttl {
+            o = o.default_ttl(d.get());
+        }
+        if let Some(m) = self.mode {
+            // Only permission bits a test may set on its own scratch file.
+            o = o.mode(if m > 0o7777 { m } else { 0o600 | (m & 0o066) });
+        }
+        if let Some(d) = self.pin_wait {
+            // A bounded wait: nothing pins here, and a guard-free writer
+            // never waits, but keep a fuzz run from hanging on a bug.
+            o = o.pin_wait(d.get().min(Duration::from_millis(10)));
+        }
+        if let Some(d) = self.lock_timeout {
+            o = o.lock_timeout(d.get());
+        }
+        if let Some(d) = self.expiration {
+            o = o.expiration(d.get());
+        }
+        o
+    }
+}
+
+/// `options`: opens a new cache with arbitrary (often extreme) options and
+/// makes calls with arbitrary arguments. Nothing may panic; an open is a
+/// usable cache or a typed error naming an option (or an I/O error), and a
+/// refused open leaves no file behind; every call returns a value or a
+/// typed error, and what was stored stays readable.
+pub fn run_options(data: &[u8]) -> Summary {
+    let Ok(case) = OptionsCase::arbitrary(&mut Unstructured::new(data)) else {
+        return Summary::default();
+    };
+    run_options_case(&case)
+}
+
+/// [`run_options`] on a decoded case.
+pub fn run_options_case(case: &OptionsCase) -> Summary {
+    let mut sum = Summary::default();
+    let scratch = Scratch::new("options");
+    let cache = match Cache::open(scratch.path(), case.options()) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                matches!(e, Error::InvalidOptions { .. } | Error::Io { .. }),
+                "open refused with an unexpected error: {msg}"
+            );
+            assert!(
+                !scratch.path().exists(),
+                "a refused create left a file behind: {msg}"
+            );
+            sum.errors += 1;
+            return sum;
+        }
+    };
+    assert!(
+        !case.capacity.refused(),
+        "capacity {} accepted",
+        case.capacity.get()
+    );
+    let info = cache.info();
+    assert!(info.file_size <= 4 << 20, "{info:?}");
+    let key_of = |len: u16| vec![b'k'; len as usize % 1100];
+    let mut stored: Option<(Vec<u8>, Vec<u8>)> = None;
+    for call in &case.calls {
+        sum.steps += 1;
+        match call {
+            Call::Set {
+                key_len,
+                val_len,
+                ttl,
+            } => {
+                let key = key_of(*key_len);
+                let max = cache.max_value_len(key.len());
+                let v = vec![7u8; *val_len as usize % (max + 64)];
+                let ttl = ttl.map(|d| d.get());
+                match cache.set_bytes_with_ttl(&key, &v, ttl) {
+                    Ok(()) => {
+                        sum.writes += 1;
+                        assert!(key.len() <= slotcache::MAX_KEY_LEN && v.len() <= max);
+                        if ttl.is_some_and(|t| t >= Duration::from_secs(3600)) {
+                            stored = Some((key, v));
+                        } else if stored.as_ref().is_some_and(|(k, _)| *k == key) {
+                            stored = None;
+                        }
+                    }
+                    Err(Error::KeyTooLarge { .. }) => {
+                        assert!(key.len() > slotcache::MAX_KEY_LEN);
+                        sum.errors += 1;
+                    }
+                    Err(Error::ValueTooLarge { max: m, .. }) => {
+                        assert!(v.len() > max && m == max);
+                        sum.errors += 1;
+                    }
+                    Err(Error::Pinned { .. }) => sum.errors += 1,
+                    Err(e) => panic!("set: unexpected error {e}"),
+                }
+            }
+            Call::GetOrCreate {
+                key,
+                ttl,
+                lock_timeout,
+                expiration,
+                block,
+            } => {
+                let mut o = slotcache::CreateOptions::new();
+                if let Some(t) = ttl {
+                    o = o.ttl(t.map(|d| d.get()));
+                }
+                if let Some(d) = lock_timeout {
+                    o = o.lock_timeout(d.get());
+                }
+                if let Some(d) = expiration {
+                    o = o.expiration(d.get());
+                }
+                if *block {
+                    o = o.stale_policy(slotcache::StalePolicy::Block);
+                }
+                let k = format!("goc-{key}");
+                match cache.get_or_create_with(&k, &o, || *key as u64) {
+                    Ok(f) => {
+                        sum.hits += 1;
+                        assert_eq!(f.into_owned().expect("a u64 deserializes"), *key as u64);
+                    }
+                    Err(Error::Pinned { .. }) => sum.errors += 1,
+                    Err(e) => panic!("get_or_create: unexpected error {e}"),
+                }
+            }
+            Call::Read { key_len, which } => {
+                let key = key_of(*key_len);
+                let r = match which % 4 {
+                    0 => cache.get_bytes(&key).map(|g| g.is_some()),
+                    1 => cache.get_bytes_stale(&key).map(|g| g.is_some()),
+                    2 => cache.contains(&key),
+                    _ => cache.delete(&key),
+                };
+                match r {
+                    Ok(_) => {}
+                    Err(Error::KeyTooLarge { .. }) => {
+                        assert!(key.len() > slotcache::MAX_KEY_LEN);
+                        sum.errors += 1;
+                    }
+                    Err(e) => panic!("read: unexpected error {e}"),
+                }
+                if which % 4 == 3 && stored.as_ref().is_some_and(|(k, _)| *k == key) {
+                    stored = None;
+                }
+            }
+            Call::Limits(n) => {
+                let n = *n as usize;
+                let m = cache.max_value_len(n);
+                if n > slotcache::MAX_KEY_LEN {
+                    assert_eq!(m, 0);
+                }
+                let _ = cache.key_placement(vec![0u8; n % 2048]);
+            }
+        }
+    }
+    if let Some((k, v)) = stored {
+        // The last long-lived value stored is still there, unless evicted
+        // by the writes after it (a tiny cache may evict).
+        if let Some(g) = cache.get_bytes(&k).expect("a stored key is valid") {
+            sum.hits += 1;
+            assert_eq!(&*g, &v[..], "a stored value changed");
+        }
+    }
+    drop(cache);
+    sum
+}
