@@ -49,7 +49,8 @@ mod shared;
 mod stats;
 
 pub use cache::{
-    schema_fingerprint, Cache, Checkable, Info, Invalidation, Placement, Storable, VerifyReport,
+    schema_fingerprint, Cache, Checkable, Info, Invalidation, Placement, RepairReport, Storable,
+    VerifyReport,
 };
 pub use dogpile::{CreateError, CreateOptions, Fetched, StalePolicy};
 pub use error::{Error, Result};
