@@ -3,10 +3,10 @@
 use crate::error::{Error, Result};
 use crate::guard::{EntryMeta, Guard};
 use crate::index::{self, Buckets, KeyHash};
-use crate::layout::{hdr, kind, reader, stripe, MAX_KEY_LEN, RECORD_HEADER};
+use crate::layout::{hdr, kind, reader, stripe, MAX_KEY_LEN};
 use crate::log::{NewRecord, StripeWriter};
 use crate::options::Options;
-use crate::readers::{count_local, Pin, ThreadSlot};
+use crate::readers::{count_local, entry_meta, read_at, Pin, PinnedRecord, ReadAt, ThreadSlot};
 use crate::record::RecordHeader;
 use crate::shared::{self, now_ns, Shared};
 use crate::stats::Stats;
@@ -348,74 +348,20 @@ impl Cache {
             .atomic(geo.stripe_entry(kh.stripe) + stripe::TAIL)
             .load(Ordering::Relaxed);
         let bucket = Buckets::of(&sh.map, geo, kh);
-        let head_word = sh.map.atomic(geo.stripe_entry(kh.stripe) + stripe::HEAD);
         for (slot, w) in bucket.candidates(kh.tag, tail) {
-            let pos = index::word_pos(w);
-            // Loaded after the slot (whose load is followed by an acquire
-            // fence), so a published record is always below it. A slot at
-            // or past the head can only come from a damaged file: that space
-            // is being (re)written, and a pin there would protect nothing.
-            let head_pos = head_word.load(Ordering::Relaxed);
-            if pos >= head_pos {
-                self.count(reader::CORRUPT);
-                continue;
-            }
-            let Some(pin) = Pin::acquire(&self.shared, kh.stripe, pos)? else {
-                continue;
-            };
-            let room = geo.segment_size - geo.seg_div.rem(pos);
-            if room < RECORD_HEADER {
-                pin.count(reader::CORRUPT);
-                continue;
-            }
-            let off = geo.data(kh.stripe, pos);
-            // SAFETY: the record at `pos` is published (its slot was loaded
-            // with Acquire after the writer's Release store) and pinned above
-            // the tail, so no process writes these bytes while `pin` lives;
-            // the `Found` we return carries `pin` with the slice.
-            let head = unsafe { sh.map.bytes(off, RECORD_HEADER) };
-            let rh = head.and_then(|h| RecordHeader::decode(h, room));
-            let Some(rh) = rh else {
-                pin.count(reader::CORRUPT);
-                continue;
-            };
-            if pos + rh.size() > head_pos {
-                pin.count(reader::CORRUPT);
-                continue;
-            }
-            // SAFETY: as above; `decode` checked the record fits its segment.
-            let Some(all) = (unsafe { sh.map.bytes(off, rh.size()) }) else {
-                continue;
-            };
-            let klen = rh.key_len as usize;
-            if rh.hash != kh.hash
-                || &all[RECORD_HEADER as usize..RECORD_HEADER as usize + klen] != key
-            {
-                continue; // another key with the same tag
-            }
-            let voff = rh.value_offset() as usize;
-            let value = &all[voff..voff + rh.val_len as usize];
-            if !rh.verify(all) {
-                pin.count(reader::CORRUPT);
-                continue;
-            }
-            let hard = sh
-                .map
-                .atomic(hdr::HARD_INVALIDATE as u64)
-                .load(Ordering::Relaxed);
-            let soft = sh
-                .map
-                .atomic(hdr::SOFT_INVALIDATE as u64)
-                .load(Ordering::Relaxed);
-            let now = if rh.expires != 0 { now_ns() } else { 0 };
-            let meta = EntryMeta {
-                created: rh.created,
-                expires: rh.expires,
-                now: if now == 0 { 0 } else { now.max(rh.created) },
-                soft,
-                aged: false,
-            };
-            if rh.created <= hard || (!stale_ok && meta.is_stale()) {
+            // Another key with the same tag is skipped before its checksum.
+            let this_key = |rh: &RecordHeader, all: &[u8]| rh.hash == kh.hash && rh.key(all) == key;
+            let PinnedRecord { pin, rh, all } =
+                match read_at(sh, kh.stripe, index::word_pos(w), this_key)? {
+                    ReadAt::Found(r) => r,
+                    ReadAt::Skip => continue,
+                    ReadAt::Corrupt => {
+                        self.count(reader::CORRUPT);
+                        continue;
+                    }
+                };
+            let (meta, hard) = entry_meta(sh, &rh);
+            if hard || (!stale_ok && meta.is_stale()) {
                 pin.count(reader::EXPIRED);
                 pin.count(reader::MISSES);
                 return Ok(None);
@@ -426,7 +372,7 @@ impl Cache {
             return Ok(Some(Found {
                 pin,
                 rh,
-                value,
+                value: rh.value(all),
                 meta,
             }));
         }

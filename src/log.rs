@@ -197,11 +197,9 @@ impl<'a> StripeWriter<'a> {
         bucket.candidates(kh.tag, tail).find(|&(_, w)| {
             let pos = index::word_pos(w);
             pos < head
-                && self.record_at(pos).is_some_and(|(rh, all)| {
-                    let k =
-                        &all[RECORD_HEADER as usize..RECORD_HEADER as usize + rh.key_len as usize];
-                    rh.hash == kh.hash && k == key
-                })
+                && self
+                    .record_at(pos)
+                    .is_some_and(|(rh, all)| rh.hash == kh.hash && rh.key(all) == key)
         })
     }
 
