@@ -3,10 +3,10 @@
 use crate::error::{Error, Result};
 use crate::guard::{EntryMeta, Guard};
 use crate::index::{self, Buckets, KeyHash};
-use crate::layout::{hdr, kind, reader, stripe, MAX_KEY_LEN, RECORD_HEADER};
+use crate::layout::{hdr, kind, reader, stripe, MAX_KEY_LEN};
 use crate::log::{NewRecord, StripeWriter};
 use crate::options::Options;
-use crate::readers::{count_local, Pin, ThreadSlot};
+use crate::readers::{count_local, entry_meta, read_at, Pin, PinnedRecord, ReadAt, ThreadSlot};
 use crate::record::RecordHeader;
 use crate::shared::{self, now_ns, Shared};
 use crate::stats::Stats;
@@ -68,19 +68,32 @@ pub struct Info {
     pub created: std::time::SystemTime,
 }
 
-/// What [`Cache::verify`] found.
+/// What [`Cache::verify`] found. Equal reports from two `verify` calls on
+/// an unchanged file: verifying writes nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VerifyReport {
     /// Records walked in the live part of every stripe's log.
     pub records_scanned: u64,
-    /// Records whose CRC does not match (damage from outside, or a torn
-    /// write after a power failure). Lookups treat them as misses.
+    /// Records named by a live index slot whose CRC does not match (damage
+    /// from outside, or a torn write after a power failure). Lookups treat
+    /// them as misses; [`Cache::repair`] clears their slots.
     pub bad_checksums: u64,
+    /// Records in the live log that no index slot names and whose CRC does
+    /// not match: damage no lookup can reach, dropped when the log wraps.
+    /// Not counted by [`is_clean`](Self::is_clean) (a record whose key
+    /// hash was damaged may be counted here and as a dangling slot).
+    pub unreachable_bad_checksums: u64,
     /// Live index slots that do not name a well-formed record of their own
-    /// key placement. Lookups treat them as misses.
+    /// key placement. Lookups treat them as misses; [`Cache::repair`]
+    /// clears them.
     pub dangling_slots: u64,
-    /// Live index slots.
+    /// Stripes whose head and tail break their invariants (format.md §2.2:
+    /// damage from outside). Their log and index are not walked (nothing
+    /// there can be trusted, and a walk could not be bounded); the next
+    /// write to the stripe, or [`Cache::repair`], resets them empty.
+    pub damaged_stripes: u64,
+    /// Live index slots (of undamaged stripes).
     pub live_entries: u64,
     /// Sum over stripes of |entries counter − live slots| (counters drift
     /// only when a process dies mid-write).
@@ -91,10 +104,28 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// No bad checksum and no dangling slot.
+    /// No damaged stripe, no bad checksum a lookup can reach and no
+    /// dangling slot.
     pub fn is_clean(&self) -> bool {
-        self.bad_checksums == 0 && self.dangling_slots == 0
+        self.bad_checksums == 0 && self.dangling_slots == 0 && self.damaged_stripes == 0
     }
+}
+
+/// What [`Cache::repair`] found and reset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RepairReport {
+    /// What the file looked like before the repair (as [`Cache::verify`]
+    /// would have reported it).
+    pub before: VerifyReport,
+    /// Damaged stripes (see [`VerifyReport::damaged_stripes`]) emptied and
+    /// restarted at their next segment boundary; their entries are lost.
+    pub stripes_reset: u64,
+    /// Index slots zeroed because the record they name fails its checks
+    /// (dangling slots and slots naming a record with a bad checksum).
+    pub slots_cleared: u64,
+    /// Stripes whose entry counter was set to the number of live slots.
+    pub entries_fixed: u64,
 }
 
 /// Where a key lives: its write-lock stripe and its regeneration stripe.
@@ -317,74 +348,20 @@ impl Cache {
             .atomic(geo.stripe_entry(kh.stripe) + stripe::TAIL)
             .load(Ordering::Relaxed);
         let bucket = Buckets::of(&sh.map, geo, kh);
-        let head_word = sh.map.atomic(geo.stripe_entry(kh.stripe) + stripe::HEAD);
         for (slot, w) in bucket.candidates(kh.tag, tail) {
-            let pos = index::word_pos(w);
-            // Loaded after the slot (whose load is followed by an acquire
-            // fence), so a published record is always below it. A slot at
-            // or past the head can only come from a damaged file: that space
-            // is being (re)written, and a pin there would protect nothing.
-            let head_pos = head_word.load(Ordering::Relaxed);
-            if pos >= head_pos {
-                self.count(reader::CORRUPT);
-                continue;
-            }
-            let Some(pin) = Pin::acquire(&self.shared, kh.stripe, pos)? else {
-                continue;
-            };
-            let room = geo.segment_size - geo.seg_div.rem(pos);
-            if room < RECORD_HEADER {
-                pin.count(reader::CORRUPT);
-                continue;
-            }
-            let off = geo.data(kh.stripe, pos);
-            // SAFETY: the record at `pos` is published (its slot was loaded
-            // with Acquire after the writer's Release store) and pinned above
-            // the tail, so no process writes these bytes while `pin` lives;
-            // the `Found` we return carries `pin` with the slice.
-            let head = unsafe { sh.map.bytes(off, RECORD_HEADER) };
-            let rh = head.and_then(|h| RecordHeader::decode(h, room));
-            let Some(rh) = rh else {
-                pin.count(reader::CORRUPT);
-                continue;
-            };
-            if pos + rh.size() > head_pos {
-                pin.count(reader::CORRUPT);
-                continue;
-            }
-            // SAFETY: as above; `decode` checked the record fits its segment.
-            let Some(all) = (unsafe { sh.map.bytes(off, rh.size()) }) else {
-                continue;
-            };
-            let klen = rh.key_len as usize;
-            if rh.hash != kh.hash
-                || &all[RECORD_HEADER as usize..RECORD_HEADER as usize + klen] != key
-            {
-                continue; // another key with the same tag
-            }
-            let voff = rh.value_offset() as usize;
-            let value = &all[voff..voff + rh.val_len as usize];
-            if !rh.verify(all) {
-                pin.count(reader::CORRUPT);
-                continue;
-            }
-            let hard = sh
-                .map
-                .atomic(hdr::HARD_INVALIDATE as u64)
-                .load(Ordering::Relaxed);
-            let soft = sh
-                .map
-                .atomic(hdr::SOFT_INVALIDATE as u64)
-                .load(Ordering::Relaxed);
-            let now = if rh.expires != 0 { now_ns() } else { 0 };
-            let meta = EntryMeta {
-                created: rh.created,
-                expires: rh.expires,
-                now: if now == 0 { 0 } else { now.max(rh.created) },
-                soft,
-                aged: false,
-            };
-            if rh.created <= hard || (!stale_ok && meta.is_stale()) {
+            // Another key with the same tag is skipped before its checksum.
+            let this_key = |rh: &RecordHeader, all: &[u8]| rh.hash == kh.hash && rh.key(all) == key;
+            let PinnedRecord { pin, rh, all } =
+                match read_at(sh, kh.stripe, index::word_pos(w), this_key)? {
+                    ReadAt::Found(r) => r,
+                    ReadAt::Skip => continue,
+                    ReadAt::Corrupt => {
+                        self.count(reader::CORRUPT);
+                        continue;
+                    }
+                };
+            let (meta, hard) = entry_meta(sh, &rh);
+            if hard || (!stale_ok && meta.is_stale()) {
                 pin.count(reader::EXPIRED);
                 pin.count(reader::MISSES);
                 return Ok(None);
@@ -395,7 +372,7 @@ impl Cache {
             return Ok(Some(Found {
                 pin,
                 rh,
-                value,
+                value: rh.value(all),
                 meta,
             }));
         }
@@ -766,15 +743,97 @@ impl Cache {
         )
     }
 
-    /// Checks the whole file, stripe by stripe under each stripe's write
-    /// lock: every record in the live log is re-checksummed, every live index
-    /// slot must name a well-formed record of its own stripe, one of its two buckets, and tag,
-    /// and live pins are counted. O(file size); meant for diagnostics and
-    /// tests, not for the hot path. Lookups never need it: they check each
-    /// record as they read it.
+    /// Checks the whole file and reports what is damaged, **without
+    /// writing a byte of it**: no repair, no visited bit, no counter.
+    ///
+    /// Each stripe is walked under its write lock. Taking the lock changes
+    /// no byte of the file (it is a byte-range lock far beyond its end),
+    /// and it is what makes the walk safe against writers of every
+    /// process: only a holder of the lock writes a stripe's log, so the
+    /// records walked cannot change underneath (a lock-free walk would have
+    /// to pin every record, and could not read head, tail and index as one
+    /// consistent state). Writers of a stripe wait while it is walked.
+    ///
+    /// Per stripe: head and tail against their invariants (a stripe failing
+    /// them is [`damaged`](VerifyReport::damaged_stripes) and not walked
+    /// further); every live index slot must name a well-formed record of
+    /// its own stripe, one of its two buckets and tag, whose CRC verifies;
+    /// the live log is walked and its unnamed records re-checksummed; live
+    /// pins are counted. O(file size); meant for diagnostics and tests, not
+    /// for the hot path. Lookups never need it: they check each record as
+    /// they read it. To reset what it finds, call [`repair`](Self::repair).
+    ///
+    /// A read-only handle cannot take write locks: it counts live pins
+    /// only.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-verify-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use slotcache::{Cache, Options};
+    /// let cache = Cache::open(dir.join("v.cache"), Options::new().capacity(8 << 20))?;
+    /// cache.set_bytes("k", b"v")?;
+    /// let report = cache.verify()?;
+    /// assert!(report.is_clean(), "{report:?}");
+    /// assert_eq!(report.live_entries, 1);
+    /// assert_eq!(cache.verify()?, report, "verifying changes nothing");
+    /// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), slotcache::Error>(())
+    /// ```
     pub fn verify(&self) -> Result<VerifyReport> {
-        let pr = self.shared.process()?;
         let mut report = VerifyReport::default();
+        self.each_stripe(&mut report, |w, r| w.verify(r))?;
+        Ok(report)
+    }
+
+    /// Resets what [`verify`](Self::verify) would report as damaged, stripe
+    /// by stripe under each stripe's write lock, and says what it reset:
+    /// damaged stripes are emptied and restarted (as a writer does when it
+    /// finds one, format.md §5.8, and counted in
+    /// [`Stats::stripe_repairs`]), index slots naming a record that fails
+    /// its checks are zeroed, and entry counters are set to the live count.
+    /// Records are never rewritten: a bad record no slot names stays until
+    /// the log wraps over it. A read-only handle gets [`Error::ReadOnly`].
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-repair-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use slotcache::{Cache, Options};
+    /// let cache = Cache::open(dir.join("r.cache"), Options::new().capacity(8 << 20))?;
+    /// cache.set_bytes("k", b"v")?;
+    /// let repaired = cache.repair()?;
+    /// assert!(repaired.before.is_clean());
+    /// assert_eq!((repaired.stripes_reset, repaired.slots_cleared), (0, 0));
+    /// assert_eq!(&*cache.get_bytes("k")?.unwrap(), b"v", "nothing healthy is touched");
+    /// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), slotcache::Error>(())
+    /// ```
+    pub fn repair(&self) -> Result<RepairReport> {
+        self.writable("repair")?;
+        let mut before = VerifyReport::default();
+        let (mut reset, mut cleared, mut fixed) = (0, 0, 0);
+        self.each_stripe(&mut before, |w, r| {
+            let done = w.repair(r);
+            reset += done.reset as u64;
+            cleared += done.cleared;
+            fixed += done.entries_fixed as u64;
+        })?;
+        Ok(RepairReport {
+            before,
+            stripes_reset: reset,
+            slots_cleared: cleared,
+            entries_fixed: fixed,
+        })
+    }
+
+    /// Counts each stripe's live pins into `report`, then (read-write
+    /// handles) runs `f` on the stripe under its write lock, through a
+    /// writer that has not checked (nor repaired) the stripe.
+    fn each_stripe(
+        &self,
+        report: &mut VerifyReport,
+        mut f: impl FnMut(&mut StripeWriter<'_>, &mut VerifyReport),
+    ) -> Result<()> {
+        let pr = self.shared.process()?;
         for s in 0..self.shared.geo.stripes {
             report.live_pins += crate::readers::count_live_pins(&self.shared, pr, s)?;
             if self.shared.read_only.is_some() {
@@ -783,9 +842,10 @@ impl Cache {
             let _lock = pr
                 .lock_stripe(s)
                 .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
-            StripeWriter::new(&self.shared, pr, s, self.pin_wait, now_ns()).verify(&mut report);
+            let mut w = StripeWriter::unchecked(&self.shared, pr, s, self.pin_wait, now_ns());
+            f(&mut w, report);
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Removes every entry, stripe by stripe (each under its lock).
@@ -853,6 +913,7 @@ impl Cache {
             st.reinserts = st.reinserts.wrapping_add(a(e + stripe::REINSERTS));
             st.deletes = st.deletes.wrapping_add(a(e + stripe::DELETES));
             st.pin_waits = st.pin_waits.wrapping_add(a(e + stripe::PIN_WAITS));
+            st.stripe_repairs = st.stripe_repairs.wrapping_add(a(e + stripe::REPAIRS));
         }
         if (st.entries as i64) < 0 {
             st.entries = 0;

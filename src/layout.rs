@@ -121,8 +121,12 @@ pub mod hdr {
 
 /// Stripe-table entry field offsets (from the entry's start).
 pub mod stripe {
-    /// `AtomicU64` tail: positions below it are dead. Alone in its line.
+    /// `AtomicU64` tail: positions below it are dead. Alone in its line
+    /// but for `REPAIRS`, which is written only on the rare repair path.
     pub const TAIL: u64 = 0;
+    /// `AtomicU64` stripe resets after damage was found (by a writer's
+    /// check or by `Cache::repair`). Was zero padding: old files read 0.
+    pub const REPAIRS: u64 = 8;
     /// `AtomicU64` head: next append position.
     pub const HEAD: u64 = 64;
     /// `AtomicU64` live entries.

@@ -35,6 +35,7 @@ mod dogpile;
 mod error;
 mod guard;
 mod index;
+mod iter;
 mod layout;
 mod locks;
 mod log;
@@ -49,11 +50,13 @@ mod shared;
 mod stats;
 
 pub use cache::{
-    schema_fingerprint, Cache, Checkable, Info, Invalidation, Placement, Storable, VerifyReport,
+    schema_fingerprint, Cache, Checkable, Info, Invalidation, Placement, RepairReport, Storable,
+    VerifyReport,
 };
 pub use dogpile::{CreateError, CreateOptions, Fetched, StalePolicy};
 pub use error::{Error, Result};
 pub use guard::{EntryMeta, Guard};
+pub use iter::{Entry, Iter, ValueKind};
 pub use layout::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use memo::Memo;
 pub use options::{OnCorrupt, Options};

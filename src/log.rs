@@ -22,6 +22,7 @@ use crate::process::Process;
 use crate::readers::{find_pin, Holder};
 use crate::record::{self, RecordHeader};
 use crate::shared::Shared;
+use crate::VerifyReport;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,17 @@ pub(crate) struct NewRecord<'a> {
     pub created: u64,
     /// Expiry time (ns, 0 = never).
     pub expires: u64,
+}
+
+/// What [`StripeWriter::repair`] changed in one stripe.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct StripeRepair {
+    /// The stripe failed its head/tail invariants and was reset.
+    pub reset: bool,
+    /// Index slots zeroed because their record failed its checks.
+    pub cleared: u64,
+    /// The entry counter was set to the live count.
+    pub entries_fixed: bool,
 }
 
 /// Mutates one stripe. Only exists while the stripe's write lock is held.
@@ -60,16 +72,30 @@ impl<'a> StripeWriter<'a> {
         pin_wait: Duration,
         now: u64,
     ) -> Self {
-        let w = StripeWriter {
+        let w = Self::unchecked(shared, process, s, pin_wait, now);
+        w.check();
+        w
+    }
+
+    /// A writer for stripe `s` that trusts nothing and changes nothing yet
+    /// (no [`check`](Self::check)): for [`verify`](Self::verify), which must
+    /// not write, and [`repair`](Self::repair), which repairs and reports.
+    /// The caller holds the stripe's write lock.
+    pub(crate) fn unchecked(
+        shared: &'a Shared,
+        process: &'a Process,
+        s: u32,
+        pin_wait: Duration,
+        now: u64,
+    ) -> Self {
+        StripeWriter {
             shared,
             process,
             geo: &shared.geo,
             s,
             pin_wait,
             now,
-        };
-        w.check();
-        w
+        }
     }
 
     /// Checks the stripe's head and tail before trusting them. They are only
@@ -78,13 +104,29 @@ impl<'a> StripeWriter<'a> {
     /// from outside. Then the stripe's entries cannot be trusted either: it
     /// is emptied and restarted at the next segment boundary, so every walk
     /// stays bounded and no slot can name space that is being rewritten.
+    ///
+    /// Every reset is counted in the stripe's `repairs` word (format.md
+    /// §2.2), so [`Stats::stripe_repairs`](crate::Stats::stripe_repairs)
+    /// shows that a write path found and repaired damage.
     fn check(&self) {
-        let (h, t) = (self.head(), self.tail());
-        let ring = self.geo.ring_size();
-        let sane = t <= h && h - t <= ring && h < MAX_POSITION && h % 16 == 0 && t % 16 == 0;
-        if sane {
+        if self.sane() {
             return;
         }
+        self.reset();
+    }
+
+    /// Whether head and tail satisfy the invariants of format.md §2.2.
+    /// Loads only.
+    fn sane(&self) -> bool {
+        let (h, t) = (self.head(), self.tail());
+        let ring = self.geo.ring_size();
+        t <= h && h - t <= ring && h < MAX_POSITION && h % 16 == 0 && t % 16 == 0
+    }
+
+    /// Empties a damaged stripe and restarts it at the next segment
+    /// boundary (see [`check`](Self::check)); counts the repair.
+    fn reset(&self) {
+        let (h, t) = (self.head(), self.tail());
         let seg = self.geo.segment_size;
         let restart = match h.max(t).checked_add(seg) {
             Some(p) if p < MAX_POSITION / 2 => p / seg * seg,
@@ -93,6 +135,7 @@ impl<'a> StripeWriter<'a> {
         self.clear_index();
         self.set_tail(restart);
         self.set_head(restart);
+        self.bump(stripe::REPAIRS, 1);
     }
 
     fn field(&self, f: u64) -> &'a AtomicU64 {
@@ -154,11 +197,9 @@ impl<'a> StripeWriter<'a> {
         bucket.candidates(kh.tag, tail).find(|&(_, w)| {
             let pos = index::word_pos(w);
             pos < head
-                && self.record_at(pos).is_some_and(|(rh, all)| {
-                    let k =
-                        &all[RECORD_HEADER as usize..RECORD_HEADER as usize + rh.key_len as usize];
-                    rh.hash == kh.hash && k == key
-                })
+                && self
+                    .record_at(pos)
+                    .is_some_and(|(rh, all)| rh.hash == kh.hash && rh.key(all) == key)
         })
     }
 
@@ -248,10 +289,37 @@ impl<'a> StripeWriter<'a> {
     }
 
     /// Checks the stripe against its invariants (the caller holds the
-    /// lock): walks the live log, re-verifying every record's CRC, and
-    /// checks that every live index slot names a well-formed record of its
-    /// own stripe, one of its two buckets, and tag. O(stripe size).
-    pub(crate) fn verify(&self, report: &mut crate::VerifyReport) {
+    /// lock) without writing a byte of the file: head and tail first
+    /// (format.md §2.2; a stripe failing them is counted damaged and
+    /// neither its log nor its index is walked, since neither can be
+    /// bounded or trusted); then every live index slot must name a
+    /// well-formed record of its own stripe, one of its two buckets and
+    /// tag (else it is dangling), whose CRC verifies (else a bad checksum);
+    /// the live log is walked and its records no slot names are
+    /// CRC-checked too (bad ones are unreachable damage). O(stripe size).
+    pub(crate) fn verify(&self, report: &mut VerifyReport) {
+        self.examine(report, false);
+    }
+
+    /// [`verify`](Self::verify), then repairs what it found: a damaged
+    /// stripe is reset as [`check`](Self::check) does (and counted in
+    /// `repairs`), slots naming records that fail their checks are zeroed,
+    /// and the entry counter is set to the live count. `report` receives
+    /// what was found before repairing.
+    pub(crate) fn repair(&mut self, report: &mut VerifyReport) -> StripeRepair {
+        self.examine(report, true)
+    }
+
+    fn examine(&self, report: &mut VerifyReport, fix: bool) -> StripeRepair {
+        let mut done = StripeRepair::default();
+        if !self.sane() {
+            report.damaged_stripes += 1;
+            if fix {
+                self.reset();
+                done.reset = true;
+            }
+            return done;
+        }
         let (head, tail) = (self.head(), self.tail());
         let seg = self.geo.segment_size;
         let mut p = tail;
@@ -260,8 +328,9 @@ impl<'a> StripeWriter<'a> {
             match self.record_at(p) {
                 Some((rh, all)) if p + rh.size() <= head => {
                     report.records_scanned += 1;
-                    if !rh.verify(all) {
-                        report.bad_checksums += 1;
+                    // Named records are checked through their slot below.
+                    if !self.named(p, &rh) && !rh.verify(all) {
+                        report.unreachable_bad_checksums += 1;
                     }
                     p += rh.size();
                 }
@@ -272,25 +341,61 @@ impl<'a> StripeWriter<'a> {
         for b in 0..self.geo.buckets {
             let bucket = Bucket::at(&self.shared.map, self.geo, self.s, b);
             for i in 0..crate::layout::BUCKET_SLOTS {
-                let w = bucket.slot(i).load(Ordering::Acquire);
+                let slot = bucket.slot(i);
+                let w = slot.load(Ordering::Acquire);
                 if !index::occupied(w) || index::word_pos(w) < tail {
                     continue;
                 }
                 live += 1;
                 let pos = index::word_pos(w);
-                let ok = pos < head
-                    && self.record_at(pos).is_some_and(|(rh, _)| {
-                        let k = KeyHash::from_hash(rh.hash, self.geo);
-                        k.stripe == self.s && k.has_bucket(b) && k.tag == index::word_tag(w)
-                    });
-                if !ok {
-                    report.dangling_slots += 1;
+                let rec = (pos < head).then(|| self.record_at(pos)).flatten();
+                let well_formed = rec.filter(|(rh, _)| {
+                    let k = KeyHash::from_hash(rh.hash, self.geo);
+                    pos + rh.size() <= head
+                        && k.stripe == self.s
+                        && k.has_bucket(b)
+                        && k.tag == index::word_tag(w)
+                });
+                let bad = match well_formed {
+                    None => {
+                        report.dangling_slots += 1;
+                        true
+                    }
+                    Some((rh, all)) if !rh.verify(all) => {
+                        report.bad_checksums += 1;
+                        true
+                    }
+                    Some(_) => false,
+                };
+                if bad && fix {
+                    // Under the lock only a reader's visited-bit CAS could
+                    // race, and readers never mark a record failing checks.
+                    slot.store(0, Ordering::Release);
+                    done.cleared += 1;
+                    live -= 1;
                 }
             }
         }
-        report.live_entries += live;
+        // The report describes the stripe as it was found.
+        report.live_entries += live + done.cleared;
         let counted = self.field(stripe::ENTRIES).load(Ordering::Relaxed);
-        report.entries_drift = report.entries_drift.saturating_add(counted.abs_diff(live));
+        let drift = counted.abs_diff(live + done.cleared);
+        report.entries_drift = report.entries_drift.saturating_add(drift);
+        if fix && counted != live {
+            self.field(stripe::ENTRIES).store(live, Ordering::Relaxed);
+            done.entries_fixed = true;
+        }
+        done
+    }
+
+    /// Whether a slot of the record's own buckets names position `p` with
+    /// the record's tag (the evictor's notion of a live record).
+    fn named(&self, p: u64, rh: &RecordHeader) -> bool {
+        let kh = KeyHash::from_hash(rh.hash, self.geo);
+        kh.stripe == self.s
+            && Buckets::of(&self.shared.map, self.geo, &kh)
+                .find_pos(p)
+                .is_some_and(|(_, w)| index::word_tag(w) == kh.tag)
     }
 
     /// Makes room for `size` bytes at the head and returns their position.
@@ -449,9 +554,11 @@ impl<'a> StripeWriter<'a> {
 
 #[cfg(test)]
 mod tests {
+    use crate::index::{self, Buckets, KeyHash};
     use crate::layout::stripe;
+    use crate::record;
     use crate::{Cache, Options};
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     fn cache(name: &str, opts: Options) -> (std::path::PathBuf, Cache) {
         let d = std::env::temp_dir().join(format!("slotcache-log-{}-{name}", std::process::id()));
@@ -534,6 +641,139 @@ mod tests {
             &*c.get_bytes(2999u32.to_le_bytes()).unwrap().unwrap(),
             &[7u8; 300][..]
         );
+        assert_eq!(c.stats().stripe_repairs, 2, "each reset is counted once");
+        drop(c);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    /// A key of stripe `s`.
+    fn key_in(c: &Cache, s: u32, tag: &str) -> String {
+        (0..)
+            .map(|i| format!("{tag}{i}"))
+            .find(|k| c.key_placement(k).stripe == s)
+            .unwrap()
+    }
+
+    /// The index slot naming `key` and its word.
+    fn slot_of<'c>(c: &'c Cache, key: &str) -> (&'c AtomicU64, u64) {
+        let sh = c.shared();
+        let kh = KeyHash::new(key.as_bytes(), sh.header.seed, &sh.geo);
+        let b = Buckets::of(&sh.map, &sh.geo, &kh);
+        let mut found = b.candidates(kh.tag, 0);
+        let hit = found.next().expect("the key has a slot");
+        assert!(found.next().is_none(), "one slot with the key's tag");
+        hit
+    }
+
+    #[test]
+    fn verify_reports_a_damaged_stripe_without_writing_and_repair_resets_it() {
+        let (d, c) = cache(
+            "verify-stripe",
+            Options::new().capacity(1 << 20).stripes(2).segments(8),
+        );
+        let (k0, k1) = (key_in(&c, 0, "a"), key_in(&c, 1, "b"));
+        c.set_bytes(&k0, b"zero").unwrap();
+        c.set_bytes(&k1, b"one").unwrap();
+        let path = c.path().to_path_buf();
+        // Damage stripe 0 from outside: head below tail.
+        let (h, _) = head_tail(&c, 0);
+        let sh = c.shared();
+        let e = sh.geo.stripe_entry(0);
+        sh.map
+            .atomic(e + stripe::TAIL)
+            .store(h + 4096, Ordering::SeqCst);
+        let before = std::fs::read(&path).unwrap();
+        let r1 = c.verify().unwrap();
+        let r2 = c.verify().unwrap();
+        assert_eq!(r1, r2, "a check does not change what it checks");
+        assert_eq!(r1.damaged_stripes, 1, "{r1:?}");
+        assert!(!r1.is_clean());
+        assert_eq!(r1.live_entries, 1, "stripe 1 is walked: {r1:?}");
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "verify wrote to the file"
+        );
+        assert_eq!(head_tail(&c, 0), (h, h + 4096), "damage left as found");
+        assert_eq!(c.stats().stripe_repairs, 0);
+        // Read-only handles may not repair.
+        let ro = Cache::open(&path, Options::new().read_only(true)).unwrap();
+        assert!(matches!(ro.repair(), Err(crate::Error::ReadOnly { .. })));
+        drop(ro);
+        let fixed = c.repair().unwrap();
+        assert_eq!(fixed.before, r1);
+        assert_eq!(fixed.stripes_reset, 1, "{fixed:?}");
+        assert_eq!(c.stats().stripe_repairs, 1);
+        let after = c.verify().unwrap();
+        assert!(after.is_clean(), "{after:?}");
+        assert_eq!((after.live_entries, after.entries_drift), (1, 0));
+        assert_eq!(&*c.get_bytes(&k1).unwrap().unwrap(), b"one");
+        assert!(
+            c.get_bytes(&k0).unwrap().is_none(),
+            "the reset stripe is empty"
+        );
+        c.set_bytes(&k0, b"again").unwrap();
+        assert_eq!(c.stats().stripe_repairs, 1, "a repaired stripe stays sane");
+        drop(c);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn verify_reports_bad_records_and_dangling_slots_and_repair_clears_them() {
+        let (d, c) = cache(
+            "verify-slots",
+            Options::new().capacity(1 << 20).stripes(1).segments(8),
+        );
+        for k in ["crc", "dangling", "fine"] {
+            c.set_bytes(k, format!("value of {k}").as_bytes()).unwrap();
+        }
+        let path = c.path().to_path_buf();
+        let sh = c.shared();
+        // A flipped value byte: the CRC fails.
+        let (_, w) = slot_of(&c, "crc");
+        let at = sh.geo.data(0, index::word_pos(w)) + record::value_offset(3);
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.seek(SeekFrom::Start(at)).unwrap();
+            f.write_all(b"#").unwrap();
+        }
+        // A slot whose tag no longer matches its record: dangling.
+        let (slot, w) = slot_of(&c, "dangling");
+        slot.store(w ^ (1 << 51), Ordering::SeqCst);
+        // An entry counter that drifted.
+        let entries = sh.map.atomic(sh.geo.stripe_entry(0) + stripe::ENTRIES);
+        entries.store(7, Ordering::SeqCst);
+        let before = std::fs::read(&path).unwrap();
+        let r1 = c.verify().unwrap();
+        assert_eq!(r1, c.verify().unwrap());
+        assert!(std::fs::read(&path).unwrap() == before, "verify wrote");
+        assert_eq!((r1.bad_checksums, r1.dangling_slots), (1, 1), "{r1:?}");
+        assert_eq!((r1.live_entries, r1.entries_drift), (3, 4), "{r1:?}");
+        assert_eq!((r1.damaged_stripes, r1.unreachable_bad_checksums), (0, 0));
+        assert!(!r1.is_clean());
+        let fixed = c.repair().unwrap();
+        assert_eq!(fixed.before, r1);
+        assert_eq!(
+            (
+                fixed.stripes_reset,
+                fixed.slots_cleared,
+                fixed.entries_fixed
+            ),
+            (0, 2, 1),
+            "{fixed:?}"
+        );
+        let after = c.verify().unwrap();
+        assert!(after.is_clean(), "{after:?}");
+        assert_eq!((after.live_entries, after.entries_drift), (1, 0));
+        assert_eq!(
+            after.unreachable_bad_checksums, 1,
+            "the bad record stays in the log, unnamed"
+        );
+        assert_eq!(c.stats().entries, 1);
+        assert_eq!(c.stats().stripe_repairs, 0, "no stripe was reset");
+        assert_eq!(&*c.get_bytes("fine").unwrap().unwrap(), b"value of fine");
+        assert!(c.get_bytes("crc").unwrap().is_none());
+        assert_eq!(c.repair().unwrap().slots_cleared, 0, "nothing left to do");
         drop(c);
         std::fs::remove_dir_all(d).unwrap();
     }

@@ -18,10 +18,12 @@
 //! costs two system calls per guard.
 
 use crate::error::{Error, Result};
-use crate::layout::{hdr, locks as lk, reader};
+use crate::guard::EntryMeta;
+use crate::layout::{hdr, locks as lk, reader, stripe, RECORD_HEADER};
 use crate::locks::{self, Mode};
 use crate::process::{self, Process};
-use crate::shared::Shared;
+use crate::record::RecordHeader;
+use crate::shared::{now_ns, Shared};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{fence, Ordering};
@@ -294,6 +296,110 @@ impl<'c> Pin<'c> {
             Pin::Lock { shared, .. } => count_local(shared, field),
         }
     }
+}
+
+/// What [`read_at`] found at a position.
+pub(crate) enum ReadAt<'c> {
+    /// Nothing to read: the position fell below the tail, or the record is
+    /// not the one wanted. Try the next slot.
+    Skip,
+    /// The position or record failed its bounds or checksum checks (the
+    /// caller counts it as corrupt if it counts).
+    Corrupt,
+    /// A pinned, bounds-checked, checksummed record.
+    Found(PinnedRecord<'c>),
+}
+
+/// A record that cannot change while `pin` lives.
+pub(crate) struct PinnedRecord<'c> {
+    /// Keeps the record's bytes from being reused.
+    pub pin: Pin<'c>,
+    /// Its decoded header.
+    pub rh: RecordHeader,
+    /// The whole record (header, key, padding, value).
+    pub all: &'c [u8],
+}
+
+/// The one read path shared by lookups and iteration: pins position `pos`
+/// of stripe `s` (named by an index slot just loaded, followed by an
+/// acquire fence), re-checks it is live, decodes the record header within
+/// its segment and below the head, asks `want` whether this is the record
+/// wanted (before paying for the checksum), and verifies the CRC. Loads
+/// nothing else and allocates nothing.
+#[inline]
+pub(crate) fn read_at<'c>(
+    shared: &'c Arc<Shared>,
+    s: u32,
+    pos: u64,
+    want: impl FnOnce(&RecordHeader, &[u8]) -> bool,
+) -> Result<ReadAt<'c>> {
+    let geo = &shared.geo;
+    // Loaded after the slot (whose load is followed by an acquire fence),
+    // so a published record is always below it. A slot at or past the head
+    // can only come from a damaged file: that space is being (re)written,
+    // and a pin there would protect nothing.
+    let head = shared
+        .map
+        .atomic(geo.stripe_entry(s) + stripe::HEAD)
+        .load(Ordering::Relaxed);
+    if pos >= head {
+        return Ok(ReadAt::Corrupt);
+    }
+    let Some(pin) = Pin::acquire(shared, s, pos)? else {
+        return Ok(ReadAt::Skip);
+    };
+    let room = geo.segment_size - geo.seg_div.rem(pos);
+    if room < RECORD_HEADER {
+        return Ok(ReadAt::Corrupt);
+    }
+    let off = geo.data(s, pos);
+    // SAFETY: the record at `pos` is published (its slot was loaded with
+    // Acquire ordering after the writer's Release store, and `pos` is below
+    // the head) and pinned above the tail, so no process writes these bytes
+    // while `pin` lives; the `PinnedRecord` we return carries `pin` with
+    // the slice.
+    let h = unsafe { shared.map.bytes(off, RECORD_HEADER) };
+    let Some(rh) = h.and_then(|h| RecordHeader::decode(h, room)) else {
+        return Ok(ReadAt::Corrupt);
+    };
+    if pos + rh.size() > head {
+        return Ok(ReadAt::Corrupt);
+    }
+    // SAFETY: as above; `decode` checked the record fits its segment.
+    let Some(all) = (unsafe { shared.map.bytes(off, rh.size()) }) else {
+        return Ok(ReadAt::Skip);
+    };
+    if !want(&rh, all) {
+        return Ok(ReadAt::Skip);
+    }
+    if !rh.verify(all) {
+        return Ok(ReadAt::Corrupt);
+    }
+    Ok(ReadAt::Found(PinnedRecord { pin, rh, all }))
+}
+
+/// The metadata of a record read now, and whether it is hard-invalidated
+/// (created at or before the file's `hard_invalidate` time: a miss for
+/// every reader). The clock is read only for entries with a TTL.
+#[inline]
+pub(crate) fn entry_meta(shared: &Shared, rh: &RecordHeader) -> (EntryMeta, bool) {
+    let hard = shared
+        .map
+        .atomic(hdr::HARD_INVALIDATE as u64)
+        .load(Ordering::Relaxed);
+    let soft = shared
+        .map
+        .atomic(hdr::SOFT_INVALIDATE as u64)
+        .load(Ordering::Relaxed);
+    let now = if rh.expires != 0 { now_ns() } else { 0 };
+    let meta = EntryMeta {
+        created: rh.created,
+        expires: rh.expires,
+        now: if now == 0 { 0 } else { now.max(rh.created) },
+        soft,
+        aged: false,
+    };
+    (meta, rh.created <= hard)
 }
 
 /// Counts an event for a reader without a slot (read-only handles).

@@ -108,6 +108,20 @@ impl RecordHeader {
         value_offset(self.key_len as usize)
     }
 
+    /// The key inside `record` (the whole record this header was decoded
+    /// from, as `decode` bounds-checked it).
+    #[inline]
+    pub(crate) fn key<'r>(&self, record: &'r [u8]) -> &'r [u8] {
+        &record[RECORD_HEADER as usize..RECORD_HEADER as usize + self.key_len as usize]
+    }
+
+    /// The value inside `record` (as for [`key`](Self::key)).
+    #[inline]
+    pub(crate) fn value<'r>(&self, record: &'r [u8]) -> &'r [u8] {
+        let voff = self.value_offset() as usize;
+        &record[voff..voff + self.val_len as usize]
+    }
+
     /// Whether `record` (the whole record this header was decoded from)
     /// matches its CRC.
     pub(crate) fn verify(&self, record: &[u8]) -> bool {

@@ -42,6 +42,11 @@ pub struct Stats {
     pub mismatched: u64,
     /// Writes that had to wait for a reader to release a pinned segment.
     pub pin_waits: u64,
+    /// Stripes found damaged (head and tail breaking their invariants,
+    /// format.md §2.2) and reset empty: by a write to the stripe, or by
+    /// [`Cache::repair`](crate::Cache::repair). Never by
+    /// [`Cache::verify`](crate::Cache::verify), which only reports.
+    pub stripe_repairs: u64,
     /// Creator runs of `get_or_create` and friends.
     pub creates: u64,
     /// Stale values served while another caller regenerated.

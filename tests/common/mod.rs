@@ -52,3 +52,24 @@ pub fn file_with_one_entry(path: PathBuf, opts: Options) -> PathBuf {
     drop(c);
     path
 }
+
+/// A fresh directory for one test, removed when dropped, pass or fail.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates (empty) the directory of [`dir`].
+    pub fn new(suite: &str, name: &str) -> TempDir {
+        TempDir(dir(suite, name))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
