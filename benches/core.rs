@@ -18,12 +18,12 @@
 //! every file stays under 2 GiB. The 16-byte header of `Blob` has the field
 //! kinds of `Row` (`u32`, `u16`, `u8`, `bool`, `f32`, `u32`), so `bytecheck`
 //! has a `bool` to check; the payload is a byte array (no per-byte checks).
-//! Byte values (`set_bytes`) are exactly `S` bytes, so every record of a
+//! Byte values (`Raw`) are exactly `S` bytes, so every record of a
 //! size has the same length.
 //!
 //! Each size has two files, created with `roomy_options(keys, S)` (1.6× the
 //! records in the log, an index 4× the keys): a *bytes* file written with
-//! `set_many_bytes` and a *typed* file written with `set_many::<T>`. A file
+//! `set_many` of `Raw` values and a *typed* file written with `set_many::<T>`. A file
 //! is created and populated lazily, only when a selected benchmark needs it;
 //! population asserts that every key is live and nothing was evicted.
 //! Files are deleted as soon as their benchmarks are done, so at most one
@@ -48,7 +48,7 @@
 //! themselves; Zipf writes rewrite hot keys over and over and leave the cold
 //! ones aging. The bench keeps a ledger of every record it appends (per
 //! stripe, via `Cache::key_placement`) and, between timed chunks, rewrites
-//! (untimed, with `set_many_bytes`/`set_many`) the oldest keys of any stripe
+//! (untimed, with `set_many`) the oldest keys of any stripe
 //! that the next chunk would otherwise push out. The untimed rewrites are
 //! counted (`refresh=`) in the per-file statistics printed when a file is
 //! retired; every file asserts `evictions == 0` after each write group and
@@ -57,15 +57,19 @@
 //! # Benchmarks
 //!
 //! `S` is one of `16B`, `100B`, `1KiB`, `64KiB`. Groups run in this order
-//! for each size (bytes file, then typed file):
+//! for each size (bytes file, then typed file). The groups of the bytes
+//! file keep the names of the calls they measured before the raw and typed
+//! calls were merged (`get::<Raw>` is now `get::<Raw>`, `get_many::<Raw>`
+//! `get_many::<Raw>`, `set` (`Raw`) `set` of a `Raw`, `set_many` (`Raw`)
+//! `set_many` of `Raw` values), so that results stay comparable:
 //!
 //! | group                | IDs                                          | one iteration                                                                 |
 //! |----------------------|----------------------------------------------|-------------------------------------------------------------------------------|
-//! | `get_bytes/S`        | `hit_uniform`, `hit_zipf`                    | `get_bytes` of a present key, guard dropped                                   |
-//! | `get_bytes/S`        | `miss`                                       | `get_bytes` of a never-inserted key (uniform)                                 |
-//! | `get_many_bytes/S`   | `uniform`, `zipf`                            | one `get_many_bytes` of 64 present keys, guards dropped (64 elements)         |
-//! | `set_bytes/S`        | `uniform`, `zipf`                            | `set_bytes` of `S` bytes over a present key                                   |
-//! | `set_many_bytes/S`   | `uniform`, `zipf`                            | one `set_many_bytes` of 64 present keys (64 elements; the item slice is built in the timed call) |
+//! | `get_bytes/S`        | `hit_uniform`, `hit_zipf`                    | `get::<Raw>` of a present key, guard dropped                                  |
+//! | `get_bytes/S`        | `miss`                                       | `get::<Raw>` of a never-inserted key (uniform)                                |
+//! | `get_many_bytes/S`   | `uniform`, `zipf`                            | one `get_many::<Raw>` of 64 present keys, guards dropped (64 elements)        |
+//! | `set_bytes/S`        | `uniform`, `zipf`                            | `set` of a `Raw` of `S` bytes over a present key                              |
+//! | `set_many_bytes/S`   | `uniform`, `zipf`                            | one `set_many` of 64 present keys to one `Raw` value (64 elements; the items are made in the timed call) |
 //! | `set_many/S`         | `uniform`, `zipf`                            | one typed `set_many::<T>` of 64 present keys (64 elements)                    |
 //! | `delete/S`           | `uniform`                                    | `delete` of a present key (re-inserted untimed, 64 at a time)                 |
 //! | `get/S`              | `validated_uniform`, `validated_zipf`        | `get::<T>` (bytecheck-validated) of a present key                             |
@@ -78,8 +82,7 @@
 //! | `set/S`              | `uniform`, `zipf`                            | `set::<T>` over a present key (serialization included)                        |
 //! | `rkyv_access`        | `validated`, `unchecked`                     | `rkyv::access` / `access_unchecked` of an in-memory 100-byte `Row`            |
 //!
-//! Batch benchmarks (`get_many`, `get_many_bytes`, `set_many_bytes`,
-//! `set_many`) report `Throughput::Elements(64)`: criterion's `thrpt` line
+//! Batch benchmarks (`get_many` and `set_many`, of both files) report `Throughput::Elements(64)`: criterion's `thrpt` line
 //! is keys per second,
 //! and the time per key is the reported time divided by 64. The summary
 //! printed at the end of a run (from criterion's `estimates.json` of this
@@ -91,7 +94,7 @@
 //! background thread calls `get_or_create_many` over every key; it wins every
 //! key's regeneration lock and its creator blocks until both `stale_*`
 //! benchmarks are done, then returns no values, so `get_or_create_many`
-//! fails with `InvalidOptions` and stores nothing (checked). `set/S` runs
+//! fails with `CreatorContract` and stores nothing (checked). `set/S` runs
 //! after them and makes the values fresh again. While they run, this
 //! process's regeneration table holds every key (1M for most sizes), so its
 //! lookups miss the CPU caches as the data does: a worst case next to a
@@ -128,7 +131,7 @@
 
 use criterion::measurement::WallTime;
 use criterion::{Bencher, BenchmarkGroup, Criterion, Throughput};
-use slotcache::{Cache, Checkable, Options, Stats, Storable};
+use slotcache::{Cache, Checkable, Options, Raw, Stats, Storable};
 use slotcache_bench::{
     fill_value, key, miss_key, roomy_options, uniform_stream, value, zipf_stream, BenchDir, Key,
     KEYS, KEY_LEN, SEED,
@@ -151,13 +154,13 @@ const ZIPF_S: f64 = 0.99;
 const WRITE_SEED: u64 = SEED ^ 0x57A7_E000;
 /// Salt of the miss stream's seed.
 const MISS_SALT: u64 = 0x0015_5155;
-/// Keys per batch in `get_many`, `get_many_bytes` and `set_many_bytes`.
+/// Keys per batch in `get_many` and `set_many`.
 const BATCH: usize = 64;
 /// Largest chunk of timed writes between two untimed room checks.
 const MAX_WRITE_CHUNK: usize = 4096;
 /// Deletes timed together between untimed re-inserts.
 const DELETE_CHUNK: usize = 64;
-/// Bytes per `set_many_bytes` / `set_many` call when populating or
+/// Bytes per `set_many` call when populating or
 /// rewriting untimed.
 const FILL_BATCH_BYTES: usize = 8 << 20;
 /// TTL of the values the `stale_*` benchmarks read.
@@ -591,7 +594,7 @@ struct CacheFile<'f> {
     flush: bool,
 }
 
-/// Keys per untimed `set_many_bytes`/`set_many` call for `len`-byte values.
+/// Keys per untimed `set_many` call for `len`-byte values.
 fn fill_batch(len: usize) -> usize {
     (FILL_BATCH_BYTES / len).clamp(1, 4096)
 }
@@ -642,7 +645,7 @@ fn check_populated(fx: &Fixture, name: &str, cache: &Cache, keys: usize, took: D
 }
 
 /// Creates and populates the bytes file of `size`: `value(i, len)` under
-/// `key(i)`, in the write stream's order, with `set_many_bytes`.
+/// `key(i)`, in the write stream's order, with `set_many` of `Raw` values.
 fn populate_bytes<'f>(fx: &'f Fixture, size: Size) -> CacheFile<'f> {
     let streams = fx.streams(size);
     let name = format!("bytes-{}", size.name);
@@ -655,28 +658,30 @@ fn populate_bytes<'f>(fx: &'f Fixture, size: Size) -> CacheFile<'f> {
         for (&i, v) in chunk.iter().zip(buf.chunks_mut(len)) {
             fill_value(i as usize, v);
         }
-        let items: Vec<(Key, &[u8])> = chunk
+        let items: Vec<(Key, Raw<&[u8]>)> = chunk
             .iter()
             .zip(buf.chunks(len))
-            .map(|(&i, v)| (key(i as usize), v))
+            .map(|(&i, v)| (key(i as usize), Raw(v)))
             .collect();
-        cache.set_many_bytes(&items).expect("populate");
+        cache
+            .set_many(items.iter().map(|(k, v)| (k, v)))
+            .expect("populate");
         chunk.iter().for_each(|&i| ledger.wrote(i));
     }
     check_populated(fx, &name, &cache, size.keys, start.elapsed());
     for i in [0, 1, size.keys / 2, size.keys - 1] {
-        let got = cache.get_bytes(key(i)).expect("get");
+        let got = cache.get::<Raw>(key(i)).expect("get");
         assert_eq!(got.as_deref(), Some(&value(i, len)[..]), "key {i}");
     }
-    assert!(cache.get_bytes(streams.miss[0]).expect("get").is_none());
+    assert!(cache.get::<Raw>(streams.miss[0]).expect("get").is_none());
     let constant = value(REWRITE_ID, len);
     let rewrite: Rewrite = Box::new(move |cache: &Cache, idx: &[u32]| {
         for chunk in idx.chunks(fill_batch(constant.len())) {
-            let items: Vec<(Key, &[u8])> = chunk
-                .iter()
-                .map(|&i| (key(i as usize), &constant[..]))
-                .collect();
-            cache.set_many_bytes(&items).expect("rewrite");
+            let raw = Raw(&constant[..]);
+            let keys: Vec<Key> = chunk.iter().map(|&i| key(i as usize)).collect();
+            cache
+                .set_many(keys.iter().map(|k| (k, &raw)))
+                .expect("rewrite");
         }
     });
     CacheFile {
@@ -1038,7 +1043,7 @@ fn bench_bytes(c: &mut Criterion, fx: &Fixture, size: Size) {
             };
             b.iter(|| {
                 let k = &stream[cur.next(1, stream.len())];
-                f.cache.get_bytes(black_box(k)).expect("get").expect("hit")
+                f.cache.get::<Raw>(black_box(k)).expect("get").expect("hit")
             })
         });
     }
@@ -1048,7 +1053,7 @@ fn bench_bytes(c: &mut Criterion, fx: &Fixture, size: Size) {
         let stream = &f.streams.miss;
         b.iter(|| {
             let k = &stream[cur.next(1, stream.len())];
-            let got = f.cache.get_bytes(black_box(k)).expect("get");
+            let got = f.cache.get::<Raw>(black_box(k)).expect("get");
             assert!(got.is_none(), "a miss key was found");
             got
         })
@@ -1069,8 +1074,8 @@ fn bench_bytes(c: &mut Criterion, fx: &Fixture, size: Size) {
                 let at = cur.next(BATCH, stream.len());
                 let got = f
                     .cache
-                    .get_many_bytes(black_box(&stream[at..at + BATCH]))
-                    .expect("get_many_bytes");
+                    .get_many::<Raw>(black_box(&stream[at..at + BATCH]))
+                    .expect("get_many::<Raw>");
                 assert!(got.iter().all(Option::is_some), "a batch key was missing");
                 got
             })
@@ -1081,12 +1086,14 @@ fn bench_bytes(c: &mut Criterion, fx: &Fixture, size: Size) {
     let constant = value(WRITE_ID, size.len);
     write_group(c, fx, &slot, "set_bytes", 1, |cache, keys| {
         for k in keys {
-            cache.set_bytes(k, &constant).expect("set_bytes");
+            cache.set(k, &Raw(&constant)).expect("set of a Raw");
         }
     });
     write_group(c, fx, &slot, "set_many_bytes", BATCH, |cache, keys| {
-        let items: Vec<(&Key, &[u8])> = keys.iter().map(|k| (k, &constant[..])).collect();
-        cache.set_many_bytes(&items).expect("set_many_bytes");
+        let raw = Raw(&constant[..]);
+        cache
+            .set_many(keys.iter().map(|k| (k, &raw)))
+            .expect("set_many of Raw");
     });
 
     let mut g = Group::new(c, fx, format!("delete/{s}"), 1);
@@ -1158,7 +1165,7 @@ impl StaleHold {
             .stack_size(HOLDER_STACK)
             .spawn(move || {
                 let all: Vec<Key> = (0..keys).map(key).collect();
-                let got = cache.get_or_create_many::<T, Key, _>(&all, |won: &[&[u8]]| {
+                let got = cache.get_or_create_many::<T, _>(&all, |won: &[&[u8]]| {
                     let _ = ready_tx.send(won.len());
                     let _ = done_rx.recv();
                     Vec::new() // wrong count: nothing is stored, locks are released
@@ -1186,7 +1193,7 @@ impl StaleHold {
         let _ = self.done.send(());
         let got = self.thread.join().expect("the holder thread");
         assert!(
-            matches!(got, Err(slotcache::Error::InvalidOptions { .. })),
+            matches!(got, Err(slotcache::Error::CreatorContract { .. })),
             "the holder's creator returned no values: {got:?}"
         );
         assert_eq!(f.cache.stats().inserts, self.inserts, "nothing was stored");
@@ -1277,7 +1284,7 @@ fn bench_typed<T: Typed>(c: &mut Criterion, fx: &Fixture, size: Size) {
                 let at = cur.next(BATCH, stream.len());
                 let got = f
                     .cache
-                    .get_many::<T, Key>(black_box(&stream[at..at + BATCH]))
+                    .get_many::<T>(black_box(&stream[at..at + BATCH]))
                     .expect("get_many");
                 assert!(got.iter().all(Option::is_some), "a batch key was missing");
                 got

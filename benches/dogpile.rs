@@ -4,7 +4,7 @@
 //!
 //! # What it measures
 //!
-//! `P` processes × `T` threads all call `get_or_create_with` on ONE key in
+//! `P` processes × `T` threads all call `get_or_create_opt` on ONE key in
 //! a tight loop. The value is stored with a TTL (`CreateOptions::ttl`, 200
 //! ms) and its creator is slow (it sleeps 50 ms, then returns a `Report`
 //! carrying a generation number, the creating process id and thread
@@ -106,7 +106,7 @@
 //!   stored).
 
 use serde_json::{json, Value};
-use slotcache::{Cache, CreateOptions, Fetched, Options};
+use slotcache::{Cache, CreateOptions, Fetched, Options, WriteOptions};
 use slotcache_bench::{write_result, BenchDir, Children};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -626,7 +626,7 @@ fn thread_main(cache: &Cache, spec: &Spec, thread: u32, state: &ProcState) -> Th
         }
         let t0 = Instant::now();
         let f = cache
-            .get_or_create_with(DOGPILE_KEY, &opts, creator)
+            .get_or_create_opt(DOGPILE_KEY, &opts, creator)
             .unwrap_or_else(|e| panic!("{what}: get_or_create: {e}"));
         // Copied out before the guard goes; classified after the clock stops.
         let (created, stale, meta) = (f.is_created(), f.is_stale(), f.meta());
@@ -997,7 +997,11 @@ fn main() {
     )
     .expect("create the cache");
     cache
-        .set_with_ttl(PLAIN_KEY, &Report::new(0, 0), None)
+        .set_opt(
+            PLAIN_KEY,
+            &Report::new(0, 0),
+            &WriteOptions::new().ttl(None),
+        )
         .expect("store the plain key");
 
     let phase_ns = (cfg.secs * 1e9) as u64;

@@ -3,9 +3,9 @@
 //!
 //! # What it measures
 //!
-//! A cache-aside client: for each request `i`, `get_bytes(key(i))`; a hit
+//! A cache-aside client: for each request `i`, `get::<Raw>(key(i))`; a hit
 //! counts (and its value is checked), a miss is followed by
-//! `set_bytes(key(i), value(i))`. The same stream is fed to
+//! `set(key(i), &Raw(value(i)))`. The same stream is fed to
 //!
 //! - **slotcache**: the real engine, one thread, one file;
 //! - **an exact LRU**: an O(1) simulation over key indices (a `HashMap`
@@ -124,7 +124,7 @@
 //! must never hit. In `--test` mode the O(1) LRU is also checked against a
 //! naive O(n) LRU on a short stream, hit for hit.
 
-use slotcache::{Cache, Options, Stats};
+use slotcache::{Cache, Options, Raw, Stats};
 use slotcache_bench::{fill_value, key, write_result, zipf_stream, BenchDir, KEY_LEN, SEED};
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -742,7 +742,7 @@ fn run_engine(dir: &BenchDir, p: &Params, stream: &Stream, index: IndexSize) -> 
         let measured = n >= stream.warmup;
         let k = key(i as usize);
         fill_value(i as usize, &mut value);
-        let hit = match cache.get_bytes(k).expect("get_bytes") {
+        let hit = match cache.get::<Raw>(k).expect("get::<Raw>") {
             Some(guard) => {
                 assert_eq!(&*guard, &value[..], "value of key {i}");
                 true
@@ -753,7 +753,7 @@ fn run_engine(dir: &BenchDir, p: &Params, stream: &Stream, index: IndexSize) -> 
             all_hits += 1;
         } else {
             all_misses += 1;
-            cache.set_bytes(k, &value).expect("set_bytes");
+            cache.set(k, &Raw(&value)).expect("set");
             let cur = cache.stats();
             if measured {
                 let grew = cur.bytes_used.wrapping_sub(prev.bytes_used);

@@ -8,16 +8,16 @@
 //! phase at a time, worker processes (this same executable, started again)
 //! hammer it for a fixed duration:
 //!
-//! - **Readers**: `n` reader processes, each doing `get_bytes` of uniformly
+//! - **Readers**: `n` reader processes, each doing `get::<Raw>` of uniformly
 //!   random keys (its own precomputed permutation of all keys, a different
 //!   seed per process) and checking every value it gets (length, the key's
 //!   index in the first 8 bytes, the fixed pattern after). Run without and
 //!   with one concurrent writer process that overwrites uniformly random
-//!   keys with `set_bytes` as fast as it can (same bytes, so readers can
+//!   keys with `set` (`Raw`) as fast as it can (same bytes, so readers can
 //!   still check values); the writer's own throughput is reported too. The
 //!   speedup is the aggregate gets/s over the same configuration with one
 //!   reader.
-//! - **Writers**: `w` writer processes doing `set_bytes` overwrites of
+//! - **Writers**: `w` writer processes doing `set` (`Raw`) overwrites of
 //!   100-byte values, in three key assignments:
 //!   - `disjoint`: writer `i` writes only keys whose
 //!     `cache.key_placement(key).stripe % w == i` (each stripe has one
@@ -34,7 +34,7 @@
 //! # Method
 //!
 //! - Setup in the parent: create the file, populate it with
-//!   `set_many_bytes` (batches of 4096), assert every key is live and
+//!   `set_many` (`Raw`) (batches of 4096), assert every key is live and
 //!   nothing was evicted, read every key once (so the index's "visited"
 //!   bits are set before any measurement instead of during the first one),
 //!   then `flush`.
@@ -119,7 +119,7 @@
 //! - Other load on the machine shows up directly in these numbers.
 
 use serde_json::{json, Value};
-use slotcache::{Cache, Error};
+use slotcache::{Cache, Error, Raw};
 use slotcache_bench::{
     key, permutation, roomy_options, value, write_result, BenchDir, Children, Key, KEYS, SEED,
     VALUE_LEN,
@@ -136,7 +136,7 @@ const PATH_ENV: &str = "SLOTCACHE_BENCH_MULTIPROC_PATH";
 const RESULT_PREFIX: &str = "slotcache-multiproc-result ";
 /// Operations between two looks at the clock in the timed loops.
 const CHECK_EVERY: u64 = 64;
-/// Keys per `set_many_bytes` call when populating.
+/// Keys per `set_many` (`Raw`) call when populating.
 const POPULATE_BATCH: usize = 4096;
 /// Seed of the write permutations (readers derive theirs from [`SEED`]).
 const WRITE_SEED: u64 = SEED ^ 0x0057_0217_E000_0001;
@@ -227,9 +227,9 @@ fn wall_ns() -> u64 {
 /// What a child process does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
-    /// `get_bytes` of random keys, checking every value.
+    /// `get::<Raw>` of random keys, checking every value.
     Reader,
-    /// `set_bytes` overwrites.
+    /// `set` (`Raw`) overwrites.
     Writer,
 }
 
@@ -467,7 +467,7 @@ fn child(spec_json: &str) {
     println!("{RESULT_PREFIX}{}", outcome.to_json());
 }
 
-/// A reader child: `get_bytes` of its permutation of all keys, every value
+/// A reader child: `get::<Raw>` of its permutation of all keys, every value
 /// checked; a wrong value panics (the parent then fails).
 fn read(cache: &Cache, spec: &Spec) -> Outcome {
     let all: Vec<u32> = (0..spec.keys as u32).collect();
@@ -476,7 +476,7 @@ fn read(cache: &Cache, spec: &Spec) -> Outcome {
     let mut misses = 0u64;
     let mut out = drive(spec, walk.idx.len(), 0, |p| {
         let i = walk.idx[p];
-        match cache.get_bytes(walk.keys[p]) {
+        match cache.get::<Raw>(walk.keys[p]) {
             Ok(Some(g)) => {
                 let ok = g.len() == VALUE_LEN
                     && g[..8] == (i as u64).to_le_bytes()
@@ -484,14 +484,14 @@ fn read(cache: &Cache, spec: &Spec) -> Outcome {
                 assert!(ok, "key {i}: wrong value {:?}", &g[..]);
             }
             Ok(None) => misses += 1,
-            Err(e) => panic!("get_bytes of key {i}: {e}"),
+            Err(e) => panic!("get::<Raw> of key {i}: {e}"),
         }
     });
     out.misses = misses;
     out
 }
 
-/// A writer child: `set_bytes` overwrites (the key's own value, so readers
+/// A writer child: `set` (`Raw`) overwrites (the key's own value, so readers
 /// can check it) of its share of the keys.
 fn write(cache: &Cache, spec: &Spec) -> Outcome {
     let chosen: Vec<u32> = (0..spec.keys as u32)
@@ -516,10 +516,10 @@ fn write(cache: &Cache, spec: &Spec) -> Outcome {
     let mut out = drive(spec, len, start_pos, |p| {
         let i = walk.idx[p];
         buf[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        match cache.set_bytes(walk.keys[p], &buf) {
+        match cache.set(walk.keys[p], &Raw(&buf)) {
             Ok(()) => {}
             Err(Error::Pinned { .. }) => pinned += 1,
-            Err(e) => panic!("set_bytes of key {i}: {e}"),
+            Err(e) => panic!("set of key {i}: {e}"),
         }
     });
     out.pinned = pinned;
@@ -636,15 +636,17 @@ fn populate(cfg: &Config, path: &Path) -> Cache {
     // In the order the readers' writer will overwrite them, so that its
     // first lap finds every key's old record one lap behind, like every
     // later lap (see `reader_phases`).
-    let mut batch: Vec<(Key, Vec<u8>)> = Vec::with_capacity(POPULATE_BATCH);
+    let mut batch: Vec<(Key, Raw)> = Vec::with_capacity(POPULATE_BATCH);
     for chunk in permutation(cfg.keys, WRITE_SEED).chunks(POPULATE_BATCH) {
         batch.clear();
         batch.extend(
             chunk
                 .iter()
-                .map(|&i| (key(i as usize), value(i as usize, VALUE_LEN))),
+                .map(|&i| (key(i as usize), Raw(value(i as usize, VALUE_LEN)))),
         );
-        cache.set_many_bytes(&batch).expect("populate");
+        cache
+            .set_many(batch.iter().map(|(k, v)| (k, v)))
+            .expect("populate");
     }
     let populated = t.elapsed();
     let st = cache.stats();
@@ -656,7 +658,7 @@ fn populate(cfg: &Config, path: &Path) -> Cache {
     let t = Instant::now();
     for &i in &permutation(cfg.keys, SEED) {
         let g = cache
-            .get_bytes(key(i as usize))
+            .get::<Raw>(key(i as usize))
             .expect("get")
             .expect("present");
         assert_eq!(&g[..], &value(i as usize, VALUE_LEN)[..], "key {i}");

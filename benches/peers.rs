@@ -51,7 +51,7 @@
 //!
 //! | bench                     | what one iteration is                                             |
 //! |---------------------------|-------------------------------------------------------------------|
-//! | `slotcache_get_bytes`     | `get_bytes`, the guard's slice black-boxed, guard dropped         |
+//! | `slotcache_get_bytes`     | `get::<Raw>`, the guard's slice black-boxed, guard dropped         |
 //! | `slotcache_get_typed`     | `get::<Blob>` (bytecheck-validated) on the typed file             |
 //! | `slotcache_get_unchecked` | `unsafe get_unchecked::<Blob>` on the typed file                  |
 //! | `lmdb_one_txn`            | `Database::get` in a read txn opened before timing and reused     |
@@ -69,16 +69,16 @@
 //!
 //! | bench                             | what one iteration is                                        |
 //! |-----------------------------------|--------------------------------------------------------------|
-//! | `slotcache_set_bytes`             | `set_bytes`                                                  |
-//! | `slotcache_set_many_64_per_key`   | 1/64 of a `set_many_bytes` call with 64 consecutive keys     |
-//! | `slotcache_set_many_1024_per_key` | 1/1024 of a `set_many_bytes` call with 1024 consecutive keys |
+//! | `slotcache_set_bytes`             | `set` (`Raw`)                                                  |
+//! | `slotcache_set_many_64_per_key`   | 1/64 of a `set_many` (`Raw`) call with 64 consecutive keys     |
+//! | `slotcache_set_many_1024_per_key` | 1/1024 of a `set_many` (`Raw`) call with 1024 consecutive keys |
 //! | `lmdb_put_txn_per_write`          | `write_txn`, `put`, `commit` (`NO_SYNC`)                     |
 //! | `moka_insert`                     | `insert(key.to_vec(), Arc::from(value))`                     |
 //! | `rwlock_hashmap_insert`           | `write()`, `insert(key.to_vec(), value.to_vec())`, unlock    |
 //! | `redb_put_txn_per_write`          | `begin_write`, `Durability::None`, `open_table`, `insert`, `commit` (10 samples) |
 //!
 //! The `set_many` benchmarks use `iter_custom`: for `iters` keys they make
-//! `set_many_bytes` calls of 64 (or 1024) consecutive stream keys (the last
+//! `set_many` (`Raw`) calls of 64 (or 1024) consecutive stream keys (the last
 //! call may be smaller), build each batch untimed and return the time spent
 //! in the calls, so the reported time is per key. moka and the `HashMap`
 //! need owned keys and values, so their inserts include those allocations,
@@ -113,7 +113,7 @@ use criterion::Criterion;
 use heed::types::Bytes;
 use heed::{EnvFlags, EnvOpenOptions};
 use redb::{Durability, ReadableDatabase, ReadableTableMetadata, TableDefinition};
-use slotcache::{Cache, Stats};
+use slotcache::{Cache, Raw, Stats};
 use slotcache_bench::{
     key, roomy_options, uniform_stream, value, zipf_stream, BenchDir, Key, KEYS, SEED, VALUE_LEN,
 };
@@ -127,7 +127,7 @@ use std::time::{Duration, Instant};
 const STREAM_LEN: usize = 4 * KEYS;
 /// Zipf exponent of the skewed stream.
 const ZIPF_S: f64 = 0.99;
-/// Items per `set_many_bytes` / `set_many` call when populating slotcache.
+/// Items per `set_many` (`Raw`) / `set_many` call when populating slotcache.
 const POPULATE_BATCH: usize = 4096;
 /// Puts per write transaction when populating LMDB and redb.
 const POPULATE_TXN: usize = 250_000;
@@ -138,7 +138,7 @@ const LMDB_MAP_SIZE: usize = 4 << 30;
 const MOKA_CAPACITY: u64 = 2 * KEYS as u64;
 /// The redb table holding the workload.
 const REDB_TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers");
-/// Keys per `set_many_bytes` call in the two batch write benchmarks.
+/// Keys per `set_many` (`Raw`) call in the two batch write benchmarks.
 const SET_MANY_BATCHES: [usize; 2] = [64, 1024];
 /// Samples of every benchmark but redb's writes.
 const SAMPLES: usize = 20;
@@ -270,18 +270,22 @@ impl Fixture {
             let path = self.dir.path().join("slotcache-bytes.cache");
             let cache = Cache::open(path, roomy_options(KEYS, VALUE_LEN)).expect("open");
             let start = Instant::now();
-            let mut batch: Vec<(Key, Vec<u8>)> = Vec::with_capacity(POPULATE_BATCH);
+            let mut batch: Vec<(Key, Raw)> = Vec::with_capacity(POPULATE_BATCH);
             for i in self.order() {
-                batch.push((key(i), value(i, VALUE_LEN)));
+                batch.push((key(i), Raw(value(i, VALUE_LEN))));
                 if batch.len() == POPULATE_BATCH {
-                    cache.set_many_bytes(&batch).expect("populate");
+                    cache
+                        .set_many(batch.iter().map(|(k, v)| (k, v)))
+                        .expect("populate");
                     batch.clear();
                 }
             }
-            cache.set_many_bytes(&batch).expect("populate");
+            cache
+                .set_many(batch.iter().map(|(k, v)| (k, v)))
+                .expect("populate");
             check_slotcache("bytes", &cache, start.elapsed());
             for i in spot_checks() {
-                let got = cache.get_bytes(key(i)).expect("get").expect("present");
+                let got = cache.get::<Raw>(key(i)).expect("get").expect("present");
                 assert_eq!(&*got, &value(i, VALUE_LEN)[..], "slotcache bytes, key {i}");
             }
             cache
@@ -578,7 +582,7 @@ fn bench_gets(c: &mut Criterion, fx: &Fixture, group: &str, stream: Stream) {
         let cache = fx.slot_bytes();
         b.iter(|| {
             let guard = cache
-                .get_bytes(black_box(cur.next_key(keys)))
+                .get::<Raw>(black_box(cur.next_key(keys)))
                 .expect("get")
                 .expect("hit");
             black_box(&*guard);
@@ -699,7 +703,7 @@ fn bench_gets(c: &mut Criterion, fx: &Fixture, group: &str, stream: Stream) {
     g.finish();
 }
 
-/// `iters` overwrites through `set_many_bytes` calls of `batch` consecutive
+/// `iters` overwrites through `set_many` (`Raw`) calls of `batch` consecutive
 /// stream keys (the last call may be smaller); returns the time spent in the
 /// calls only (each batch is built untimed).
 fn set_many_per_key(
@@ -710,17 +714,18 @@ fn set_many_per_key(
     iters: u64,
     batch: usize,
 ) -> Duration {
-    let mut items: Vec<(&Key, &[u8])> = Vec::with_capacity(batch);
+    let val = Raw(val);
+    let mut items: Vec<(&Key, &Raw<&[u8]>)> = Vec::with_capacity(batch);
     let mut left = iters as usize;
     let mut timed = Duration::ZERO;
     while left > 0 {
         let n = left.min(batch);
         items.clear();
-        items.extend((0..n).map(|_| (cur.next_key(keys), val)));
+        items.extend((0..n).map(|_| (cur.next_key(keys), &val)));
         let start = Instant::now();
         cache
-            .set_many_bytes(black_box(&items[..]))
-            .expect("set_many_bytes");
+            .set_many(black_box(&items[..]).iter().copied())
+            .expect("set_many of Raw");
         timed += start.elapsed();
         left -= n;
     }
@@ -741,8 +746,8 @@ fn bench_sets(c: &mut Criterion, fx: &Fixture) {
         let cache = fx.slot_bytes();
         b.iter(|| {
             cache
-                .set_bytes(black_box(slot_cur.next_key(keys)), black_box(&val))
-                .expect("set_bytes")
+                .set(black_box(slot_cur.next_key(keys)), &Raw(black_box(&val)))
+                .expect("set")
         })
     });
     for batch in SET_MANY_BATCHES {

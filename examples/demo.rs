@@ -18,7 +18,7 @@
 //! At the end each worker reports what it did, and the parent prints the
 //! file-wide statistics that all processes added to.
 
-use slotcache::{Cache, CreateOptions, Options};
+use slotcache::{Cache, CreateOptions, Options, WriteOptions};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -70,14 +70,14 @@ fn worker(path: &str, id: u32, ops: u64) {
             None => {
                 let output = compute(n);
                 cache
-                    .set_with_ttl(
+                    .set_opt(
                         &key,
                         &Computed {
                             input: n,
                             output,
                             by_worker: id,
                         },
-                        Some(Duration::from_secs(60)),
+                        &WriteOptions::new().ttl(Some(Duration::from_secs(60))),
                     )
                     .expect("set");
                 computed += 1;
@@ -102,7 +102,7 @@ fn dogpile_worker(path: &str, id: u32, until: SystemTime) {
     while SystemTime::now() < until {
         let t = Instant::now();
         let report = cache
-            .get_or_create_with("report", &opts, || {
+            .get_or_create_opt("report", &opts, || {
                 std::thread::sleep(Duration::from_millis(200)); // the expensive part
                 format!("report built by worker {id} at {:?}", SystemTime::now())
             })

@@ -1,39 +1,22 @@
 //! The public handle: [`Cache`].
 
+use crate::codec::{schema_fingerprint, Encoded, FromView, Value};
 use crate::error::{Error, Result};
 use crate::guard::{EntryMeta, Guard};
 use crate::index::{self, Buckets, KeyHash};
 use crate::layout::{hdr, kind, reader, stripe, MAX_KEY_LEN};
 use crate::log::{NewRecord, StripeWriter};
 use crate::options::Options;
+use crate::options::{DogpileDefaults, WriteOptions};
 use crate::readers::{count_local, entry_meta, read_at, Pin, PinnedRecord, ReadAt, ThreadSlot};
 use crate::record::RecordHeader;
 use crate::shared::{self, now_ns, Shared};
 use crate::stats::Stats;
-use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
-use rkyv::bytecheck::CheckBytes;
-use rkyv::rancor;
-use rkyv::ser::allocator::ArenaHandle;
-use rkyv::util::AlignedVec;
-use rkyv::{Archive, Deserialize, Serialize};
+use rkyv::Archive;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Bounds for values [`Cache::set`] can store.
-pub trait Storable:
-    for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
-{
-}
-impl<T> Storable for T where
-    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
-{
-}
-
-/// Bounds for archived values [`Cache::get`] can validate.
-pub trait Checkable: for<'a> CheckBytes<HighValidator<'a, rancor::Error>> {}
-impl<T: ?Sized> Checkable for T where T: for<'a> CheckBytes<HighValidator<'a, rancor::Error>> {}
 
 /// What [`Cache::invalidate`] does to entries created before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,17 +127,6 @@ pub struct Placement {
 /// lines (and, half as far ahead, the records they name).
 const PREFETCH_AHEAD: usize = 16;
 
-/// The schema fingerprint stored with values of type `T`: a hash of the
-/// type's name and the size and alignment of its archived form. Values
-/// stored as one type are misses when read as another.
-pub fn schema_fingerprint<T: Archive>() -> u64 {
-    let name = std::any::type_name::<T>();
-    let size = std::mem::size_of::<T::Archived>() as u64;
-    let align = std::mem::align_of::<T::Archived>() as u64;
-    let h = xxhash_rust::xxh3::xxh3_64_with_seed(name.as_bytes(), size << 8 | align);
-    h.max(1)
-}
-
 /// A record found by a lookup: pinned, checksummed and of the right key.
 struct Found<'c> {
     pin: Pin<'c>,
@@ -200,7 +172,7 @@ pub struct Cache {
     /// This handle refuses writes (asked for read-only while the process
     /// has the file open read-write).
     read_only_handle: bool,
-    pub(crate) dogpile: crate::dogpile::DogpileDefaults,
+    pub(crate) dogpile: DogpileDefaults,
 }
 
 impl std::fmt::Debug for Cache {
@@ -225,18 +197,13 @@ impl Cache {
             Some(d) => crate::options::saturating_ns(d).max(1),
             None => shared.header.default_ttl,
         };
-        let dogpile = crate::dogpile::DogpileDefaults {
-            lock_timeout: options.lock_timeout,
-            policy: options.stale_policy,
-            expiration: options.expiration,
-        };
         let read_only_handle = options.read_only && shared.read_only.is_none();
         Ok(Cache {
             read_only_handle,
             shared,
             default_ttl,
             pin_wait: options.pin_wait,
-            dogpile,
+            dogpile: options.dogpile,
         })
     }
 
@@ -380,6 +347,10 @@ impl Cache {
         Ok(None)
     }
 
+    /// Hands out a found record as a `V` (a counted hit), or counts why
+    /// it is a miss: another kind or schema (mismatched), or bytes that do
+    /// not check (corrupt).
+    #[inline]
     fn typed<'c, V: ?Sized>(
         &'c self,
         found: Option<Found<'c>>,
@@ -410,50 +381,52 @@ impl Cache {
         }
     }
 
-    /// Reads the value stored under `key` as `T`, validated with
-    /// `bytecheck`, without copying: the guard derefs to `T::Archived` in the
-    /// mapping. A missing, expired, corrupt or differently typed entry is
-    /// `Ok(None)`.
+    /// [`typed`](Self::typed) for a [`Value`]: its kind, its schema, its
+    /// check.
+    #[inline]
+    fn valued<'c, V: Value>(&'c self, found: Option<Found<'c>>) -> Option<Guard<'c, V::View>> {
+        self.typed(found, V::KIND, V::schema(), V::view)
+    }
+
+    /// Reads the value stored under `key`, without copying: the guard
+    /// derefs to the value in the mapping — `T::Archived` for a typed value
+    /// (validated with `bytecheck`), `[u8]` for [`Raw`](crate::Raw) bytes.
+    /// A missing, expired, corrupt or differently typed entry is `Ok(None)`.
     ///
     /// Validation is cheap next to the lookup: for a 100-byte archive it
     /// measured about 10 ns (`cargo bench --bench core -- rkyv_access`),
     /// against roughly 500 ns for a random lookup over a million keys.
-    pub fn get<T: Archive>(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, T::Archived>>>
-    where
-        T::Archived: Checkable,
-    {
-        self.get_checked::<T>(key.as_ref(), false)
-    }
-
-    /// `get` and `get_stale`: a validated typed lookup.
-    fn get_checked<T: Archive>(
-        &self,
-        key: &[u8],
-        stale_ok: bool,
-    ) -> Result<Option<Guard<'_, T::Archived>>>
-    where
-        T::Archived: Checkable,
-    {
-        let found = self.lookup(key, stale_ok)?;
-        let access = |b| rkyv::access::<T::Archived, rancor::Error>(b).ok();
-        Ok(self.typed(found, kind::ARCHIVED, schema_fingerprint::<T>(), access))
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-get-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use slotcache::{Cache, Options, Raw};
+    /// let cache = Cache::open(dir.join("get.cache"), Options::new().capacity(8 << 20))?;
+    /// cache.set("answer", &42u64)?;
+    /// cache.set("greeting", &Raw(b"hello"))?;
+    /// assert_eq!(*cache.get::<u64>("answer")?.unwrap(), 42);
+    /// assert_eq!(&*cache.get::<Raw>("greeting")?.unwrap(), b"hello");
+    /// assert!(cache.get::<u32>("answer")?.is_none(), "another type is a miss");
+    /// assert!(cache.get::<u64>("nothing")?.is_none());
+    /// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), slotcache::Error>(())
+    /// ```
+    #[inline]
+    pub fn get<V: Value>(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, V::View>>> {
+        let found = self.lookup(key.as_ref(), false)?;
+        Ok(self.valued::<V>(found))
     }
 
     /// Like [`get`](Self::get), but also returns expired and
     /// soft-invalidated entries (see [`EntryMeta::is_stale`]). Hard
     /// invalidation still hides them.
-    pub fn get_stale<T: Archive>(
-        &self,
-        key: impl AsRef<[u8]>,
-    ) -> Result<Option<Guard<'_, T::Archived>>>
-    where
-        T::Archived: Checkable,
-    {
-        self.get_checked::<T>(key.as_ref(), true)
+    pub fn get_stale<V: Value>(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, V::View>>> {
+        let found = self.lookup(key.as_ref(), true)?;
+        Ok(self.valued::<V>(found))
     }
 
-    /// Like [`get`](Self::get) without `bytecheck` validation (the CRC32 and
-    /// the schema fingerprint are still checked).
+    /// Like [`get`](Self::get) of a typed value, without `bytecheck`
+    /// validation (the CRC32 and the schema fingerprint are still checked).
     ///
     /// # Safety
     /// Every process writing this file must store well-formed archives of
@@ -479,31 +452,14 @@ impl Cache {
         )
     }
 
-    /// Reads and deserializes the value under `key` into an owned `T`.
-    pub fn get_owned<T: Archive>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>>
-    where
-        T::Archived: Checkable + Deserialize<T, HighDeserializer<rancor::Error>>,
-    {
-        match self.get::<T>(key)? {
-            Some(g) => rkyv::deserialize::<T, rancor::Error>(&*g)
-                .map(Some)
-                .map_err(|e| Error::Deserialize(e.to_string())),
+    /// Reads the value under `key` into an owned `V`: deserialized for a
+    /// typed value, copied for [`Raw`](crate::Raw) (`get_owned::<Raw>`
+    /// gives a `Raw<Vec<u8>>`). No guard outlives the call.
+    pub fn get_owned<V: FromView>(&self, key: impl AsRef<[u8]>) -> Result<Option<V>> {
+        match self.get::<V>(key)? {
+            Some(g) => V::from_view(&g).map(Some),
             None => Ok(None),
         }
-    }
-
-    /// Reads raw bytes stored with [`set_bytes`](Self::set_bytes), without
-    /// copying.
-    pub fn get_bytes(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, [u8]>>> {
-        let found = self.lookup(key.as_ref(), false)?;
-        Ok(self.typed(found, kind::BYTES, 0, Some))
-    }
-
-    /// Like [`get_bytes`](Self::get_bytes), but also returns expired and
-    /// soft-invalidated entries.
-    pub fn get_bytes_stale(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, [u8]>>> {
-        let found = self.lookup(key.as_ref(), true)?;
-        Ok(self.typed(found, kind::BYTES, 0, Some))
     }
 
     /// Whether a fresh entry (of any type) exists under `key`.
@@ -515,29 +471,39 @@ impl Cache {
         Ok(found.is_some())
     }
 
-    /// Reads several keys; `result[i]` belongs to `keys[i]`. Lookups take no
-    /// locks, so this is a loop over [`get`](Self::get) that keeps every
-    /// guard alive together.
-    pub fn get_many<T: Archive, K: AsRef<[u8]>>(
+    /// Reads several keys; `result[i]` belongs to the `i`-th key. Lookups
+    /// take no locks, so this is [`get`](Self::get) for each key, with
+    /// every guard alive together, the index lines and records of the keys
+    /// ahead prefetched so that their cache misses overlap.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-getmany-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use slotcache::{Cache, Options};
+    /// let cache = Cache::open(dir.join("gm.cache"), Options::new().capacity(8 << 20))?;
+    /// cache.set_many([("a", &1u32), ("b", &2u32)])?;
+    /// let got = cache.get_many::<u32>(["a", "missing", "b"])?;
+    /// let got: Vec<Option<u32>> = got.iter().map(|g| g.as_ref().map(|g| g.to_native())).collect();
+    /// assert_eq!(got, [Some(1), None, Some(2)]);
+    /// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), slotcache::Error>(())
+    /// ```
+    pub fn get_many<V: Value>(
         &self,
-        keys: &[K],
-    ) -> Result<Vec<Option<Guard<'_, T::Archived>>>>
-    where
-        T::Archived: Checkable,
-    {
-        let schema = schema_fingerprint::<T>();
-        self.lookup_many(keys, |found| {
-            let access = |b| rkyv::access::<T::Archived, rancor::Error>(b).ok();
-            self.typed(found, kind::ARCHIVED, schema, access)
-        })
+        keys: impl IntoIterator<Item = impl AsRef<[u8]>>,
+    ) -> Result<Vec<Option<Guard<'_, V::View>>>> {
+        let keys: Vec<_> = keys.into_iter().collect();
+        self.lookup_many(&keys, false, |found| self.valued::<V>(found))
     }
 
-    /// Raw-bytes counterpart of [`get_many`](Self::get_many).
-    pub fn get_many_bytes<K: AsRef<[u8]>>(
+    /// Like [`get_many`](Self::get_many), but also returns expired and
+    /// soft-invalidated entries (as [`get_stale`](Self::get_stale) does).
+    pub fn get_many_stale<V: Value>(
         &self,
-        keys: &[K],
-    ) -> Result<Vec<Option<Guard<'_, [u8]>>>> {
-        self.lookup_many(keys, |found| self.typed(found, kind::BYTES, 0, Some))
+        keys: impl IntoIterator<Item = impl AsRef<[u8]>>,
+    ) -> Result<Vec<Option<Guard<'_, V::View>>>> {
+        let keys: Vec<_> = keys.into_iter().collect();
+        self.lookup_many(&keys, true, |found| self.valued::<V>(found))
     }
 
     /// Looks up every key, prefetching the index lines of the key
@@ -547,6 +513,7 @@ impl Cache {
     fn lookup_many<'c, K: AsRef<[u8]>, R>(
         &'c self,
         keys: &[K],
+        stale_ok: bool,
         mut finish: impl FnMut(Option<Found<'c>>) -> Option<R>,
     ) -> Result<Vec<Option<R>>> {
         let (sh, geo) = (&self.shared, &self.shared.geo);
@@ -560,7 +527,7 @@ impl Cache {
         let mut out = Vec::with_capacity(keys.len());
         for (j, (k, kh)) in keys.iter().zip(&hashes).enumerate() {
             self.prefetch_ahead(j, |i| hashes.get(i));
-            out.push(finish(self.lookup_hashed(k.as_ref(), kh, false)?));
+            out.push(finish(self.lookup_hashed(k.as_ref(), kh, stale_ok)?));
         }
         Ok(out)
     }
@@ -608,17 +575,25 @@ impl Cache {
         Ok(KeyHash::new(key, self.shared.header.seed, &self.shared.geo))
     }
 
-    /// Writes a batch: one lock acquisition per stripe touched.
-    pub(crate) fn write_batch(
+    /// The TTL a write with these options gets.
+    pub(crate) fn ttl_of(&self, o: &WriteOptions) -> Option<Duration> {
+        o.ttl.unwrap_or_else(|| self.default_ttl())
+    }
+
+    /// Writes a batch of `(key, value bytes)` of one kind and schema: one
+    /// lock acquisition per stripe touched (one range lock over them when
+    /// it can).
+    pub(crate) fn write_batch<'i>(
         &self,
         op: &'static str,
-        items: &[(&[u8], u8, u64, &[u8])],
+        (kind, schema): (u8, u64),
+        items: impl IntoIterator<Item = (&'i [u8], &'i [u8])>,
         ttl: Option<Duration>,
     ) -> Result<()> {
         self.writable(op)?;
         let mut placed = items
-            .iter()
-            .map(|&(k, kind, schema, v)| Ok((self.prepare(k, v.len())?, k, kind, schema, v)))
+            .into_iter()
+            .map(|(k, v)| Ok((self.prepare(k, v.len())?, k, v)))
             .collect::<Result<Vec<_>>>()?;
         placed.sort_by_key(|p| p.0.stripe);
         let pr = self.shared.process()?;
@@ -637,12 +612,12 @@ impl Cache {
         for group in groups {
             let s = group[0].0.stripe;
             let mut w = StripeWriter::new(&self.shared, pr, s, self.pin_wait, now);
-            for (kh, key, kind, schema, value) in group {
+            for (kh, key, value) in group {
                 self.prefetch_ahead(j, |i| placed.get(i).map(|p| &p.0));
                 j += 1;
                 let rec = NewRecord {
-                    kind: *kind,
-                    schema: *schema,
+                    kind,
+                    schema,
                     key,
                     value,
                     created: now,
@@ -654,78 +629,86 @@ impl Cache {
         Ok(())
     }
 
-    /// Stores `value` under `key` with the cache's default TTL.
-    pub fn set<T: Storable + Archive>(&self, key: impl AsRef<[u8]>, value: &T) -> Result<()> {
-        self.set_with_ttl(key, value, self.default_ttl())
-    }
-
-    /// Stores `value` under `key`, expiring after `ttl` (`None`: never).
-    pub fn set_with_ttl<T: Storable + Archive>(
+    /// Encodes `(key, value)` items (raw bytes are borrowed, not copied)
+    /// and writes them as one batch.
+    pub(crate) fn write_values<'v, V: Value + 'v, K: AsRef<[u8]>>(
         &self,
-        key: impl AsRef<[u8]>,
-        value: &T,
+        op: &'static str,
+        items: impl IntoIterator<Item = (K, &'v V)>,
         ttl: Option<Duration>,
     ) -> Result<()> {
-        let bytes =
-            rkyv::to_bytes::<rancor::Error>(value).map_err(|e| Error::Serialize(e.to_string()))?;
-        self.write_batch(
-            "set",
-            &[(
-                key.as_ref(),
-                kind::ARCHIVED,
-                schema_fingerprint::<T>(),
-                &bytes,
-            )],
-            ttl,
-        )
+        let encoded = items
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.encode()?)))
+            .collect::<Result<Vec<(K, Encoded<'v>)>>>()?;
+        let items = encoded.iter().map(|(k, b)| (k.as_ref(), &b[..]));
+        self.write_batch(op, (V::KIND, V::schema()), items, ttl)
     }
 
-    /// Stores raw bytes under `key` with the cache's default TTL.
-    pub fn set_bytes(&self, key: impl AsRef<[u8]>, value: &[u8]) -> Result<()> {
-        self.set_bytes_with_ttl(key, value, self.default_ttl())
+    /// Stores `value` under `key` with the cache's default TTL: a typed
+    /// value as an rkyv archive, [`Raw`](crate::Raw) bytes as they are.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-set-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use slotcache::{Cache, Options, Raw};
+    /// let cache = Cache::open(dir.join("set.cache"), Options::new().capacity(8 << 20))?;
+    /// cache.set("answer", &42u64)?;
+    /// cache.set("greeting", &Raw(b"hello"))?;
+    /// cache.set("greeting", &Raw(String::from("hello again")))?; // overwrites
+    /// assert_eq!(cache.get_owned::<u64>("answer")?, Some(42));
+    /// assert_eq!(&*cache.get::<Raw>("greeting")?.unwrap(), b"hello again");
+    /// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), slotcache::Error>(())
+    /// ```
+    pub fn set<V: Value>(&self, key: impl AsRef<[u8]>, value: &V) -> Result<()> {
+        self.set_opt(key, value, &WriteOptions::new())
     }
 
-    /// Stores raw bytes under `key`, expiring after `ttl` (`None`: never).
-    pub fn set_bytes_with_ttl(
+    /// [`set`](Self::set) with per-call [`WriteOptions`] (a TTL).
+    pub fn set_opt<V: Value>(
         &self,
         key: impl AsRef<[u8]>,
-        value: &[u8],
-        ttl: Option<Duration>,
+        value: &V,
+        options: &WriteOptions,
     ) -> Result<()> {
-        self.write_batch("set_bytes", &[(key.as_ref(), kind::BYTES, 0, value)], ttl)
+        let item = std::iter::once((key, value));
+        self.write_values("set", item, self.ttl_of(options))
     }
 
     /// Stores several values with the default TTL, taking each stripe's
-    /// lock once for all the keys in it.
-    pub fn set_many<'v, T, K, I>(&self, items: I) -> Result<()>
-    where
-        T: Storable + Archive + 'v,
-        K: AsRef<[u8]>,
-        I: IntoIterator<Item = (K, &'v T)>,
-    {
-        let owned = items
-            .into_iter()
-            .map(|(k, v)| {
-                let b = rkyv::to_bytes::<rancor::Error>(v)
-                    .map_err(|e| Error::Serialize(e.to_string()))?;
-                Ok((k, b))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let schema = schema_fingerprint::<T>();
-        let items: Vec<_> = owned
-            .iter()
-            .map(|(k, b)| (k.as_ref(), kind::ARCHIVED, schema, &b[..]))
-            .collect();
-        self.write_batch("set_many", &items, self.default_ttl())
+    /// lock once for all the keys in it (all the stripes' locks together:
+    /// concurrent readers see the batch stripe by stripe, never half of a
+    /// stripe's items).
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-setmany-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use slotcache::{Cache, Options, Raw};
+    /// let cache = Cache::open(dir.join("sm.cache"), Options::new().capacity(8 << 20))?;
+    /// let users = [("user:1", "ada".to_string()), ("user:2", "bob".to_string())];
+    /// cache.set_many(users.iter().map(|(k, v)| (*k, v)))?;
+    /// cache.set_many([("x", &Raw(b"1")), ("y", &Raw(b"2"))])?;
+    /// assert_eq!(cache.get::<String>("user:2")?.unwrap().as_str(), "bob");
+    /// assert_eq!(&*cache.get::<Raw>("y")?.unwrap(), b"2");
+    /// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), slotcache::Error>(())
+    /// ```
+    pub fn set_many<'v, V: Value + 'v, K: AsRef<[u8]>>(
+        &self,
+        items: impl IntoIterator<Item = (K, &'v V)>,
+    ) -> Result<()> {
+        self.write_values("set_many", items, self.default_ttl())
     }
 
-    /// Raw-bytes counterpart of [`set_many`](Self::set_many).
-    pub fn set_many_bytes<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, items: &[(K, V)]) -> Result<()> {
-        let items: Vec<_> = items
-            .iter()
-            .map(|(k, v)| (k.as_ref(), kind::BYTES, 0, v.as_ref()))
-            .collect();
-        self.write_batch("set_many_bytes", &items, self.default_ttl())
+    /// [`set_many`](Self::set_many) with per-call [`WriteOptions`] (a TTL
+    /// for every item).
+    pub fn set_many_opt<'v, V: Value + 'v, K: AsRef<[u8]>>(
+        &self,
+        items: impl IntoIterator<Item = (K, &'v V)>,
+        options: &WriteOptions,
+    ) -> Result<()> {
+        self.write_values("set_many", items, self.ttl_of(options))
     }
 
     /// Removes `key`; returns whether it was present.
@@ -769,9 +752,9 @@ impl Cache {
     /// ```
     /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-verify-{}", std::process::id()));
     /// # std::fs::create_dir_all(&dir).unwrap();
-    /// use slotcache::{Cache, Options};
+    /// use slotcache::{Cache, Options, Raw};
     /// let cache = Cache::open(dir.join("v.cache"), Options::new().capacity(8 << 20))?;
-    /// cache.set_bytes("k", b"v")?;
+    /// cache.set("k", &Raw(b"v"))?;
     /// let report = cache.verify()?;
     /// assert!(report.is_clean(), "{report:?}");
     /// assert_eq!(report.live_entries, 1);
@@ -797,13 +780,13 @@ impl Cache {
     /// ```
     /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-repair-{}", std::process::id()));
     /// # std::fs::create_dir_all(&dir).unwrap();
-    /// use slotcache::{Cache, Options};
+    /// use slotcache::{Cache, Options, Raw};
     /// let cache = Cache::open(dir.join("r.cache"), Options::new().capacity(8 << 20))?;
-    /// cache.set_bytes("k", b"v")?;
+    /// cache.set("k", &Raw(b"v"))?;
     /// let repaired = cache.repair()?;
     /// assert!(repaired.before.is_clean());
     /// assert_eq!((repaired.stripes_reset, repaired.slots_cleared), (0, 0));
-    /// assert_eq!(&*cache.get_bytes("k")?.unwrap(), b"v", "nothing healthy is touched");
+    /// assert_eq!(&*cache.get::<Raw>("k")?.unwrap(), b"v", "nothing healthy is touched");
     /// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok::<(), slotcache::Error>(())
     /// ```

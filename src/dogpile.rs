@@ -16,127 +16,29 @@
 //! locks, so a slow creator never blocks `get`, nor `set`/`delete` of other
 //! keys.
 
-use crate::cache::{schema_fingerprint, Cache, Checkable, Storable};
+use crate::cache::Cache;
+use crate::codec::{FromView, Value};
 use crate::error::{Error, Result};
 use crate::guard::{EntryMeta, Guard};
 use crate::index::KeyHash;
-use crate::layout::{kind, reader};
+use crate::layout::reader;
+use crate::options::{CreateOptions, DogpileDefaults, StalePolicy};
 use crate::regen::{self, Acquired, RegenLock, Wait};
-use rkyv::api::high::HighDeserializer;
-use rkyv::rancor;
-use rkyv::{Archive, Deserialize};
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-/// What a caller does with a stale value while another caller regenerates it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum StalePolicy {
-    /// Return the stale value at once (dogpile.cache's behaviour).
-    #[default]
-    ServeStale,
-    /// Wait for the new value (bounded by the lock timeout).
-    Block,
-}
-
-/// Per-call options for the `get_or_create` family. Unset fields take the
-/// handle's defaults ([`Options::lock_timeout`](crate::Options::lock_timeout),
-/// [`Options::stale_policy`](crate::Options::stale_policy),
-/// [`Options::expiration`](crate::Options::expiration) and the default TTL).
-///
-/// ```
-/// use slotcache::{CreateOptions, StalePolicy};
-/// use std::time::Duration;
-/// let keep_nonempty = |v: &Vec<u8>| !v.is_empty();
-/// let opts = CreateOptions::new()
-///     .ttl(Some(Duration::from_secs(60)))
-///     .lock_timeout(Duration::from_secs(2))
-///     .stale_policy(StalePolicy::Block)
-///     .should_cache(&keep_nonempty);
-/// # let _ = opts;
-/// ```
-pub struct CreateOptions<'a, T> {
-    ttl: Option<Option<Duration>>,
-    expiration: Option<Duration>,
-    lock_timeout: Option<Duration>,
-    policy: Option<StalePolicy>,
-    should_cache: Option<&'a dyn Fn(&T) -> bool>,
-}
-
-impl<T> Default for CreateOptions<'_, T> {
-    fn default() -> Self {
-        CreateOptions {
-            ttl: None,
-            expiration: None,
-            lock_timeout: None,
-            policy: None,
-            should_cache: None,
-        }
-    }
-}
-
-impl<'a, T> CreateOptions<'a, T> {
-    /// All defaults.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// TTL of a created value (`None`: never expires). Default: the
-    /// cache's default TTL.
-    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.ttl = Some(ttl);
-        self
-    }
-
-    /// Treat values older than this as stale, whatever TTL they were
-    /// stored with (dogpile.cache's `expiration_time`).
-    pub fn expiration(mut self, age: Duration) -> Self {
-        self.expiration = Some(age);
-        self
-    }
-
-    /// How long to wait for another caller's creation of a missing value
-    /// before failing with [`Error::LockTimeout`].
-    /// `Duration::MAX` (or any duration too long to add to the clock)
-    /// means no timeout.
-    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = Some(timeout);
-        self
-    }
-
-    /// Serve stale values while someone regenerates, or wait.
-    pub fn stale_policy(mut self, policy: StalePolicy) -> Self {
-        self.policy = Some(policy);
-        self
-    }
-
-    /// Decides whether a created value is stored; it is returned either way
-    /// (dogpile.cache's `should_cache_fn`).
-    pub fn should_cache(mut self, f: &'a dyn Fn(&T) -> bool) -> Self {
-        self.should_cache = Some(f);
-        self
-    }
-}
-
-/// The defaults a [`Cache`] handle applies to `get_or_create` calls.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct DogpileDefaults {
-    pub lock_timeout: Option<Duration>,
-    pub policy: StalePolicy,
-    pub expiration: Option<Duration>,
-}
-
 /// What `get_or_create` returns: the cached value, zero-copy, or the value
 /// this caller just created.
-pub enum Fetched<'c, T: Archive> {
+pub enum Fetched<'c, V: Value> {
     /// Found in the cache (fresh, or stale while someone else regenerates).
-    Cached(Guard<'c, T::Archived>),
-    /// Created by this call. Boxed, so that a `Fetched` of a large `T` is
+    Cached(Guard<'c, V::View>),
+    /// Created by this call. Boxed, so that a `Fetched` of a large `V` is
     /// small: a cached answer (the common case) is then not copied as a
-    /// value of `size_of::<T>()` bytes through every return.
-    Created(Box<T>),
+    /// value of `size_of::<V>()` bytes through every return.
+    Created(Box<V>),
 }
 
-impl<T: Archive> Fetched<'_, T> {
+impl<V: Value> Fetched<'_, V> {
     /// Whether this call ran the creator.
     pub fn is_created(&self) -> bool {
         matches!(self, Fetched::Created(_))
@@ -155,20 +57,20 @@ impl<T: Archive> Fetched<'_, T> {
         }
     }
 
-    /// The value as an owned `T` (deserializing a cached one).
-    pub fn into_owned(self) -> Result<T>
+    /// The value as an owned `V` (deserializing, or for
+    /// [`Raw`](crate::Raw) copying, a cached one).
+    pub fn into_owned(self) -> Result<V>
     where
-        T::Archived: Deserialize<T, HighDeserializer<rancor::Error>>,
+        V: FromView,
     {
         match self {
             Fetched::Created(v) => Ok(*v),
-            Fetched::Cached(g) => rkyv::deserialize::<T, rancor::Error>(&*g)
-                .map_err(|e| Error::Deserialize(e.to_string())),
+            Fetched::Cached(g) => V::from_view(&g),
         }
     }
 }
 
-impl<T: Archive> std::fmt::Debug for Fetched<'_, T> {
+impl<V: Value> std::fmt::Debug for Fetched<'_, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Fetched::Cached(g) => f.debug_tuple("Cached").field(&g.meta()).finish(),
@@ -198,31 +100,33 @@ impl CreateError<Infallible> {
     }
 }
 
-/// Options with the handle's defaults filled in.
-struct Resolved<'a, T> {
+/// A call's options with the handle's defaults filled in.
+struct Resolved<'a, V> {
+    dogpile: DogpileDefaults,
     ttl: Option<Duration>,
-    expiration: Option<Duration>,
-    lock_timeout: Option<Duration>,
-    policy: StalePolicy,
-    should_cache: Option<&'a dyn Fn(&T) -> bool>,
+    should_cache: Option<&'a (dyn Fn(&V) -> bool + Sync)>,
+}
+
+impl<V> Resolved<'_, V> {
+    /// Whether a created value is stored.
+    fn keeps(&self, value: &V) -> bool {
+        self.should_cache.is_none_or(|f| f(value))
+    }
 }
 
 /// What the lock-free first read and the regeneration lock decided.
-enum Decision<'c, T: Archive> {
+enum Decision<'c, V: Value> {
     /// Return this (fresh, or stale while someone else regenerates).
-    Done(Fetched<'c, T>),
+    Done(Fetched<'c, V>),
     /// This caller regenerates, holding the lock.
     Create(RegenLock),
 }
 
 impl Cache {
-    fn resolve<'a, T>(&self, o: &CreateOptions<'a, T>) -> Resolved<'a, T> {
-        let d = self.dogpile;
+    fn resolve<'a, V>(&self, o: &CreateOptions<'a, V>) -> Resolved<'a, V> {
         Resolved {
-            ttl: o.ttl.unwrap_or_else(|| self.default_ttl()),
-            expiration: o.expiration.or(d.expiration),
-            lock_timeout: o.lock_timeout.or(d.lock_timeout),
-            policy: o.policy.unwrap_or(d.policy),
+            dogpile: self.dogpile.with(o),
+            ttl: self.ttl_of(&o.write),
             should_cache: o.should_cache,
         }
     }
@@ -232,20 +136,17 @@ impl Cache {
     }
 
     /// Steps 1-3 of the algorithm: everything before the creator runs.
-    fn decide<'c, T>(&'c self, key: &[u8], o: &Resolved<'_, T>) -> Result<Decision<'c, T>>
-    where
-        T: Archive,
-        T::Archived: Checkable,
-    {
-        let fresh = |g: &Guard<'_, T::Archived>| !Self::needs_regen(&g.meta(), o.expiration);
-        let stale = match self.get_stale::<T>(key)? {
+    fn decide<'c, V: Value>(&'c self, key: &[u8], o: &Resolved<'_, V>) -> Result<Decision<'c, V>> {
+        let expiration = o.dogpile.expiration;
+        let fresh = |g: &Guard<'_, V::View>| !Self::needs_regen(&g.meta(), expiration);
+        let stale = match self.get_stale::<V>(key)? {
             Some(g) if fresh(&g) => return Ok(Decision::Done(Fetched::Cached(g))),
             other => other,
         };
         self.writable("get_or_create")?;
         let kh = KeyHash::new(key, self.seed(), self.geo());
         let shared = self.shared_arc();
-        if let Some(old) = stale.filter(|_| o.policy == StalePolicy::ServeStale) {
+        if let Some(old) = stale.filter(|_| o.dogpile.stale_policy == StalePolicy::ServeStale) {
             match regen::acquire(shared, key, kh.hash, Wait::Never)? {
                 Acquired::Held(lock, _) => {
                     drop(old); // do not pin the old value while creating
@@ -263,7 +164,10 @@ impl Cache {
         let start = Instant::now();
         // `Duration::MAX` (or anything past what an `Instant` holds) means
         // no timeout, not an overflow.
-        let deadline = o.lock_timeout.and_then(crate::options::deadline_after);
+        let deadline = o
+            .dogpile
+            .lock_timeout
+            .and_then(crate::options::deadline_after);
         match regen::acquire(shared, key, kh.hash, Wait::Until(deadline))? {
             Acquired::Held(lock, waited) => {
                 if waited {
@@ -283,54 +187,50 @@ impl Cache {
     }
 
     /// With the lock held: someone may have created the value meanwhile.
-    fn recheck<'c, T>(
+    fn recheck<'c, V: Value>(
         &'c self,
         key: &[u8],
         lock: RegenLock,
-        fresh: impl Fn(&Guard<'_, T::Archived>) -> bool,
-    ) -> Result<Decision<'c, T>>
-    where
-        T: Archive,
-        T::Archived: Checkable,
-    {
-        match self.get_stale::<T>(key)? {
+        fresh: impl Fn(&Guard<'_, V::View>) -> bool,
+    ) -> Result<Decision<'c, V>> {
+        match self.get_stale::<V>(key)? {
             Some(g) if fresh(&g) => Ok(Decision::Done(Fetched::Cached(g))),
             _ => Ok(Decision::Create(lock)),
         }
     }
 
+    /// Stores a created value (unless `should_cache` refuses it) under
+    /// `key` with the call's TTL.
+    fn store_created<V: Value>(&self, key: &[u8], o: &Resolved<'_, V>, value: &V) -> Result<()> {
+        if !o.keeps(value) {
+            return Ok(());
+        }
+        self.write_values("get_or_create", std::iter::once((key, value)), o.ttl)
+    }
+
     /// Runs the creator with the lock held and stores the value.
-    fn create<T, E>(
+    fn create<V: Value, E>(
         &self,
         key: &[u8],
-        o: &Resolved<'_, T>,
+        o: &Resolved<'_, V>,
         lock: RegenLock,
-        creator: impl FnOnce() -> Result<T, E>,
-    ) -> Result<T, CreateError<E>>
-    where
-        T: Storable + Archive,
-    {
+        creator: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, CreateError<E>> {
         self.count(reader::CREATES);
         // A panic unwinds through here and drops `lock`: released, nothing stored.
         let value = creator().map_err(CreateError::Creator)?;
-        if o.should_cache.is_none_or(|f| f(&value)) {
-            self.set_with_ttl(key, &value, o.ttl)?;
-        }
+        self.store_created(key, o, &value)?;
         drop(lock);
         Ok(value)
     }
 
-    fn dogpile<'c, T, E>(
+    fn dogpile<'c, V: Value, E>(
         &'c self,
         key: &[u8],
-        o: &Resolved<'_, T>,
-        creator: impl FnOnce() -> Result<T, E>,
-    ) -> Result<Fetched<'c, T>, CreateError<E>>
-    where
-        T: Storable + Archive,
-        T::Archived: Checkable,
-    {
-        match self.decide::<T>(key, o)? {
+        o: &Resolved<'_, V>,
+        creator: impl FnOnce() -> Result<V, E>,
+    ) -> Result<Fetched<'c, V>, CreateError<E>> {
+        match self.decide::<V>(key, o)? {
             Decision::Done(f) => Ok(f),
             Decision::Create(lock) => Ok(Fetched::Created(Box::new(
                 self.create(key, o, lock, creator)?,
@@ -344,58 +244,77 @@ impl Cache {
     /// get it back at once meanwhile, callers with no value wait for the one
     /// creator (up to the lock timeout).
     ///
+    /// The value kind follows from the creator: `|| 42u64` caches a typed
+    /// `u64`, `|| Raw(bytes)` raw bytes ([`Raw`](crate::Raw)).
+    ///
     /// ```
     /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-goc-{}", std::process::id()));
     /// # std::fs::create_dir_all(&dir).unwrap();
-    /// use slotcache::{Cache, Options};
+    /// use slotcache::{Cache, Options, Raw};
     /// use std::time::Duration;
     /// let cache = Cache::open(dir.join("c"), Options::new().capacity(8 << 20)
     ///     .default_ttl(Duration::from_secs(60)))?;
     /// assert!(cache.get_or_create("answer", || 6u64 * 7)?.is_created());
     /// let v = cache.get_or_create::<u64, _>("answer", || unreachable!("cached"))?;
     /// assert_eq!(v.into_owned()?, 42);
+    ///
+    /// // Raw bytes get the same protection.
+    /// let page = cache.get_or_create("page", || Raw(b"<html>".to_vec()))?;
+    /// assert_eq!(page.into_owned()?, Raw(b"<html>".to_vec()));
+    /// assert_eq!(&*cache.get::<Raw>("page")?.unwrap(), b"<html>");
     /// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok::<(), slotcache::Error>(())
     /// ```
-    pub fn get_or_create<T, F>(&self, key: impl AsRef<[u8]>, creator: F) -> Result<Fetched<'_, T>>
+    pub fn get_or_create<V, F>(&self, key: impl AsRef<[u8]>, creator: F) -> Result<Fetched<'_, V>>
     where
-        T: Storable + Archive,
-        T::Archived: Checkable,
-        F: FnOnce() -> T,
+        V: Value,
+        F: FnOnce() -> V,
     {
-        self.get_or_create_with(key, &CreateOptions::new(), creator)
+        self.get_or_create_opt(key, &CreateOptions::new(), creator)
     }
 
-    /// [`get_or_create`](Self::get_or_create) with per-call options.
-    pub fn get_or_create_with<T, F>(
+    /// [`get_or_create`](Self::get_or_create) with per-call
+    /// [`CreateOptions`].
+    pub fn get_or_create_opt<V, F>(
         &self,
         key: impl AsRef<[u8]>,
-        options: &CreateOptions<'_, T>,
+        options: &CreateOptions<'_, V>,
         creator: F,
-    ) -> Result<Fetched<'_, T>>
+    ) -> Result<Fetched<'_, V>>
     where
-        T: Storable + Archive,
-        T::Archived: Checkable,
-        F: FnOnce() -> T,
+        V: Value,
+        F: FnOnce() -> V,
     {
-        let o = self.resolve(options);
-        self.dogpile(key.as_ref(), &o, || Ok::<T, Infallible>(creator()))
+        self.get_or_try_create_opt(key, options, || Ok::<V, Infallible>(creator()))
             .map_err(CreateError::into_cache_error)
     }
 
     /// Like [`get_or_create`](Self::get_or_create) with a fallible creator:
     /// its error comes back unchanged as [`CreateError::Creator`], nothing is
     /// stored and the lock is released, so the next caller regenerates.
-    pub fn get_or_try_create<T, E, F>(
+    pub fn get_or_try_create<V, E, F>(
         &self,
         key: impl AsRef<[u8]>,
-        options: &CreateOptions<'_, T>,
         creator: F,
-    ) -> Result<Fetched<'_, T>, CreateError<E>>
+    ) -> Result<Fetched<'_, V>, CreateError<E>>
     where
-        T: Storable + Archive,
-        T::Archived: Checkable,
-        F: FnOnce() -> Result<T, E>,
+        V: Value,
+        F: FnOnce() -> Result<V, E>,
+    {
+        self.get_or_try_create_opt(key, &CreateOptions::new(), creator)
+    }
+
+    /// [`get_or_try_create`](Self::get_or_try_create) with per-call
+    /// [`CreateOptions`].
+    pub fn get_or_try_create_opt<V, E, F>(
+        &self,
+        key: impl AsRef<[u8]>,
+        options: &CreateOptions<'_, V>,
+        creator: F,
+    ) -> Result<Fetched<'_, V>, CreateError<E>>
+    where
+        V: Value,
+        F: FnOnce() -> Result<V, E>,
     {
         let o = self.resolve(options);
         self.dogpile(key.as_ref(), &o, creator)
@@ -408,20 +327,39 @@ impl Cache {
     /// created on the calling thread. Returns the handle of the background
     /// thread, if one was started.
     #[allow(clippy::type_complexity)]
-    pub fn get_or_create_background<T, F>(
+    pub fn get_or_create_background<V, F>(
         &self,
         key: impl AsRef<[u8]>,
         creator: F,
-    ) -> Result<(Fetched<'_, T>, Option<std::thread::JoinHandle<Result<()>>>)>
+    ) -> Result<(Fetched<'_, V>, Option<std::thread::JoinHandle<Result<()>>>)>
     where
-        T: Storable + Archive + Send + 'static,
-        T::Archived: Checkable,
-        F: FnOnce() -> T + Send + 'static,
+        V: Value + Send + 'static,
+        F: FnOnce() -> V + Send + 'static,
+    {
+        self.get_or_create_background_opt(key, &CreateOptions::new(), creator)
+    }
+
+    /// [`get_or_create_background`](Self::get_or_create_background) with
+    /// per-call [`CreateOptions`]. The options are `'static` because the
+    /// regeneration thread applies their `should_cache` after the call has
+    /// returned (a function or a closure that captures nothing is
+    /// `'static`).
+    #[allow(clippy::type_complexity)]
+    pub fn get_or_create_background_opt<V, F>(
+        &self,
+        key: impl AsRef<[u8]>,
+        options: &CreateOptions<'static, V>,
+        creator: F,
+    ) -> Result<(Fetched<'_, V>, Option<std::thread::JoinHandle<Result<()>>>)>
+    where
+        V: Value + Send + 'static,
+        F: FnOnce() -> V + Send + 'static,
     {
         let key = key.as_ref();
-        let o = self.resolve(&CreateOptions::<T>::new());
-        let fresh = |g: &Guard<'_, T::Archived>| !Self::needs_regen(&g.meta(), o.expiration);
-        if let Some(g) = self.get_stale::<T>(key)? {
+        let o = self.resolve(options);
+        let expiration = o.dogpile.expiration;
+        let fresh = |g: &Guard<'_, V::View>| !Self::needs_regen(&g.meta(), expiration);
+        if let Some(g) = self.get_stale::<V>(key)? {
             if fresh(&g) {
                 return Ok((Fetched::Cached(g), None));
             }
@@ -436,20 +374,20 @@ impl Cache {
                     // The previous creator may have stored a fresh value
                     // between our read and our winning the lock: look again
                     // before regenerating (step 4 of the algorithm).
-                    let lock = match self.recheck::<T>(key, lock, fresh)? {
+                    let lock = match self.recheck::<V>(key, lock, fresh)? {
                         Decision::Done(f) => return Ok((f, None)),
                         Decision::Create(lock) => lock,
                     };
                     self.count(reader::STALE_SERVED);
                     lock.release_owner();
-                    let (cache, key, ttl) = (self.clone(), key.to_vec(), o.ttl);
+                    let (cache, key) = (self.clone(), key.to_vec());
                     let handle = std::thread::Builder::new()
                         .name("slotcache-regen".into())
                         .spawn(move || {
                             lock.adopt();
                             cache.count(reader::CREATES);
                             let value = creator();
-                            let r = cache.set_with_ttl(&key, &value, ttl);
+                            let r = cache.store_created(&key, &o, &value);
                             drop(lock);
                             r
                         })
@@ -459,7 +397,7 @@ impl Cache {
             }
         }
         let v = self
-            .dogpile(key, &o, || Ok::<T, Infallible>(creator()))
+            .dogpile(key, &o, || Ok::<V, Infallible>(creator()))
             .map_err(CreateError::into_cache_error)?;
         Ok((v, None))
     }
@@ -479,19 +417,53 @@ impl Cache {
     /// end. A value found fresh that was evicted or deleted meanwhile is
     /// created then, by another call of the creator with the keys still
     /// unresolved — so the creator is usually called once, and at most 4
-    /// times.
-    pub fn get_or_create_many<T, K, F>(
+    /// times; keys whose values disappear every time are
+    /// [`Error::ValuesDisappeared`]. A creator that returns a number of
+    /// values other than the number of keys it was given is
+    /// [`Error::CreatorContract`].
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-gocm-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use slotcache::{Cache, Options};
+    /// let cache = Cache::open(dir.join("m.cache"), Options::new().capacity(8 << 20))?;
+    /// cache.set("b", &20u32)?;
+    /// let got = cache.get_or_create_many(["a", "b", "c"], |missing| {
+    ///     assert_eq!(missing, [b"a".as_slice(), b"c"]);
+    ///     missing.iter().map(|k| k[0] as u32).collect()
+    /// })?;
+    /// let got = got.into_iter().map(|f| f.into_owned()).collect::<Result<Vec<_>, _>>()?;
+    /// assert_eq!(got, [97, 20, 99]);
+    /// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), slotcache::Error>(())
+    /// ```
+    pub fn get_or_create_many<V, F>(
         &self,
-        keys: &[K],
-        mut creator: F,
-    ) -> Result<Vec<Fetched<'_, T>>>
+        keys: impl IntoIterator<Item = impl AsRef<[u8]>>,
+        creator: F,
+    ) -> Result<Vec<Fetched<'_, V>>>
     where
-        T: Storable + Archive,
-        T::Archived: Checkable,
-        K: AsRef<[u8]>,
-        F: FnMut(&[&[u8]]) -> Vec<T>,
+        V: Value,
+        F: FnMut(&[&[u8]]) -> Vec<V>,
     {
-        let o = self.resolve(&CreateOptions::<T>::new());
+        self.get_or_create_many_opt(keys, &CreateOptions::new(), creator)
+    }
+
+    /// [`get_or_create_many`](Self::get_or_create_many) with per-call
+    /// [`CreateOptions`] (applied to every key; `should_cache` to every
+    /// created value).
+    pub fn get_or_create_many_opt<V, F>(
+        &self,
+        keys: impl IntoIterator<Item = impl AsRef<[u8]>>,
+        options: &CreateOptions<'_, V>,
+        mut creator: F,
+    ) -> Result<Vec<Fetched<'_, V>>>
+    where
+        V: Value,
+        F: FnMut(&[&[u8]]) -> Vec<V>,
+    {
+        let keys: Vec<_> = keys.into_iter().collect();
+        let o = self.resolve(options);
         let regen_stripes = self.shared_ref().header.regen_stripes as u64;
         let place = |i: &usize| {
             let k = keys[*i].as_ref();
@@ -500,7 +472,7 @@ impl Cache {
                 k,
             )
         };
-        let mut results: Vec<Option<Fetched<'_, T>>> = (0..keys.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Fetched<'_, V>>> = (0..keys.len()).map(|_| None).collect();
         let mut pending: Vec<usize> = (0..keys.len()).collect();
         for _ in 0..MANY_ROUNDS {
             // One index per distinct key, in the global lock order.
@@ -511,12 +483,12 @@ impl Cache {
             for &i in &order {
                 // A cached answer is only noted here: its guard is dropped
                 // at once and the value read again at the end.
-                if let Decision::Create(lock) = self.decide::<T>(keys[i].as_ref(), &o)? {
+                if let Decision::Create(lock) = self.decide::<V>(keys[i].as_ref(), &o)? {
                     won.push((i, lock));
                 }
             }
             if !won.is_empty() {
-                self.create_many(keys, &o, won, &mut creator, &mut results)?;
+                self.create_many(&keys, &o, won, &mut creator, &mut results)?;
             }
             // Everything not created by this call is read now, with no
             // guard held across a creator or a write before this point.
@@ -525,10 +497,10 @@ impl Cache {
                 if results[i].is_some() {
                     continue;
                 }
-                match self.get_stale::<T>(keys[i].as_ref())? {
+                match self.get_stale::<V>(keys[i].as_ref())? {
                     Some(mut g) => {
                         // Stale by this call's `expiration` age only: say so.
-                        g.meta.aged |= Self::needs_regen(&g.meta(), o.expiration);
+                        g.meta.aged |= Self::needs_regen(&g.meta(), o.dogpile.expiration);
                         results[i] = Some(Fetched::Cached(g));
                     }
                     None => still.push(i),
@@ -542,15 +514,10 @@ impl Cache {
                     .collect());
             }
         }
-        Err(Error::InvalidOptions {
-            option: "get_or_create_many keys",
-            expected: format!(
-                "values that stay in the cache until the batch ends (tried {MANY_ROUNDS} rounds)"
-            ),
-            found: format!(
-                "{} key(s) evicted, deleted or not cached (should_cache) every time",
-                pending.len()
-            ),
+        Err(Error::ValuesDisappeared {
+            keys: pending.len(),
+            first_key: String::from_utf8_lossy(keys[pending[0]].as_ref()).into_owned(),
+            rounds: MANY_ROUNDS as u32,
         })
     }
 
@@ -558,18 +525,18 @@ impl Cache {
     /// regeneration locks are held), stores the values with one batch write
     /// (one range lock over their stripes when it can), then releases the
     /// locks. Nothing is pinned meanwhile.
-    fn create_many<'c, T, K, F>(
+    fn create_many<'c, V, K, F>(
         &'c self,
         keys: &[K],
-        o: &Resolved<'_, T>,
+        o: &Resolved<'_, V>,
         won: Vec<(usize, RegenLock)>,
         creator: &mut F,
-        results: &mut [Option<Fetched<'c, T>>],
+        results: &mut [Option<Fetched<'c, V>>],
     ) -> Result<()>
     where
-        T: Storable + Archive,
+        V: Value,
         K: AsRef<[u8]>,
-        F: FnMut(&[&[u8]]) -> Vec<T>,
+        F: FnMut(&[&[u8]]) -> Vec<V>,
     {
         let to_create: Vec<&[u8]> = won.iter().map(|(i, _)| keys[*i].as_ref()).collect();
         for _ in &won {
@@ -577,26 +544,18 @@ impl Cache {
         }
         let values = creator(&to_create);
         if values.len() != won.len() {
-            return Err(Error::InvalidOptions {
-                option: "get_or_create_many creator",
+            return Err(Error::CreatorContract {
+                op: "get_or_create_many",
                 expected: format!("{} values, one per key passed to it", won.len()),
                 found: format!("{} values", values.len()),
             });
         }
-        let mut keep = Vec::with_capacity(won.len());
-        for ((i, _), value) in won.iter().zip(&values) {
-            if o.should_cache.is_none_or(|f| f(value)) {
-                let bytes = rkyv::to_bytes::<rancor::Error>(value)
-                    .map_err(|e| Error::Serialize(e.to_string()))?;
-                keep.push((keys[*i].as_ref(), bytes));
-            }
-        }
-        let schema = schema_fingerprint::<T>();
-        let items: Vec<_> = keep
+        let kept = to_create
             .iter()
-            .map(|(k, b)| (*k, kind::ARCHIVED, schema, &b[..]))
-            .collect();
-        self.write_batch("get_or_create_many", &items, o.ttl)?;
+            .zip(&values)
+            .filter(|(_, value)| o.keeps(value))
+            .map(|(k, value)| (*k, value));
+        self.write_values("get_or_create_many", kept, o.ttl)?;
         for ((i, lock), value) in won.into_iter().zip(values) {
             drop(lock);
             results[i] = Some(Fetched::Created(Box::new(value)));

@@ -130,17 +130,16 @@ pub enum Error {
     },
 
     /// Space the write had to reuse is held by a live read guard for longer
-    /// than [`Options::pin_wait`](crate::Options::pin_wait).
-    #[error("stripe {stripe}: the log segment to reuse is pinned by a live read guard (reader slot {reader}{who}) after waiting {waited_ms} ms; drop long-lived guards or use get_owned")]
+    /// than [`Options::pin_wait`](crate::Options::pin_wait) (at once when
+    /// the guard belongs to the writing thread).
+    #[error("stripe {stripe}: the log segment to reuse is pinned by a live read guard ({holder}) after waiting {waited_ms} ms; drop long-lived guards or use get_owned")]
     Pinned {
         /// The stripe whose log is full.
         stripe: u32,
-        /// The reader slot that holds the pin.
-        reader: u32,
+        /// Who holds the pin.
+        holder: PinHolder,
         /// How long the writer waited.
         waited_ms: u64,
-        /// Extra detail.
-        who: &'static str,
     },
 
     /// `get_or_create` was called for a key from inside that key's own
@@ -162,12 +161,50 @@ pub enum Error {
     },
 
     /// A value could not be serialized with rkyv.
-    #[error("serializing the value failed: {0}")]
-    Serialize(String),
+    #[error("serializing the value failed: {source}")]
+    Serialize {
+        /// rkyv's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
-    /// A value could not be deserialized (only from `get_owned`).
-    #[error("deserializing the value failed: {0}")]
-    Deserialize(String),
+    /// A value could not be deserialized (only when an owned copy is made:
+    /// [`Cache::get_owned`](crate::Cache::get_owned),
+    /// [`Fetched::into_owned`](crate::Fetched::into_owned)).
+    #[error("deserializing the value failed: {source}")]
+    Deserialize {
+        /// rkyv's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A creator broke its contract: a
+    /// [`get_or_create_many`](crate::Cache::get_or_create_many) creator
+    /// returned a number of values other than the number of keys it was
+    /// given. Nothing was stored; the regeneration locks were released.
+    #[error("the creator of {op} broke its contract: expected {expected}, found {found}")]
+    CreatorContract {
+        /// The entry point whose creator it was.
+        op: &'static str,
+        /// What the creator had to return.
+        expected: String,
+        /// What it returned.
+        found: String,
+    },
+
+    /// [`get_or_create_many`](crate::Cache::get_or_create_many) gave up on
+    /// keys whose values disappeared (evicted, deleted, or refused by
+    /// `should_cache`) between being found or created and being read back,
+    /// in every round.
+    #[error("get_or_create_many: the values of {keys} key(s) (first: {first_key:?}) disappeared between being found or created and being read back, in each of {rounds} rounds; expected them to stay in the cache until the batch ends (evicted by other writers, deleted, or refused by should_cache: raise the capacity or return them from the creator's results instead)")]
+    ValuesDisappeared {
+        /// How many keys were left unresolved.
+        keys: usize,
+        /// The first of them (lossy UTF-8).
+        first_key: String,
+        /// How many rounds were made.
+        rounds: u32,
+    },
 
     /// Every reader slot of the file is taken by a live thread.
     #[error("all {slots} reader slots of {path} are held by live threads; reopen the file with a larger `reader_slots` option")]
@@ -187,6 +224,33 @@ pub enum Error {
     },
 }
 
+/// Who holds the pin of an [`Error::Pinned`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PinHolder {
+    /// A live thread (of this or another process) holding a guard, through
+    /// this reader slot.
+    Reader(u32),
+    /// The writing thread itself holds a guard in this reader slot: waiting
+    /// would wait for itself, so the write failed at once.
+    CallingThread(u32),
+    /// A process that opened the file read-only (its pins are shared locks,
+    /// not reader slots).
+    ReadOnlyProcess,
+}
+
+impl std::fmt::Display for PinHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PinHolder::Reader(i) => write!(f, "reader slot {i}"),
+            PinHolder::CallingThread(i) => {
+                write!(f, "reader slot {i}, held by the calling thread itself")
+            }
+            PinHolder::ReadOnlyProcess => f.write_str("held by a read-only process"),
+        }
+    }
+}
+
 /// `Result` with slotcache's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -202,6 +266,20 @@ impl Error {
                 expected, found, ..
             } => found < expected,
             _ => false,
+        }
+    }
+
+    /// Builds an [`Error::Serialize`] from rkyv's error.
+    pub(crate) fn serialize(e: rkyv::rancor::Error) -> Self {
+        Error::Serialize {
+            source: Box::new(e),
+        }
+    }
+
+    /// Builds an [`Error::Deserialize`] from rkyv's error.
+    pub(crate) fn deserialize(e: rkyv::rancor::Error) -> Self {
+        Error::Deserialize {
+            source: Box::new(e),
         }
     }
 

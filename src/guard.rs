@@ -59,9 +59,9 @@ impl EntryMeta {
 
 /// A value read from the cache, borrowed straight from the shared mapping.
 ///
-/// `Guard<'_, T::Archived>` (from [`Cache::get`](crate::Cache::get)) derefs
-/// to the archived value; `Guard<'_, [u8]>` (from
-/// [`Cache::get_bytes`](crate::Cache::get_bytes)) to the raw bytes. While the
+/// `Guard<'_, V::View>` (from [`Cache::get::<V>`](crate::Cache::get))
+/// derefs to the value's [`View`](crate::Value::View): `T::Archived` for a
+/// typed value, `[u8]` for [`Raw`](crate::Raw) bytes. While the
 /// guard lives, no process reuses the bytes it points to, so keep guards
 /// short-lived: a writer that needs the space waits at most
 /// [`Options::pin_wait`](crate::Options::pin_wait) and then fails with
@@ -73,10 +73,10 @@ impl EntryMeta {
 /// ```
 /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-guard-{}", std::process::id()));
 /// # std::fs::create_dir_all(&dir).unwrap();
-/// use slotcache::{Cache, Options};
+/// use slotcache::{Cache, Options, Raw};
 /// let cache = Cache::open(dir.join("guard.cache"), Options::new().capacity(8 << 20))?;
-/// cache.set_bytes("k", b"hello")?;
-/// let guard = cache.get_bytes("k")?.expect("just written");
+/// cache.set("k", &Raw(b"hello"))?;
+/// let guard = cache.get::<Raw>("k")?.expect("just written");
 /// assert_eq!(&*guard, b"hello");
 /// assert!(!guard.meta().is_expired());
 /// # drop(guard); drop(cache); std::fs::remove_dir_all(&dir).unwrap();

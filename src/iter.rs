@@ -2,26 +2,16 @@
 //! stripe, the way a reader does (format.md §5.11).
 
 use crate::cache::Cache;
+use crate::codec::{Value, ValueKind};
 use crate::error::Result;
 use crate::guard::EntryMeta;
 use crate::index::{self, Bucket, KeyHash};
-use crate::layout::{kind, stripe, BUCKET_SLOTS};
+use crate::layout::{stripe, BUCKET_SLOTS};
 use crate::readers::{entry_meta, read_at, Pin, PinnedRecord, ReadAt};
 use crate::record::RecordHeader;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{fence, Ordering};
-
-/// How a value was stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[non_exhaustive]
-pub enum ValueKind {
-    /// Raw bytes ([`Cache::set_bytes`] and friends).
-    Raw,
-    /// An rkyv archive ([`Cache::set`] and friends); see
-    /// [`Entry::schema`].
-    Archived,
-}
 
 /// One live entry yielded by [`Iter`]: pinned like a [`Guard`](crate::Guard),
 /// so its bytes are valid (and unchanged) while it lives, and, like a guard,
@@ -50,10 +40,7 @@ impl<'c> Entry<'c> {
 
     /// Whether the value is raw bytes or an rkyv archive.
     pub fn kind(&self) -> ValueKind {
-        match self.rh.kind {
-            kind::ARCHIVED => ValueKind::Archived,
-            _ => ValueKind::Raw, // `RecordHeader::decode` admits no other kind
-        }
+        ValueKind::of_record(self.rh.kind)
     }
 
     /// The schema fingerprint of an archived value's type (see
@@ -67,11 +54,34 @@ impl<'c> Entry<'c> {
         self.rh.val_len as usize
     }
 
-    /// The stored value bytes (for an archived value, the archive: check
-    /// [`schema`](Self::schema), then `rkyv::access` them), zero-copy from
-    /// the shared mapping and 16-byte aligned.
+    /// The stored value bytes (for an archived value, the archive; see
+    /// [`value`](Self::value) for a checked view), zero-copy from the
+    /// shared mapping and 16-byte aligned.
     pub fn bytes(&self) -> &[u8] {
         self.rh.value(self.all)
+    }
+
+    /// The value as a `V`, checked like [`Cache::get`] checks it: `None`
+    /// when it is of another kind or type (schema) or does not validate.
+    /// Zero-copy, borrowed from the entry. Counts nothing.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-entryv-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use slotcache::{Cache, Options, Raw};
+    /// let cache = Cache::open(dir.join("ev.cache"), Options::new().capacity(8 << 20))?;
+    /// cache.set("n", &7u32)?;
+    /// let entry = cache.iter().next().unwrap()?;
+    /// assert_eq!(*entry.value::<u32>().unwrap(), 7);
+    /// assert!(entry.value::<u64>().is_none() && entry.value::<Raw>().is_none());
+    /// # drop(entry); drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), slotcache::Error>(())
+    /// ```
+    pub fn value<V: Value>(&self) -> Option<&V::View> {
+        if self.rh.kind != V::KIND || self.rh.schema != V::schema() {
+            return None;
+        }
+        V::view(self.bytes())
     }
 
     /// The stripe the entry lives in (see [`Cache::key_placement`]).
@@ -259,9 +269,9 @@ impl Cache {
     /// ```
     /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-iter-{}", std::process::id()));
     /// # std::fs::create_dir_all(&dir).unwrap();
-    /// use slotcache::{Cache, Options, ValueKind};
+    /// use slotcache::{Cache, Options, Raw, ValueKind};
     /// let cache = Cache::open(dir.join("it.cache"), Options::new().capacity(8 << 20))?;
-    /// cache.set_bytes("a", b"raw")?;
+    /// cache.set("a", &Raw(b"raw"))?;
     /// cache.set("b", &7u32)?;
     /// let mut seen = Vec::new();
     /// for entry in cache.iter() {
@@ -284,11 +294,11 @@ impl Cache {
     /// ```
     /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-iterp-{}", std::process::id()));
     /// # std::fs::create_dir_all(&dir).unwrap();
-    /// use slotcache::{Cache, Options};
+    /// use slotcache::{Cache, Options, Raw};
     /// let cache = Cache::open(dir.join("itp.cache"), Options::new().capacity(8 << 20))?;
-    /// cache.set_bytes("user:1", b"ada")?;
-    /// cache.set_bytes("user:2", b"bob")?;
-    /// cache.set_bytes("session:9", b"x")?;
+    /// cache.set("user:1", &Raw(b"ada"))?;
+    /// cache.set("user:2", &Raw(b"bob"))?;
+    /// cache.set("session:9", &Raw(b"x"))?;
     /// let mut users = cache
     ///     .iter_prefix("user:")
     ///     .map(|e| e.map(|e| (e.key().to_vec(), e.bytes().to_vec())))
@@ -307,7 +317,7 @@ impl Cache {
 mod tests {
     use crate::index::{self, Bucket, VISITED};
     use crate::layout::BUCKET_SLOTS;
-    use crate::{Cache, Options};
+    use crate::{Cache, Options, Raw};
     use std::sync::atomic::Ordering;
 
     /// (live slots, visited slots) of the whole index.
@@ -335,14 +345,14 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         let c = Cache::open(d.join("c"), Options::new().capacity(1 << 20).stripes(2)).unwrap();
         for i in 0..100u32 {
-            c.set_bytes(i.to_le_bytes(), b"v").unwrap();
+            c.set(i.to_le_bytes(), &Raw(b"v")).unwrap();
         }
         let stats = c.stats();
         assert_eq!(c.iter().count(), 100);
         assert_eq!(visited(&c), (100, 0), "iteration is not a use");
         assert_eq!(c.stats(), stats, "no counter moved");
         // The check above can fail: a lookup does set the bit.
-        assert!(c.get_bytes(7u32.to_le_bytes()).unwrap().is_some());
+        assert!(c.get::<Raw>(7u32.to_le_bytes()).unwrap().is_some());
         assert_eq!(visited(&c), (100, 1));
         drop(c);
         std::fs::remove_dir_all(d).unwrap();

@@ -195,7 +195,7 @@ pub mod locks {
 
 /// Record kinds (byte 4 of a record header).
 pub mod kind {
-    /// Raw bytes stored with `set_bytes`.
+    /// Raw bytes (a `Raw` value).
     pub const BYTES: u8 = 1;
     /// An rkyv archive stored with `set`.
     pub const ARCHIVED: u8 = 2;

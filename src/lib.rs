@@ -15,12 +15,13 @@
 //! ```
 //! # let dir = std::env::temp_dir().join(format!("slotcache-doc-lib-{}", std::process::id()));
 //! # std::fs::create_dir_all(&dir).unwrap();
-//! use slotcache::{Cache, Options};
+//! use slotcache::{Cache, Options, Raw, WriteOptions};
 //! use std::time::Duration;
 //!
 //! let cache = Cache::open(dir.join("app.cache"), Options::new().capacity(32 << 20))?;
-//! cache.set_bytes_with_ttl("greeting", b"hello", Some(Duration::from_secs(60)))?;
-//! assert_eq!(&*cache.get_bytes("greeting")?.unwrap(), b"hello");
+//! let minute = WriteOptions::new().ttl(Some(Duration::from_secs(60)));
+//! cache.set_opt("greeting", &Raw(b"hello"), &minute)?;
+//! assert_eq!(&*cache.get::<Raw>("greeting")?.unwrap(), b"hello");
 //!
 //! cache.set("answer", &42u64)?;
 //! assert_eq!(*cache.get::<u64>("answer")?.unwrap(), 42);
@@ -31,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+mod codec;
 mod dogpile;
 mod error;
 mod guard;
@@ -49,16 +51,14 @@ mod regen;
 mod shared;
 mod stats;
 
-pub use cache::{
-    schema_fingerprint, Cache, Checkable, Info, Invalidation, Placement, RepairReport, Storable,
-    VerifyReport,
-};
-pub use dogpile::{CreateError, CreateOptions, Fetched, StalePolicy};
-pub use error::{Error, Result};
+pub use cache::{Cache, Info, Invalidation, Placement, RepairReport, VerifyReport};
+pub use codec::{schema_fingerprint, Checkable, FromView, Raw, Storable, Value, ValueKind};
+pub use dogpile::{CreateError, Fetched};
+pub use error::{Error, PinHolder, Result};
 pub use guard::{EntryMeta, Guard};
-pub use iter::{Entry, Iter, ValueKind};
+pub use iter::{Entry, Iter};
 pub use layout::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use memo::Memo;
-pub use options::{OnCorrupt, Options};
+pub use options::{CreateOptions, OnCorrupt, Options, StalePolicy, WriteOptions};
 pub use rkyv;
 pub use stats::Stats;

@@ -15,7 +15,7 @@
 //!   segment after the head's is always dead and can receive reinsertions.
 //! - Bytes at or above `head` are named by no index slot.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PinHolder, Result};
 use crate::index::{self, Bucket, Buckets, KeyHash, VISITED};
 use crate::layout::{hdr, stripe, Geometry, MAX_POSITION, RECORD_HEADER};
 use crate::process::Process;
@@ -463,17 +463,16 @@ impl<'a> StripeWriter<'a> {
                 self.bump(stripe::PIN_WAITS, 1);
             }
             let elapsed = start.elapsed();
-            let (reader, who) = match holder {
-                Holder::SelfThread(i) => (i, ", held by the calling thread itself"),
-                Holder::Slot(i) => (i, ""),
-                Holder::ReadOnly => (u32::MAX, ", a read-only process"),
+            let holder = match holder {
+                Holder::SelfThread(i) => PinHolder::CallingThread(i),
+                Holder::Slot(i) => PinHolder::Reader(i),
+                Holder::ReadOnly => PinHolder::ReadOnlyProcess,
             };
-            if matches!(holder, Holder::SelfThread(_)) || elapsed >= self.pin_wait {
+            if matches!(holder, PinHolder::CallingThread(_)) || elapsed >= self.pin_wait {
                 return Err(Error::Pinned {
                     stripe: self.s,
-                    reader,
+                    holder,
                     waited_ms: elapsed.as_millis() as u64,
-                    who,
                 });
             }
             std::thread::sleep(Duration::from_micros(200).min(self.pin_wait));
@@ -557,7 +556,7 @@ mod tests {
     use crate::index::{self, Buckets, KeyHash};
     use crate::layout::stripe;
     use crate::record;
-    use crate::{Cache, Options};
+    use crate::{Cache, Options, Raw};
     use std::sync::atomic::{AtomicU64, Ordering};
 
     fn cache(name: &str, opts: Options) -> (std::path::PathBuf, Cache) {
@@ -587,9 +586,9 @@ mod tests {
         let (seg, n) = (geo.segment_size, geo.segments as u64);
         for i in 0..5000u32 {
             let v = vec![i as u8; (i as usize * 37) % 3000];
-            c.set_bytes(i.to_le_bytes(), &v).unwrap();
+            c.set(i.to_le_bytes(), &Raw(&v)).unwrap();
             if i % 7 == 0 {
-                let _ = c.get_bytes((i / 2).to_le_bytes()).unwrap();
+                let _ = c.get::<Raw>((i / 2).to_le_bytes()).unwrap();
             }
             let (h, t) = head_tail(&c, 0);
             let k = if h % seg == 0 { h / seg - 1 } else { h / seg };
@@ -604,7 +603,7 @@ mod tests {
         assert!(st.evictions > 0 && st.reinserts > 0, "{st:?}");
         // Everything the index names is readable and intact.
         let live = (0..5000u32)
-            .filter(|i| c.get_bytes(i.to_le_bytes()).unwrap().is_some())
+            .filter(|i| c.get::<Raw>(i.to_le_bytes()).unwrap().is_some())
             .count();
         assert_eq!(live as u64, c.stats().entries);
         drop(c);
@@ -618,7 +617,7 @@ mod tests {
             Options::new().capacity(1 << 20).stripes(2).segments(8),
         );
         for i in 0..200u32 {
-            c.set_bytes(i.to_le_bytes(), b"value").unwrap();
+            c.set(i.to_le_bytes(), &Raw(b"value")).unwrap();
         }
         let sh = c.shared();
         for (s, (h, t)) in [
@@ -631,14 +630,14 @@ mod tests {
         }
         // Writes to both stripes work and stay bounded; no panic, no endless walk.
         for i in 1000..3000u32 {
-            c.set_bytes(i.to_le_bytes(), &[7u8; 300]).unwrap();
+            c.set(i.to_le_bytes(), &Raw(&[7u8; 300])).unwrap();
         }
         for s in 0..2 {
             let (h, t) = head_tail(&c, s);
             assert!(t <= h && h - t <= sh.geo.ring_size());
         }
         assert_eq!(
-            &*c.get_bytes(2999u32.to_le_bytes()).unwrap().unwrap(),
+            &*c.get::<Raw>(2999u32.to_le_bytes()).unwrap().unwrap(),
             &[7u8; 300][..]
         );
         assert_eq!(c.stats().stripe_repairs, 2, "each reset is counted once");
@@ -672,8 +671,8 @@ mod tests {
             Options::new().capacity(1 << 20).stripes(2).segments(8),
         );
         let (k0, k1) = (key_in(&c, 0, "a"), key_in(&c, 1, "b"));
-        c.set_bytes(&k0, b"zero").unwrap();
-        c.set_bytes(&k1, b"one").unwrap();
+        c.set(&k0, &Raw(b"zero")).unwrap();
+        c.set(&k1, &Raw(b"one")).unwrap();
         let path = c.path().to_path_buf();
         // Damage stripe 0 from outside: head below tail.
         let (h, _) = head_tail(&c, 0);
@@ -706,12 +705,12 @@ mod tests {
         let after = c.verify().unwrap();
         assert!(after.is_clean(), "{after:?}");
         assert_eq!((after.live_entries, after.entries_drift), (1, 0));
-        assert_eq!(&*c.get_bytes(&k1).unwrap().unwrap(), b"one");
+        assert_eq!(&*c.get::<Raw>(&k1).unwrap().unwrap(), b"one");
         assert!(
-            c.get_bytes(&k0).unwrap().is_none(),
+            c.get::<Raw>(&k0).unwrap().is_none(),
             "the reset stripe is empty"
         );
-        c.set_bytes(&k0, b"again").unwrap();
+        c.set(&k0, &Raw(b"again")).unwrap();
         assert_eq!(c.stats().stripe_repairs, 1, "a repaired stripe stays sane");
         drop(c);
         std::fs::remove_dir_all(d).unwrap();
@@ -724,7 +723,7 @@ mod tests {
             Options::new().capacity(1 << 20).stripes(1).segments(8),
         );
         for k in ["crc", "dangling", "fine"] {
-            c.set_bytes(k, format!("value of {k}").as_bytes()).unwrap();
+            c.set(k, &Raw(format!("value of {k}").as_bytes())).unwrap();
         }
         let path = c.path().to_path_buf();
         let sh = c.shared();
@@ -771,8 +770,8 @@ mod tests {
         );
         assert_eq!(c.stats().entries, 1);
         assert_eq!(c.stats().stripe_repairs, 0, "no stripe was reset");
-        assert_eq!(&*c.get_bytes("fine").unwrap().unwrap(), b"value of fine");
-        assert!(c.get_bytes("crc").unwrap().is_none());
+        assert_eq!(&*c.get::<Raw>("fine").unwrap().unwrap(), b"value of fine");
+        assert!(c.get::<Raw>("crc").unwrap().is_none());
         assert_eq!(c.repair().unwrap().slots_cleared, 0, "nothing left to do");
         drop(c);
         std::fs::remove_dir_all(d).unwrap();
@@ -789,7 +788,7 @@ mod tests {
         let mut i = 0u32;
         // Fill until the head is just past a segment boundary after a wrap.
         loop {
-            c.set_bytes(i.to_le_bytes(), &v).unwrap();
+            c.set(i.to_le_bytes(), &Raw(&v)).unwrap();
             i += 1;
             let (h, _) = head_tail(&c, 0);
             if h > 5 * seg && h % seg < 2000 {
@@ -802,7 +801,7 @@ mod tests {
         let tail = sh.map.atomic(sh.geo.stripe_entry(0) + stripe::TAIL);
         tail.store(tail.load(Ordering::SeqCst) - seg, Ordering::SeqCst);
         for j in 0..3000u32 {
-            c.set_bytes((100_000 + j).to_le_bytes(), &v).unwrap();
+            c.set((100_000 + j).to_le_bytes(), &Raw(&v)).unwrap();
             let (h, t) = head_tail(&c, 0);
             assert!(t <= h && h - t <= 4 * seg);
         }

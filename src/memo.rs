@@ -1,16 +1,19 @@
 //! Memoization: the Rust counterpart of dogpile.cache's
 //! `cache_on_arguments`.
 
-use crate::cache::{Cache, Checkable, Storable};
-use crate::dogpile::{CreateOptions, Fetched};
+use crate::cache::Cache;
+use crate::codec::{Storable, Value};
+use crate::dogpile::Fetched;
 use crate::error::{Error, Result};
 use crate::guard::Guard;
 use crate::layout::MAX_KEY_LEN;
+use crate::options::CreateOptions;
 use rkyv::Archive;
 use std::marker::PhantomData;
 
 /// A function whose results are cached under keys built from a namespace
-/// and its arguments, with dogpile protection.
+/// and its arguments, with dogpile protection. The results are any
+/// [`Value`]: a typed value, or [`Raw`](crate::Raw) bytes.
 ///
 /// The key is `namespace ‖ 0x00 ‖ rkyv bytes of the arguments`, or, when
 /// that exceeds [`MAX_KEY_LEN`], `namespace ‖ 0x01 ‖ xxh3-128 of those
@@ -43,8 +46,7 @@ pub struct Memo<A, T, F> {
 impl<A, T, F> Memo<A, T, F>
 where
     A: Storable + Archive,
-    T: Storable + Archive,
-    T::Archived: Checkable,
+    T: Value,
     F: Fn(&A) -> T,
 {
     /// Wraps `f`, caching its results in `cache` under `namespace`.
@@ -59,8 +61,7 @@ where
 
     /// The cache key for `args`.
     pub fn key(&self, args: &A) -> Result<Vec<u8>> {
-        let enc = rkyv::to_bytes::<rkyv::rancor::Error>(args)
-            .map_err(|e| Error::Serialize(e.to_string()))?;
+        let enc = rkyv::to_bytes::<rkyv::rancor::Error>(args).map_err(Error::serialize)?;
         let mut key = Vec::with_capacity(self.namespace.len() + 1 + enc.len().min(16));
         key.extend_from_slice(&self.namespace);
         if self.namespace.len() + 1 + enc.len() <= MAX_KEY_LEN {
@@ -82,18 +83,18 @@ where
     /// The cached result for `args`, or `f(args)` computed (once across all
     /// callers and processes) and stored.
     pub fn call(&self, args: &A) -> Result<Fetched<'_, T>> {
-        self.call_with(args, &CreateOptions::new())
+        self.call_opt(args, &CreateOptions::new())
     }
 
-    /// [`call`](Self::call) with per-call options.
-    pub fn call_with(&self, args: &A, options: &CreateOptions<'_, T>) -> Result<Fetched<'_, T>> {
+    /// [`call`](Self::call) with per-call [`CreateOptions`].
+    pub fn call_opt(&self, args: &A, options: &CreateOptions<'_, T>) -> Result<Fetched<'_, T>> {
         let key = self.key(args)?;
         self.cache
-            .get_or_create_with(&key, options, || (self.f)(args))
+            .get_or_create_opt(&key, options, || (self.f)(args))
     }
 
     /// The cached result for `args`, without computing it.
-    pub fn get(&self, args: &A) -> Result<Option<Guard<'_, T::Archived>>> {
+    pub fn get(&self, args: &A) -> Result<Option<Guard<'_, T::View>>> {
         self.cache.get::<T>(self.key(args)?)
     }
 

@@ -1,4 +1,6 @@
-//! Options for [`Cache::open`](crate::Cache::open).
+//! Options: [`Options`] for [`Cache::open`](crate::Cache::open) (with the
+//! handle's dogpile defaults), [`WriteOptions`] for writes and
+//! [`CreateOptions`] for the `get_or_create` family.
 
 use crate::error::{Error, Result};
 use crate::layout::{
@@ -36,7 +38,7 @@ pub enum OnCorrupt {
 ///     .max_entries(1_000_000)
 ///     .stripes(64)
 ///     .default_ttl(Duration::from_secs(300));
-/// assert_eq!(opts.get_capacity(), 256 << 20);
+/// # let _ = opts;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -51,9 +53,7 @@ pub struct Options {
     pub(crate) read_only: bool,
     pub(crate) create: bool,
     pub(crate) pin_wait: Duration,
-    pub(crate) lock_timeout: Option<Duration>,
-    pub(crate) stale_policy: crate::StalePolicy,
-    pub(crate) expiration: Option<Duration>,
+    pub(crate) dogpile: DogpileDefaults,
     pub(crate) on_corrupt: OnCorrupt,
 }
 
@@ -71,9 +71,7 @@ impl Default for Options {
             read_only: false,
             create: true,
             pin_wait: Duration::from_millis(100),
-            lock_timeout: None,
-            stale_policy: crate::StalePolicy::ServeStale,
-            expiration: None,
+            dogpile: DogpileDefaults::default(),
             on_corrupt: OnCorrupt::Error,
         }
     }
@@ -94,11 +92,6 @@ impl Options {
     pub fn capacity(mut self, bytes: u64) -> Options {
         self.capacity = bytes;
         self
-    }
-
-    /// The capacity set.
-    pub fn get_capacity(&self) -> u64 {
-        self.capacity
     }
 
     /// How many entries the index is sized for: two 8-byte slots per entry
@@ -188,14 +181,14 @@ impl Options {
     /// for another caller's creator before [`Error::LockTimeout`]
     /// (default: forever; `Duration::MAX` also means forever).
     pub fn lock_timeout(mut self, timeout: Duration) -> Options {
-        self.lock_timeout = Some(timeout);
+        self.dogpile.lock_timeout = Some(timeout);
         self
     }
 
     /// Default for `get_or_create`: serve stale values while one caller
     /// regenerates (the default), or block until the new value exists.
-    pub fn stale_policy(mut self, policy: crate::StalePolicy) -> Options {
-        self.stale_policy = policy;
+    pub fn stale_policy(mut self, policy: StalePolicy) -> Options {
+        self.dogpile.stale_policy = policy;
         self
     }
 
@@ -203,7 +196,7 @@ impl Options {
     /// whatever TTL they were stored with (dogpile.cache's
     /// `expiration_time`).
     pub fn expiration(mut self, age: Duration) -> Options {
-        self.expiration = Some(age);
+        self.dogpile.expiration = Some(age);
         self
     }
 
@@ -283,6 +276,187 @@ impl Options {
             self.effective_entries(),
             self.reader_slots,
         )
+    }
+}
+
+/// What a caller does with a stale value while another caller regenerates it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StalePolicy {
+    /// Return the stale value at once (dogpile.cache's behaviour).
+    #[default]
+    ServeStale,
+    /// Wait for the new value (bounded by the lock timeout).
+    Block,
+}
+
+/// The dogpile settings of a handle ([`Options::lock_timeout`],
+/// [`Options::stale_policy`], [`Options::expiration`]), and, with a
+/// call's [`CreateOptions`] applied, of that call. The one place their
+/// defaults live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DogpileDefaults {
+    /// `None`: wait forever.
+    pub lock_timeout: Option<Duration>,
+    pub stale_policy: StalePolicy,
+    /// `None`: only the TTL (and soft invalidation) makes values stale.
+    pub expiration: Option<Duration>,
+}
+
+impl DogpileDefaults {
+    /// These defaults overridden by what `o` sets.
+    pub(crate) fn with<V>(self, o: &CreateOptions<'_, V>) -> DogpileDefaults {
+        DogpileDefaults {
+            lock_timeout: o.lock_timeout.or(self.lock_timeout),
+            stale_policy: o.stale_policy.unwrap_or(self.stale_policy),
+            expiration: o.expiration.or(self.expiration),
+        }
+    }
+}
+
+/// Per-call options of a write ([`Cache::set_opt`](crate::Cache::set_opt),
+/// [`Cache::set_many_opt`](crate::Cache::set_many_opt)). Unset fields take
+/// the handle's defaults.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("slotcache-doc-wopt-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// use slotcache::{Cache, Options, Raw, WriteOptions};
+/// use std::time::Duration;
+/// let cache = Cache::open(dir.join("w.cache"), Options::new().capacity(8 << 20)
+///     .default_ttl(Duration::from_secs(60)))?;
+/// let short = WriteOptions::new().ttl(Some(Duration::from_secs(5)));
+/// cache.set_opt("session", &Raw(b"token"), &short)?;
+/// let forever = WriteOptions::new().ttl(None);
+/// cache.set_many_opt([("a", &1u32), ("b", &2u32)], &forever)?;
+/// assert!(cache.get::<u32>("a")?.unwrap().meta().expires().is_none());
+/// assert!(cache.get::<Raw>("session")?.unwrap().meta().expires().is_some());
+/// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), slotcache::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteOptions {
+    /// `None`: the cache's default TTL; `Some(None)`: never expires.
+    pub(crate) ttl: Option<Option<Duration>>,
+}
+
+impl WriteOptions {
+    /// All defaults: the cache's default TTL.
+    pub fn new() -> WriteOptions {
+        WriteOptions::default()
+    }
+
+    /// TTL of the values written (`None`: they never expire). Saturates
+    /// like [`Options::default_ttl`]. Default: the cache's default TTL.
+    pub fn ttl(mut self, ttl: Option<Duration>) -> WriteOptions {
+        self.ttl = Some(ttl);
+        self
+    }
+}
+
+/// Per-call options of the `get_or_create` family (every entry point takes
+/// them: [`Cache::get_or_create_opt`](crate::Cache::get_or_create_opt),
+/// [`Cache::get_or_try_create_opt`](crate::Cache::get_or_try_create_opt),
+/// [`Cache::get_or_create_many_opt`](crate::Cache::get_or_create_many_opt),
+/// [`Cache::get_or_create_background_opt`](crate::Cache::get_or_create_background_opt),
+/// [`Memo::call_opt`](crate::Memo::call_opt)). Unset fields take the
+/// handle's defaults ([`Options::lock_timeout`],
+/// [`Options::stale_policy`], [`Options::expiration`] and the default TTL).
+///
+/// ```
+/// use slotcache::{CreateOptions, StalePolicy};
+/// use std::time::Duration;
+/// let keep_nonempty = |v: &Vec<u8>| !v.is_empty();
+/// let opts = CreateOptions::new()
+///     .ttl(Some(Duration::from_secs(60)))
+///     .lock_timeout(Duration::from_secs(2))
+///     .stale_policy(StalePolicy::Block)
+///     .should_cache(&keep_nonempty);
+/// # let _ = opts;
+/// ```
+pub struct CreateOptions<'a, V> {
+    pub(crate) write: WriteOptions,
+    pub(crate) expiration: Option<Duration>,
+    pub(crate) lock_timeout: Option<Duration>,
+    pub(crate) stale_policy: Option<StalePolicy>,
+    pub(crate) should_cache: Option<&'a (dyn Fn(&V) -> bool + Sync)>,
+}
+
+impl<V> Default for CreateOptions<'_, V> {
+    fn default() -> Self {
+        CreateOptions {
+            write: WriteOptions::new(),
+            expiration: None,
+            lock_timeout: None,
+            stale_policy: None,
+            should_cache: None,
+        }
+    }
+}
+
+impl<V> Clone for CreateOptions<'_, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<V> Copy for CreateOptions<'_, V> {}
+
+impl<V> std::fmt::Debug for CreateOptions<'_, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateOptions")
+            .field("ttl", &self.write.ttl)
+            .field("expiration", &self.expiration)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("stale_policy", &self.stale_policy)
+            .field("should_cache", &self.should_cache.is_some())
+            .finish()
+    }
+}
+
+impl<'a, V> CreateOptions<'a, V> {
+    /// All defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// TTL of a created value (`None`: never expires). Default: the
+    /// cache's default TTL.
+    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.write = self.write.ttl(ttl);
+        self
+    }
+
+    /// Treat values older than this as stale, whatever TTL they were
+    /// stored with (dogpile.cache's `expiration_time`).
+    pub fn expiration(mut self, age: Duration) -> Self {
+        self.expiration = Some(age);
+        self
+    }
+
+    /// How long to wait for another caller's creation of a missing value
+    /// before failing with [`Error::LockTimeout`].
+    /// `Duration::MAX` (or any duration too long to add to the clock)
+    /// means no timeout.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
+    /// Serve stale values while someone regenerates, or wait.
+    pub fn stale_policy(mut self, policy: StalePolicy) -> Self {
+        self.stale_policy = Some(policy);
+        self
+    }
+
+    /// Decides whether a created value is stored; it is returned either way
+    /// (dogpile.cache's `should_cache_fn`). `Sync`, so that
+    /// [`get_or_create_background_opt`](crate::Cache::get_or_create_background_opt)
+    /// can call it on its regeneration thread (which needs options of
+    /// lifetime `'static`: a function, or a closure that captures nothing).
+    pub fn should_cache(mut self, f: &'a (dyn Fn(&V) -> bool + Sync)) -> Self {
+        self.should_cache = Some(f);
+        self
     }
 }
 

@@ -1,6 +1,7 @@
 //! Opening and creating a cache file, and the state every handle to one
 //! file in one process shares.
 
+use crate::codec::rkyv_flags;
 use crate::error::{Error, Result};
 use crate::layout::{Geometry, Header, HEADER_SIZE, MAGIC, MAGIC_INIT};
 use crate::map::Map;
@@ -156,16 +157,6 @@ static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
 /// A registry entry: (device, inode) and the shared state.
 #[cfg(unix)]
 type Registered = ((u64, u64), Weak<Shared>);
-
-/// The rkyv format flags of this build, measured rather than assumed:
-/// bit 0 little-endian, bit 1 aligned, bits 4..8 pointer width in bytes.
-pub(crate) fn rkyv_flags() -> u32 {
-    let probe = rkyv::to_bytes::<rkyv::rancor::Error>(&0x0102_0304u32).expect("u32 serializes");
-    let little = (probe[0] == 0x04) as u32;
-    let aligned = (std::mem::align_of::<rkyv::Archived<u32>>() == 4) as u32;
-    let width = std::mem::size_of::<rkyv::Archived<usize>>() as u32;
-    little | (aligned << 1) | (width << 4)
-}
 
 /// Nanoseconds since the Unix epoch (the clock every timestamp in the file
 /// uses: `CLOCK_REALTIME`).

@@ -1,4 +1,4 @@
-use slotcache::{Cache, Error, Invalidation, Options};
+use slotcache::{Cache, Error, Invalidation, Options, Raw, WriteOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,10 +20,10 @@ struct Item {
 fn set_get_delete_roundtrip() {
     let p = tmp("rt");
     let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
-    c.set_bytes("a", b"one").unwrap();
-    assert_eq!(&*c.get_bytes("a").unwrap().unwrap(), b"one");
-    c.set_bytes("a", b"two").unwrap();
-    assert_eq!(&*c.get_bytes("a").unwrap().unwrap(), b"two");
+    c.set("a", &Raw(b"one")).unwrap();
+    assert_eq!(&*c.get::<Raw>("a").unwrap().unwrap(), b"one");
+    c.set("a", &Raw(b"two")).unwrap();
+    assert_eq!(&*c.get::<Raw>("a").unwrap().unwrap(), b"two");
     let it = Item {
         id: 7,
         name: "seven".into(),
@@ -39,7 +39,7 @@ fn set_get_delete_roundtrip() {
     assert!(c.contains("a").unwrap());
     assert!(c.delete("a").unwrap());
     assert!(!c.delete("a").unwrap());
-    assert!(c.get_bytes("a").unwrap().is_none());
+    assert!(c.get::<Raw>("a").unwrap().is_none());
     let st = c.stats();
     assert_eq!(st.entries, 1);
     assert!(st.hits >= 3, "{st:?}");
@@ -52,7 +52,7 @@ fn type_mismatch_is_a_counted_miss() {
     let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
     c.set("k", &5u64).unwrap();
     assert!(c.get::<u32>("k").unwrap().is_none());
-    assert!(c.get_bytes("k").unwrap().is_none());
+    assert!(c.get::<Raw>("k").unwrap().is_none());
     assert_eq!(*c.get::<u64>("k").unwrap().unwrap(), 5);
     assert_eq!(c.stats().mismatched, 2);
 }
@@ -63,10 +63,10 @@ fn eviction_keeps_size_bounded_and_reads_survive() {
     let c = Cache::open(&p, Options::new().capacity(2 << 20).stripes(2).segments(8)).unwrap();
     let v = vec![7u8; 1000];
     for i in 0..20_000u32 {
-        c.set_bytes(format!("k{i}"), &v).unwrap();
+        c.set(format!("k{i}"), &Raw(&v)).unwrap();
         if i % 100 == 0 {
             // keep k0 hot
-            let _ = c.get_bytes("k0").unwrap();
+            let _ = c.get::<Raw>("k0").unwrap();
         }
     }
     let st = c.stats();
@@ -76,38 +76,42 @@ fn eviction_keeps_size_bounded_and_reads_survive() {
     assert_eq!(st.index_evictions, 0, "{st:?}");
     assert!(st.bytes_used <= st.capacity);
     assert!(
-        c.get_bytes("k0").unwrap().is_some(),
+        c.get::<Raw>("k0").unwrap().is_some(),
         "hot key survives: {st:?}"
     );
-    assert!(c.get_bytes("k19999").unwrap().is_some());
-    assert!(c.get_bytes("k1").unwrap().is_none());
+    assert!(c.get::<Raw>("k19999").unwrap().is_some());
+    assert!(c.get::<Raw>("k1").unwrap().is_none());
 }
 
 #[test]
 fn ttl_and_invalidation() {
     let p = tmp("ttl");
     let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
-    c.set_bytes_with_ttl("short", b"x", Some(Duration::from_millis(30)))
-        .unwrap();
-    c.set_bytes("forever", b"y").unwrap();
-    assert!(c.get_bytes("short").unwrap().is_some());
+    c.set_opt(
+        "short",
+        &Raw(b"x"),
+        &WriteOptions::new().ttl(Some(Duration::from_millis(30))),
+    )
+    .unwrap();
+    c.set("forever", &Raw(b"y")).unwrap();
+    assert!(c.get::<Raw>("short").unwrap().is_some());
     std::thread::sleep(Duration::from_millis(60));
-    assert!(c.get_bytes("short").unwrap().is_none());
-    let stale = c.get_bytes_stale("short").unwrap().unwrap();
+    assert!(c.get::<Raw>("short").unwrap().is_none());
+    let stale = c.get_stale::<Raw>("short").unwrap().unwrap();
     assert!(stale.meta().is_expired());
     drop(stale);
     c.invalidate(Invalidation::Soft).unwrap();
-    assert!(c.get_bytes("forever").unwrap().is_none());
+    assert!(c.get::<Raw>("forever").unwrap().is_none());
     assert!(c
-        .get_bytes_stale("forever")
+        .get_stale::<Raw>("forever")
         .unwrap()
         .unwrap()
         .meta()
         .is_stale());
     c.invalidate(Invalidation::Hard).unwrap();
-    assert!(c.get_bytes_stale("forever").unwrap().is_none());
-    c.set_bytes("new", b"z").unwrap();
-    assert!(c.get_bytes("new").unwrap().is_some());
+    assert!(c.get_stale::<Raw>("forever").unwrap().is_none());
+    c.set("new", &Raw(b"z")).unwrap();
+    assert!(c.get::<Raw>("new").unwrap().is_some());
 }
 
 #[test]
@@ -116,19 +120,19 @@ fn limits_are_typed_errors() {
     let c = Cache::open(&p, Options::new().capacity(2 << 20).stripes(2).segments(4)).unwrap();
     let big_key = vec![1u8; slotcache::MAX_KEY_LEN + 1];
     assert!(matches!(
-        c.set_bytes(&big_key, b"v"),
+        c.set(&big_key, &Raw(b"v")),
         Err(Error::KeyTooLarge { .. })
     ));
     assert!(matches!(
-        c.get_bytes(&big_key),
+        c.get::<Raw>(&big_key),
         Err(Error::KeyTooLarge { .. })
     ));
     let max = c.max_value_len(1);
-    c.set_bytes("k", &vec![0u8; max]).unwrap();
-    let e = c.set_bytes("k", &vec![0u8; max + 1]).unwrap_err();
+    c.set("k", &Raw(&vec![0u8; max])).unwrap();
+    let e = c.set("k", &Raw(&vec![0u8; max + 1])).unwrap_err();
     assert!(matches!(e, Error::ValueTooLarge { .. }), "{e}");
     assert!(e.to_string().contains(&max.to_string()));
-    assert_eq!(c.get_bytes("k").unwrap().unwrap().len(), max);
+    assert_eq!(c.get::<Raw>("k").unwrap().unwrap().len(), max);
 }
 
 #[test]
@@ -138,19 +142,19 @@ fn hot_set_survives_a_stream_of_one_time_writes() {
     let v = vec![1u8; 200];
     let hot: Vec<String> = (0..500).map(|i| format!("hot{i}")).collect();
     for k in &hot {
-        c.set_bytes(k, &v).unwrap();
+        c.set(k, &Raw(&v)).unwrap();
     }
     let (mut hits, mut reads) = (0u64, 0u64);
     // Stream 20x the cache's capacity of keys that are written once and
     // never read, while the hot keys keep being read.
     for i in 0..200_000u32 {
-        c.set_bytes(format!("cold{i}"), &v).unwrap();
+        c.set(format!("cold{i}"), &Raw(&v)).unwrap();
         if i % 10 == 0 {
             let k = &hot[(i as usize / 10) % hot.len()];
             reads += 1;
-            match c.get_bytes(k).unwrap() {
+            match c.get::<Raw>(k).unwrap() {
                 Some(_) => hits += 1,
-                None => c.set_bytes(k, &v).unwrap(), // a miss refills, as a cache user would
+                None => c.set(k, &Raw(&v)).unwrap(), // a miss refills, as a cache user would
             }
         }
     }
@@ -163,7 +167,7 @@ fn hot_set_survives_a_stream_of_one_time_writes() {
         "hot-set hit ratio {ratio:.3} ({hits}/{reads}), {st:?}"
     );
     // The one-time keys from long ago are gone.
-    assert!(c.get_bytes("cold0").unwrap().is_none());
+    assert!(c.get::<Raw>("cold0").unwrap().is_none());
 }
 
 #[test]
@@ -176,7 +180,7 @@ fn full_index_evicts_within_the_bucket() {
     .unwrap();
     let slots = c.info().index_slots;
     for i in 0..10_000u32 {
-        c.set_bytes(i.to_le_bytes(), b"v").unwrap();
+        c.set(i.to_le_bytes(), &Raw(b"v")).unwrap();
     }
     let st = c.stats();
     assert!(st.entries <= slots, "{st:?} slots {slots}");
@@ -184,7 +188,7 @@ fn full_index_evicts_within_the_bucket() {
     // The log (8 MiB) never filled: every eviction was the index's.
     assert_eq!(st.index_evictions, st.evictions, "{st:?}");
     assert!(
-        c.get_bytes(9999u32.to_le_bytes()).unwrap().is_some(),
+        c.get::<Raw>(9999u32.to_le_bytes()).unwrap().is_some(),
         "the newest entry is there"
     );
     let live = (0..10_000u32)
@@ -201,16 +205,16 @@ fn index_holds_max_entries_random_keys() {
     let p = tmp("twochoice");
     let n = 50_000u64;
     let c = Cache::open(&p, Options::new().capacity(32 << 20).max_entries(n)).unwrap();
-    let items: Vec<([u8; 8], [u8; 4])> = (0..n)
+    let items: Vec<([u8; 8], Raw<[u8; 4]>)> = (0..n)
         .map(|i| {
             (
                 i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes(),
-                [7u8; 4],
+                Raw([7u8; 4]),
             )
         })
         .collect();
     for chunk in items.chunks(4096) {
-        c.set_many_bytes(chunk).unwrap();
+        c.set_many(chunk.iter().map(|(k, v)| (k, v))).unwrap();
     }
     let st = c.stats();
     assert_eq!(
@@ -226,16 +230,16 @@ fn index_holds_max_entries_random_keys() {
 fn batches_clear_and_flush() {
     let p = tmp("batch");
     let c = Cache::open(&p, Options::new().capacity(8 << 20).stripes(8)).unwrap();
-    let items: Vec<(String, Vec<u8>)> = (0..300)
-        .map(|i| (format!("k{i}"), format!("v{i}").into_bytes()))
+    let items: Vec<(String, Raw)> = (0..300)
+        .map(|i| (format!("k{i}"), Raw(format!("v{i}").into_bytes())))
         .collect();
-    c.set_many_bytes(&items).unwrap();
+    c.set_many(items.iter().map(|(k, v)| (k, v))).unwrap();
     let keys: Vec<&str> = items
         .iter()
         .map(|(k, _)| k.as_str())
         .chain(["absent"])
         .collect();
-    let got = c.get_many_bytes(&keys).unwrap();
+    let got = c.get_many::<Raw>(&keys).unwrap();
     assert_eq!(got.len(), 301);
     for (i, g) in got.iter().take(300).enumerate() {
         assert_eq!(g.as_deref(), Some(format!("v{i}").as_bytes()));
@@ -256,7 +260,7 @@ fn batches_clear_and_flush() {
         .collect();
     c.set_many(typed.iter().map(|(k, v)| (k.as_str(), v)))
         .unwrap();
-    let g = c.get_many::<Item, _>(&["t7", "t49", "nope"]).unwrap();
+    let g = c.get_many::<Item>(&["t7", "t49", "nope"]).unwrap();
     assert_eq!(g[0].as_ref().unwrap().id, 7);
     assert_eq!(g[1].as_ref().unwrap().name, "n49");
     assert!(g[2].is_none());
@@ -267,8 +271,8 @@ fn batches_clear_and_flush() {
     assert_eq!(c.stats().entries, 0);
     assert!(!c.contains("k1").unwrap());
     assert!(c.get::<Item>("t7").unwrap().is_none());
-    c.set_bytes("after", b"clear").unwrap();
-    assert_eq!(&*c.get_bytes("after").unwrap().unwrap(), b"clear");
+    c.set("after", &Raw(b"clear")).unwrap();
+    assert_eq!(&*c.get::<Raw>("after").unwrap().unwrap(), b"clear");
 }
 
 #[test]
@@ -281,9 +285,9 @@ fn default_ttl_is_stored_in_the_file() {
             .default_ttl(Duration::from_millis(40)),
     )
     .unwrap();
-    c.set_bytes("k", b"v").unwrap();
+    c.set("k", &Raw(b"v")).unwrap();
     let exp = c
-        .get_bytes("k")
+        .get::<Raw>("k")
         .unwrap()
         .unwrap()
         .meta()
@@ -293,17 +297,17 @@ fn default_ttl_is_stored_in_the_file() {
     drop(c);
     // Another handle (as another process would) adopts the stored default.
     let c = Cache::open(&p, Options::new()).unwrap();
-    c.set_bytes("k2", b"v").unwrap();
+    c.set("k2", &Raw(b"v")).unwrap();
     assert!(c
-        .get_bytes("k2")
+        .get::<Raw>("k2")
         .unwrap()
         .unwrap()
         .meta()
         .expires()
         .is_some());
     std::thread::sleep(Duration::from_millis(80));
-    assert!(c.get_bytes("k").unwrap().is_none());
-    assert!(c.get_bytes("k2").unwrap().is_none());
+    assert!(c.get::<Raw>("k").unwrap().is_none());
+    assert!(c.get::<Raw>("k2").unwrap().is_none());
     assert_eq!(c.stats().expired, 2);
 }
 
@@ -327,7 +331,7 @@ fn two_handles_in_one_process_exclude_each_other() {
             let c = c.clone();
             std::thread::spawn(move || {
                 for i in 0..N {
-                    c.set_bytes(format!("t{t}-{i}"), &[t as u8; 100]).unwrap();
+                    c.set(format!("t{t}-{i}"), &Raw(&[t as u8; 100])).unwrap();
                 }
             })
         })
@@ -339,7 +343,7 @@ fn two_handles_in_one_process_exclude_each_other() {
     assert_eq!(st.inserts, 4 * N, "{st:?}");
     assert_eq!(a.stats().inserts, 4 * N);
     for t in 0..4u8 {
-        let g = a.get_bytes(format!("t{t}-{}", N - 1)).unwrap().unwrap();
+        let g = a.get::<Raw>(format!("t{t}-{}", N - 1)).unwrap().unwrap();
         assert_eq!(&*g, &[t; 100][..]);
     }
 }

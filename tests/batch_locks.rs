@@ -5,7 +5,7 @@
 //! description of its own, exactly as another process would.
 #![cfg(target_os = "linux")]
 
-use slotcache::{Cache, Options};
+use slotcache::{Cache, Options, Raw};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,22 +59,28 @@ fn batch_skips_a_busy_stripe_it_does_not_need_and_waits_for_one_it_needs() {
         let c = &c;
         let (k1, k6) = (&k1, &k6);
         scope.spawn(move || {
-            c.set_many_bytes(&[(k1.as_str(), &b"one"[..]), (k6.as_str(), &b"six"[..])])
-                .unwrap();
+            c.set_many([
+                (k1.as_str(), &Raw(&b"one"[..])),
+                (k6.as_str(), &Raw(&b"six"[..])),
+            ])
+            .unwrap();
             tx.send(()).unwrap();
         });
         rx.recv_timeout(Duration::from_secs(60))
             .expect("a batch waited for a stripe it does not write");
     });
-    assert_eq!(c.get_bytes(&k1).unwrap().as_deref(), Some(&b"one"[..]));
-    assert_eq!(c.get_bytes(&k6).unwrap().as_deref(), Some(&b"six"[..]));
+    assert_eq!(c.get::<Raw>(&k1).unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(c.get::<Raw>(&k6).unwrap().as_deref(), Some(&b"six"[..]));
 
     // Stripes 1 and 3: the batch must wait for stripe 3.
     let done = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let t = scope.spawn(|| {
-            c.set_many_bytes(&[(k1.as_str(), &b"ONE"[..]), (k3.as_str(), &b"THREE"[..])])
-                .unwrap();
+            c.set_many([
+                (k1.as_str(), &Raw(&b"ONE"[..])),
+                (k3.as_str(), &Raw(&b"THREE"[..])),
+            ])
+            .unwrap();
             done.store(true, Ordering::SeqCst);
         });
         std::thread::sleep(Duration::from_millis(300));
@@ -85,14 +91,17 @@ fn batch_skips_a_busy_stripe_it_does_not_need_and_waits_for_one_it_needs() {
         drop(held);
         t.join().unwrap();
     });
-    assert_eq!(c.get_bytes(&k3).unwrap().as_deref(), Some(&b"THREE"[..]));
-    assert_eq!(c.get_bytes(&k1).unwrap().as_deref(), Some(&b"ONE"[..]));
+    assert_eq!(c.get::<Raw>(&k3).unwrap().as_deref(), Some(&b"THREE"[..]));
+    assert_eq!(c.get::<Raw>(&k1).unwrap().as_deref(), Some(&b"ONE"[..]));
 
     // Uncontended, a batch over several stripes takes the range, and the
     // range is released afterwards: a single-stripe writer in another
     // description can take any stripe of it at once.
-    c.set_many_bytes(&[(k1.as_str(), &b"1"[..]), (k6.as_str(), &b"6"[..])])
-        .unwrap();
+    c.set_many([
+        (k1.as_str(), &Raw(&b"1"[..])),
+        (k6.as_str(), &Raw(&b"6"[..])),
+    ])
+    .unwrap();
     for s in 1..=6 {
         drop(hold_stripe(&path, s));
     }

@@ -7,6 +7,7 @@ mod common;
 use common::{dir, KillOnDrop};
 use slotcache::{
     Cache, CreateError, CreateOptions, Error, Fetched, Invalidation, Memo, Options, StalePolicy,
+    WriteOptions,
 };
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -85,7 +86,7 @@ fn child_entry() {
                         let o = CreateOptions::new().ttl(Some(ttl));
                         while now_ns() < until {
                             let v = c
-                                .get_or_create_with("shared-key", &o, || {
+                                .get_or_create_opt("shared-key", &o, || {
                                     let s = now_ns();
                                     std::thread::sleep(Duration::from_millis(60));
                                     let v = (std::process::id() as u64) << 32
@@ -211,7 +212,7 @@ fn child_entry() {
             let c = Cache::open(&path, opts()).unwrap();
             let dir = path.parent().unwrap().to_path_buf();
             let calls = AtomicU64::new(0);
-            let got = c.get_or_create_many::<u64, _, _>(&["fresh", "new"], |ks| {
+            let got = c.get_or_create_many::<u64, _>(&["fresh", "new"], |ks| {
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                     println!("CREATING");
                     std::io::stdout().flush().unwrap();
@@ -251,7 +252,7 @@ fn threads_one_creator_per_expiry_and_stale_never_waits() {
                     barrier.wait();
                     let o = CreateOptions::new().ttl(Some(ttl));
                     let f = c
-                        .get_or_create_with("k", &o, || {
+                        .get_or_create_opt("k", &o, || {
                             std::thread::sleep(Duration::from_millis(100));
                             runs.fetch_add(1, Ordering::SeqCst);
                             round
@@ -382,9 +383,9 @@ fn many_keys_on_few_stripes_never_deadlock() {
                     .wrapping_add(1442695040888963407);
                 let k = format!("k{}", (x >> 33) % 40);
                 let k2 = format!("k{}", (x >> 40) % 40);
-                let r = c.get_or_create_with(&k, &o, || {
+                let r = c.get_or_create_opt(&k, &o, || {
                     // A creator that needs another key, maybe on the same stripe.
-                    match c.get_or_create_with(&k2, &o, || 2u64) {
+                    match c.get_or_create_opt(&k2, &o, || 2u64) {
                         Ok(f) => value_of(f) + 1,
                         Err(Error::Reentrant { .. }) => 1, // k2 == k
                         Err(e) => panic!("{e}"),
@@ -504,8 +505,12 @@ fn nested_keys_share_a_stripe_and_same_key_reentry_is_an_error() {
     assert_eq!(*c.get::<u64>("b").unwrap().unwrap(), 20);
     // A non-blocking try really does not block: another thread holds "x"
     // (a missing value would make us wait, so give it a stale one).
-    c.set_with_ttl("x", &1u64, Some(Duration::from_millis(1)))
-        .unwrap();
+    c.set_opt(
+        "x",
+        &1u64,
+        &WriteOptions::new().ttl(Some(Duration::from_millis(1))),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(5));
     let (tx, rx) = std::sync::mpsc::channel();
     let (c2, c3) = (c.clone(), c.clone());
@@ -533,7 +538,7 @@ fn nested_keys_share_a_stripe_and_same_key_reentry_is_an_error() {
 fn creator_errors_and_panics_release_the_lock_and_store_nothing() {
     let d = dir("dogpile", "errors");
     let c = Cache::open(d.join("c"), opts()).unwrap();
-    let r = c.get_or_try_create("k", &CreateOptions::new(), || Err::<u64, _>("boom"));
+    let r = c.get_or_try_create("k", || Err::<u64, _>("boom"));
     assert!(matches!(r, Err(CreateError::Creator("boom"))), "{r:?}");
     drop(r);
     assert!(c.get::<u64>("k").unwrap().is_none());
@@ -543,9 +548,7 @@ fn creator_errors_and_panics_release_the_lock_and_store_nothing() {
     assert!(caught.is_err());
     assert!(c.get::<u64>("k").unwrap().is_none());
     // Had the lock leaked, this same thread would now get Reentrant.
-    let f = c
-        .get_or_try_create("k", &CreateOptions::new(), || Ok::<u64, ()>(5))
-        .unwrap();
+    let f = c.get_or_try_create("k", || Ok::<u64, ()>(5)).unwrap();
     assert!(f.is_created());
     drop(f);
     assert_eq!(*c.get::<u64>("k").unwrap().unwrap(), 5);
@@ -559,9 +562,9 @@ fn should_cache_false_returns_without_storing() {
     let c = Cache::open(d.join("c"), opts()).unwrap();
     let no_zero = |v: &u64| *v != 0;
     let o = CreateOptions::new().should_cache(&no_zero);
-    assert_eq!(value_of(c.get_or_create_with("z", &o, || 0u64).unwrap()), 0);
+    assert_eq!(value_of(c.get_or_create_opt("z", &o, || 0u64).unwrap()), 0);
     assert!(c.get::<u64>("z").unwrap().is_none());
-    assert_eq!(value_of(c.get_or_create_with("z", &o, || 9u64).unwrap()), 9);
+    assert_eq!(value_of(c.get_or_create_opt("z", &o, || 9u64).unwrap()), 9);
     assert_eq!(*c.get::<u64>("z").unwrap().unwrap(), 9);
     drop(c);
     std::fs::remove_dir_all(d).unwrap();
@@ -582,7 +585,7 @@ fn killed_creator_process_hands_over_and_timeouts_are_typed() {
     wait_for(&mut out, "CREATING");
     // Missing value, someone else creating: a bounded wait ends in a typed error.
     let o = CreateOptions::new().lock_timeout(Duration::from_millis(100));
-    let r = c.get_or_create_with("k", &o, || 1u64);
+    let r = c.get_or_create_opt("k", &o, || 1u64);
     assert!(matches!(r, Err(Error::LockTimeout { .. })), "{r:?}");
     drop(r);
     assert_eq!(c.stats().lock_timeouts, 1);
@@ -639,8 +642,12 @@ fn invalidation_in_another_process_applies_here() {
 fn block_policy_waits_for_the_new_value() {
     let d = dir("dogpile", "block");
     let c = Cache::open(d.join("c"), opts()).unwrap();
-    c.set_with_ttl("k", &1u64, Some(Duration::from_millis(1)))
-        .unwrap();
+    c.set_opt(
+        "k",
+        &1u64,
+        &WriteOptions::new().ttl(Some(Duration::from_millis(1))),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(5));
     let (tx, rx) = std::sync::mpsc::channel();
     let c2 = c.clone();
@@ -656,7 +663,7 @@ fn block_policy_waits_for_the_new_value() {
     let o = CreateOptions::new()
         .stale_policy(StalePolicy::Block)
         .ttl(None);
-    let f = c.get_or_create_with("k", &o, || 3u64).unwrap();
+    let f = c.get_or_create_opt("k", &o, || 3u64).unwrap();
     assert!(!f.is_created() && !f.is_stale());
     assert_eq!(value_of(f), 2, "waited for the other caller's new value");
     assert_eq!(creator.join().unwrap().unwrap(), 2);
@@ -668,8 +675,12 @@ fn block_policy_waits_for_the_new_value() {
 fn background_regeneration_serves_stale_at_once() {
     let d = dir("dogpile", "background");
     let c = Cache::open(d.join("c"), opts()).unwrap();
-    c.set_with_ttl("k", &1u64, Some(Duration::from_millis(1)))
-        .unwrap();
+    c.set_opt(
+        "k",
+        &1u64,
+        &WriteOptions::new().ttl(Some(Duration::from_millis(1))),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(5));
     let main = std::thread::current().id();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -708,7 +719,7 @@ fn get_or_create_many_calls_the_creator_once() {
     let calls = AtomicU64::new(0);
     let keys = ["a", "b", "c", "a"];
     let got = c
-        .get_or_create_many::<u64, _, _>(&keys, |ks| {
+        .get_or_create_many::<u64, _>(&keys, |ks| {
             calls.fetch_add(1, Ordering::SeqCst);
             let mut sorted: Vec<&[u8]> = ks.to_vec();
             sorted.sort();

@@ -1,7 +1,7 @@
 //! Creating and opening files: the create race, validation errors that say
 //! what was expected and found, read-only access, corrupt records.
 
-use slotcache::{Cache, Error, Options};
+use slotcache::{Cache, Error, Options, Raw};
 mod common;
 use common::patch;
 use std::io::Read;
@@ -39,7 +39,7 @@ fn child_entry() {
     match role.as_str() {
         "create" => {
             let c = Cache::open(&path, small()).expect("open in racing child");
-            c.set_bytes(format!("from-{extra}"), extra.as_bytes())
+            c.set(format!("from-{extra}"), &Raw(extra.as_bytes()))
                 .unwrap();
         }
         // Dropping privileges with setuid is Unix-only; Windows checks the
@@ -53,8 +53,8 @@ fn child_entry() {
             }
             let c = Cache::open(&path, small()).expect("open a file we cannot write");
             assert!(c.info().read_only);
-            assert_eq!(&*c.get_bytes("k").unwrap().unwrap(), b"v");
-            let e = c.set_bytes("k", b"w").unwrap_err();
+            assert_eq!(&*c.get::<Raw>("k").unwrap().unwrap(), b"v");
+            let e = c.set("k", &Raw(b"w")).unwrap_err();
             assert!(matches!(e, Error::ReadOnly { .. }), "{e}");
             println!("NOBODY-OK");
         }
@@ -80,7 +80,7 @@ fn racing_creators_end_with_one_valid_file() {
         }
         let c = Cache::open(&p, small()).unwrap();
         for i in 0..6 {
-            let g = c.get_bytes(format!("from-{i}")).unwrap();
+            let g = c.get::<Raw>(format!("from-{i}")).unwrap();
             assert_eq!(
                 g.as_deref(),
                 Some(i.to_string().as_bytes()),
@@ -101,9 +101,9 @@ fn opening_does_not_wait_for_readers_of_other_processes() {
     let d = dir("open-busy");
     let p = d.join("c");
     let c = Cache::open(&p, small()).unwrap();
-    c.set_bytes("k", b"v").unwrap();
+    c.set("k", &Raw(b"v")).unwrap();
     // This thread now holds a reader slot (and its lock) until it exits.
-    let g = c.get_bytes("k").unwrap().unwrap();
+    let g = c.get::<Raw>("k").unwrap().unwrap();
     let mut kid = child("create", &p, "7")
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -123,7 +123,7 @@ fn opening_does_not_wait_for_readers_of_other_processes() {
     assert!(status.success());
     assert_eq!(&*g, b"v");
     drop(g);
-    assert_eq!(&*c.get_bytes("from-7").unwrap().unwrap(), b"7");
+    assert_eq!(&*c.get::<Raw>("from-7").unwrap().unwrap(), b"7");
     drop(c);
     std::fs::remove_dir_all(d).unwrap();
 }
@@ -133,12 +133,12 @@ fn existing_file_keeps_its_geometry() {
     let d = dir("geometry");
     let p = d.join("c");
     let a = Cache::open(&p, Options::new().capacity(8 << 20).stripes(8)).unwrap();
-    a.set_bytes("k", b"v").unwrap();
+    a.set("k", &Raw(b"v")).unwrap();
     let info = a.info();
     drop(a);
     let b = Cache::open(&p, Options::new().capacity(64 << 20).stripes(2)).unwrap();
     assert_eq!(b.info(), info);
-    assert_eq!(&*b.get_bytes("k").unwrap().unwrap(), b"v");
+    assert_eq!(&*b.get::<Raw>("k").unwrap().unwrap(), b"v");
     drop(b);
     std::fs::remove_dir_all(d).unwrap();
 }
@@ -271,8 +271,8 @@ fn half_created_file_is_initialised_by_the_next_opener() {
     h[..8].copy_from_slice(b"SLOTINIT");
     std::fs::write(&p, &h).unwrap();
     let c = Cache::open(&p, small()).unwrap();
-    c.set_bytes("k", b"v").unwrap();
-    assert_eq!(&*c.get_bytes("k").unwrap().unwrap(), b"v");
+    c.set("k", &Raw(b"v")).unwrap();
+    assert_eq!(&*c.get::<Raw>("k").unwrap().unwrap(), b"v");
     // And an empty file (killed right after creating it).
     let p2 = d.join("empty");
     std::fs::write(&p2, b"").unwrap();
@@ -309,13 +309,13 @@ fn read_only_handles_read_and_refuse_writes() {
     let d = dir("ro");
     let p = d.join("c");
     let rw = Cache::open(&p, small()).unwrap();
-    rw.set_bytes("k", b"v").unwrap();
+    rw.set("k", &Raw(b"v")).unwrap();
     let ro = Cache::open(&p, small().read_only(true)).unwrap();
     assert!(ro.info().read_only);
-    let g = ro.get_bytes("k").unwrap().unwrap();
+    let g = ro.get::<Raw>("k").unwrap().unwrap();
     assert_eq!(&*g, b"v");
     for e in [
-        ro.set_bytes("k", b"w").unwrap_err(),
+        ro.set("k", &Raw(b"w")).unwrap_err(),
         ro.delete("k").map(|_| ()).unwrap_err(),
         ro.clear().unwrap_err(),
     ] {
@@ -326,7 +326,7 @@ fn read_only_handles_read_and_refuse_writes() {
     let val = vec![9u8; 2000];
     let mut pinned = false;
     for i in 0..20_000 {
-        match rw.set_bytes(format!("fill{i}"), &val) {
+        match rw.set(format!("fill{i}"), &Raw(&val)) {
             Ok(()) => {}
             Err(Error::Pinned { .. }) => {
                 pinned = true;
@@ -339,7 +339,7 @@ fn read_only_handles_read_and_refuse_writes() {
     assert_eq!(&*g, b"v", "pinned bytes unchanged");
     drop(g);
     for i in 0..5_000 {
-        rw.set_bytes(format!("again{i}"), &val).unwrap();
+        rw.set(format!("again{i}"), &Raw(&val)).unwrap();
     }
     assert!(ro.stats().hits >= 1);
     drop((ro, rw));
@@ -349,7 +349,7 @@ fn read_only_handles_read_and_refuse_writes() {
     {
         use std::os::unix::fs::PermissionsExt;
         let c = Cache::open(&p, small()).unwrap();
-        c.set_bytes("k", b"v").unwrap();
+        c.set("k", &Raw(b"v")).unwrap();
         drop(c);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -367,9 +367,9 @@ fn read_only_handles_read_and_refuse_writes() {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
             let c = Cache::open(&p, small()).unwrap();
             assert!(c.info().read_only);
-            assert_eq!(&*c.get_bytes("k").unwrap().unwrap(), b"v");
+            assert_eq!(&*c.get::<Raw>("k").unwrap().unwrap(), b"v");
             assert!(matches!(
-                c.set_bytes("k", b"w"),
+                c.set("k", &Raw(b"w")),
                 Err(Error::ReadOnly { .. })
             ));
         }
@@ -379,7 +379,7 @@ fn read_only_handles_read_and_refuse_writes() {
     #[cfg(windows)]
     {
         let c = Cache::open(&p, small()).unwrap();
-        c.set_bytes("k", b"v").unwrap();
+        c.set("k", &Raw(b"v")).unwrap();
         drop(c);
         let mut perm = std::fs::metadata(&p).unwrap().permissions();
         perm.set_readonly(true);
@@ -395,9 +395,9 @@ fn read_only_handles_read_and_refuse_writes() {
         } else {
             let c = Cache::open(&p, small()).unwrap();
             assert!(c.info().read_only);
-            assert_eq!(&*c.get_bytes("k").unwrap().unwrap(), b"v");
+            assert_eq!(&*c.get::<Raw>("k").unwrap().unwrap(), b"v");
             assert!(matches!(
-                c.set_bytes("k", b"w"),
+                c.set("k", &Raw(b"w")),
                 Err(Error::ReadOnly { .. })
             ));
         }
@@ -415,8 +415,8 @@ fn corrupt_record_is_a_counted_miss() {
     let p = d.join("c");
     let c = Cache::open(&p, small()).unwrap();
     let marker = b"MARKER-0123456789-MARKER";
-    c.set_bytes("victim", marker).unwrap();
-    c.set_bytes("bystander", b"fine").unwrap();
+    c.set("victim", &Raw(marker)).unwrap();
+    c.set("bystander", &Raw(b"fine")).unwrap();
     // Find the value in the file and flip one byte of it behind the cache's
     // back (the shared mapping sees the change).
     let mut bytes = Vec::new();
@@ -429,12 +429,12 @@ fn corrupt_record_is_a_counted_miss() {
         .position(|w| w == marker)
         .expect("value in file");
     patch(&p, at as u64 + 3, b"#");
-    assert!(c.get_bytes("victim").unwrap().is_none());
+    assert!(c.get::<Raw>("victim").unwrap().is_none());
     assert_eq!(c.stats().corrupt, 1);
-    assert_eq!(&*c.get_bytes("bystander").unwrap().unwrap(), b"fine");
+    assert_eq!(&*c.get::<Raw>("bystander").unwrap().unwrap(), b"fine");
     // Rewriting the key heals it.
-    c.set_bytes("victim", b"new").unwrap();
-    assert_eq!(&*c.get_bytes("victim").unwrap().unwrap(), b"new");
+    c.set("victim", &Raw(b"new")).unwrap();
+    assert_eq!(&*c.get::<Raw>("victim").unwrap().unwrap(), b"new");
     drop(c);
     std::fs::remove_dir_all(d).unwrap();
 }

@@ -12,7 +12,7 @@
 
 mod common;
 use common::{churn, dir};
-use slotcache::{Cache, Error, Options};
+use slotcache::{Cache, Error, Options, PinHolder, Raw};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -41,8 +41,8 @@ fn wait(pid: libc::pid_t) -> i32 {
 fn child_respects_parent_pins_and_has_its_own_slot_and_locks() {
     let d = dir("fork", "pins");
     let c = Cache::open(d.join("c"), opts()).unwrap();
-    c.set_bytes("held", b"parent's value").unwrap();
-    let guard = c.get_bytes("held").unwrap().unwrap();
+    c.set("held", &Raw(b"parent's value")).unwrap();
+    let guard = c.get::<Raw>("held").unwrap().unwrap();
     // SAFETY: the child runs only cache operations and leaves with _exit.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
@@ -51,11 +51,13 @@ fn child_respects_parent_pins_and_has_its_own_slot_and_locks() {
             // Dropping the inherited guard must not unpin the parent's read.
             drop(guard);
             // The child reads and writes with a slot and locks of its own.
-            c.set_bytes("child", b"hello").unwrap();
-            assert_eq!(&*c.get_bytes("child").unwrap().unwrap(), b"hello");
+            c.set("child", &Raw(b"hello")).unwrap();
+            assert_eq!(&*c.get::<Raw>("child").unwrap().unwrap(), b"hello");
             // The parent's pin (a live process) must stop the child's writer.
             match churn(&c, 3, "c") {
-                Err(Error::Pinned { who, .. }) => assert!(!who.contains("calling thread"), "{who}"),
+                Err(Error::Pinned { holder, .. }) => {
+                    assert!(!matches!(holder, PinHolder::CallingThread(_)), "{holder}")
+                }
                 other => panic!("child overwrote a segment the parent pins: {other:?}"),
             }
             0
@@ -66,11 +68,13 @@ fn child_respects_parent_pins_and_has_its_own_slot_and_locks() {
     }
     assert_eq!(wait(pid), 0, "child checks failed");
     assert_eq!(&*guard, b"parent's value", "pinned bytes changed");
-    assert_eq!(&*c.get_bytes("child").unwrap().unwrap(), b"hello");
+    assert_eq!(&*c.get::<Raw>("child").unwrap().unwrap(), b"hello");
     // The parent's own thread slot is still its own: its pin stops the
     // parent's writer at once.
     match churn(&c, 3, "p") {
-        Err(Error::Pinned { who, .. }) => assert!(who.contains("calling thread"), "{who}"),
+        Err(Error::Pinned { holder, .. }) => {
+            assert!(matches!(holder, PinHolder::CallingThread(_)), "{holder}")
+        }
         other => panic!("expected the parent's own pin to stop it: {other:?}"),
     }
     drop(guard);
@@ -85,7 +89,7 @@ fn child_entry() {
         return;
     };
     let c = Cache::open(&path, opts()).unwrap();
-    let g = c.get_bytes("held").unwrap().unwrap();
+    let g = c.get::<Raw>("held").unwrap().unwrap();
     // SAFETY: the grandchild only sleeps and exits.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
@@ -102,7 +106,7 @@ fn a_killed_parent_leaves_no_locks_behind_in_its_children() {
     let d = dir("fork", "dead-parent");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
-    c.set_bytes("held", b"v").unwrap();
+    c.set("held", &Raw(b"v")).unwrap();
     let mut forker = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
         .env("SLOTCACHE_FORKER", &p)
@@ -233,7 +237,7 @@ fn a_killed_worker_leaves_no_locks_behind_in_its_idle_child() {
     let d = dir("fork", "grandchild");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
-    c.set_bytes("held", b"v").unwrap();
+    c.set("held", &Raw(b"v")).unwrap();
     let helper_file = d.join("helper.pid");
     let marker = d.join("creating");
 
@@ -273,7 +277,7 @@ fn a_killed_worker_leaves_no_locks_behind_in_its_idle_child() {
         .unwrap();
     kill_and_reap(worker);
     let o = slotcache::CreateOptions::new().lock_timeout(Duration::from_secs(10));
-    let r = c.get_or_create_with("regen-key", &o, || 7u64);
+    let r = c.get_or_create_opt("regen-key", &o, || 7u64);
     let created = matches!(&r, Ok(f) if f.is_created());
     drop(r);
     kill_and_reap(helper);
@@ -285,7 +289,7 @@ fn a_killed_worker_leaves_no_locks_behind_in_its_idle_child() {
     // 2. A stripe write lock: the worker waits for a pin (ours) while
     // holding the stripe's write lock, and is killed there.
     std::fs::remove_file(&helper_file).unwrap();
-    let guard = c.get_bytes("held").unwrap().unwrap();
+    let guard = c.get::<Raw>("held").unwrap().unwrap();
     let waits_before = c.stats().pin_waits;
     // SAFETY: as above.
     let worker = unsafe { libc::fork() };
@@ -319,7 +323,7 @@ fn a_killed_worker_leaves_no_locks_behind_in_its_idle_child() {
     let (tx, rx) = std::sync::mpsc::channel();
     let c2 = c.clone();
     let writer = std::thread::spawn(move || {
-        let r = c2.set_bytes("after", b"x");
+        let r = c2.set("after", &Raw(b"x"));
         tx.send(()).unwrap();
         r
     });
@@ -342,7 +346,7 @@ fn descriptors_stay_close_on_exec_across_fork() {
     let d = dir("fork", "cloexec");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
-    c.set_bytes("k", b"v").unwrap();
+    c.set("k", &Raw(b"v")).unwrap();
     let listing = d.join("fds");
     let script = format!(
         "ls -l /proc/self/fd > '{}'",
@@ -367,7 +371,7 @@ fn descriptors_stay_close_on_exec_across_fork() {
         assert!(pid >= 0);
         if pid == 0 {
             // Use the cache in this generation: its own lock descriptor.
-            c.set_bytes("child", b"x").unwrap();
+            c.set("child", &Raw(b"x")).unwrap();
             if generation == 2 {
                 // SAFETY: the grandchild uses the cache and execs.
                 let pid2 = unsafe { libc::fork() };
@@ -378,7 +382,7 @@ fn descriptors_stay_close_on_exec_across_fork() {
                     // SAFETY: leaving without destructors.
                     unsafe { libc::_exit(0) };
                 }
-                c.set_bytes("grandchild", b"x").unwrap();
+                c.set("grandchild", &Raw(b"x")).unwrap();
             }
             // SAFETY: argv is NULL-terminated and its strings outlive the call.
             unsafe { libc::execv(sh.as_ptr(), argv.as_ptr()) };

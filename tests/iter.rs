@@ -6,7 +6,9 @@
 
 mod common;
 use common::{KillOnDrop, TempDir};
-use slotcache::{schema_fingerprint, Cache, Error, Invalidation, Options, ValueKind};
+use slotcache::{
+    schema_fingerprint, Cache, Error, Invalidation, Options, Raw, ValueKind, WriteOptions,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -55,7 +57,7 @@ fn check_value(key: &[u8], value: &[u8]) {
 /// write that finds its segment pinned by a walk's entry is skipped.
 fn write_gen(c: &Cache, gen: u64) {
     let k = format!("k{}", gen % 700);
-    match c.set_bytes(&k, &value_for(k.as_bytes(), gen)) {
+    match c.set(&k, &Raw(&value_for(k.as_bytes(), gen))) {
         Ok(()) | Err(Error::Pinned { .. }) => {}
         Err(e) => panic!("{e}"),
     }
@@ -85,12 +87,16 @@ fn iter_yields_exactly_the_live_entries() {
     for i in 0..1500u64 {
         let k = format!("raw:{i}");
         let v = value_for(k.as_bytes(), i);
-        c.set_bytes(&k, &v).unwrap();
+        c.set(&k, &Raw(&v)).unwrap();
         want.insert(k.into_bytes(), v);
     }
     for i in 0..300u64 {
-        c.set_with_ttl(format!("typed:{i}"), &i, Some(Duration::from_secs(3600)))
-            .unwrap();
+        c.set_opt(
+            format!("typed:{i}"),
+            &i,
+            &WriteOptions::new().ttl(Some(Duration::from_secs(3600))),
+        )
+        .unwrap();
     }
     for i in (0..1500u64).step_by(10) {
         assert!(c.delete(format!("raw:{i}")).unwrap());
@@ -146,10 +152,10 @@ fn iter_prefix_filters_keys() {
     let d = TempDir::new("iter", "prefix");
     let c = Cache::open(d.path().join("c"), opts()).unwrap();
     for i in 0..200 {
-        c.set_bytes(format!("user:{i}"), b"u").unwrap();
-        c.set_bytes(format!("session:{i}"), b"s").unwrap();
+        c.set(format!("user:{i}"), &Raw(b"u")).unwrap();
+        c.set(format!("session:{i}"), &Raw(b"s")).unwrap();
     }
-    c.set_bytes("user", b"not under user:").unwrap();
+    c.set("user", &Raw(b"not under user:")).unwrap();
     let keys: BTreeSet<Vec<u8>> = c
         .iter_prefix("user:")
         .map(|e| e.unwrap().key().to_vec())
@@ -171,18 +177,22 @@ fn stale_and_invalidated_entries() {
             .collect()
     };
     let set = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
-    c.set_bytes("old", b"1").unwrap();
+    c.set("old", &Raw(b"1")).unwrap();
     std::thread::sleep(Duration::from_millis(2));
     c.invalidate(Invalidation::Hard).unwrap();
     std::thread::sleep(Duration::from_millis(2));
-    c.set_bytes("soft", b"2").unwrap();
+    c.set("soft", &Raw(b"2")).unwrap();
     std::thread::sleep(Duration::from_millis(2));
     c.invalidate(Invalidation::Soft).unwrap();
     std::thread::sleep(Duration::from_millis(2));
-    c.set_bytes_with_ttl("expired", b"3", Some(Duration::from_nanos(1)))
-        .unwrap();
-    c.set_bytes("fresh", b"4").unwrap();
-    c.set_bytes("deleted", b"5").unwrap();
+    c.set_opt(
+        "expired",
+        &Raw(b"3"),
+        &WriteOptions::new().ttl(Some(Duration::from_nanos(1))),
+    )
+    .unwrap();
+    c.set("fresh", &Raw(b"4")).unwrap();
+    c.set("deleted", &Raw(b"5")).unwrap();
     c.delete("deleted").unwrap();
     assert_eq!(keys(&c, false), set(&["fresh"]));
     assert_eq!(
@@ -329,7 +339,7 @@ fn iter_on_read_only_handles() {
     let c = Cache::open(&p, opts()).unwrap();
     for i in 0..500u64 {
         let k = format!("k{i}");
-        c.set_bytes(&k, &value_for(k.as_bytes(), i)).unwrap();
+        c.set(&k, &Raw(&value_for(k.as_bytes(), i))).unwrap();
     }
     // Another process, read-only: its pins are shared byte-range locks.
     let (mut child, mut out) = spawn("ro_iter", &p);

@@ -5,7 +5,7 @@
 
 mod common;
 use common::dir;
-use slotcache::{Cache, CreateOptions, Error, Options};
+use slotcache::{Cache, CreateOptions, Error, Options, Raw, WriteOptions};
 use std::time::Duration;
 
 fn small() -> Options {
@@ -58,7 +58,7 @@ fn lock_timeout_max_means_no_timeout() {
         } else {
             CreateOptions::new()
         };
-        let f = c.get_or_create_with("a", &o, || 1u64).unwrap();
+        let f = c.get_or_create_opt("a", &o, || 1u64).unwrap();
         assert!(f.is_created());
         drop(f);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -72,7 +72,7 @@ fn lock_timeout_max_means_no_timeout() {
             .map(|f| f.is_created())
         });
         rx.recv().unwrap();
-        let f = c.get_or_create_with("b", &o, || 3u64).unwrap();
+        let f = c.get_or_create_opt("b", &o, || 3u64).unwrap();
         assert!(!f.is_created(), "waited for the other creator");
         assert_eq!(f.into_owned().unwrap(), 2);
         assert!(creator.join().unwrap().unwrap());
@@ -90,27 +90,25 @@ fn huge_ttls_saturate_instead_of_wrapping() {
         // Stored as the file's default at creation, and as a handle's override.
         let p = d.join(format!("c{}", ttl.as_nanos()));
         let c = Cache::open(&p, small().default_ttl(ttl)).unwrap();
-        c.set_bytes("k", b"v").unwrap();
-        let g = c.get_bytes("k").unwrap().expect("fresh, not born expired");
+        c.set("k", &Raw(b"v")).unwrap();
+        let g = c.get::<Raw>("k").unwrap().expect("fresh, not born expired");
         assert!(!g.meta().is_stale());
         drop(g);
         drop(c);
         let c = Cache::open(&p, small()).unwrap();
-        c.set_bytes("k2", b"v").unwrap();
-        assert!(c.get_bytes("k2").unwrap().is_some(), "the file's default");
+        c.set("k2", &Raw(b"v")).unwrap();
+        assert!(c.get::<Raw>("k2").unwrap().is_some(), "the file's default");
         drop(c);
         let c = Cache::open(d.join("other"), small().default_ttl(ttl)).unwrap();
-        c.set_bytes("k3", b"v").unwrap();
-        assert!(c.get_bytes("k3").unwrap().is_some(), "a handle's default");
+        c.set("k3", &Raw(b"v")).unwrap();
+        assert!(c.get::<Raw>("k3").unwrap().is_some(), "a handle's default");
         // Per call, and through get_or_create.
-        c.set_bytes_with_ttl("k4", b"v", Some(ttl)).unwrap();
-        assert!(c.get_bytes("k4").unwrap().is_some());
+        c.set_opt("k4", &Raw(b"v"), &WriteOptions::new().ttl(Some(ttl)))
+            .unwrap();
+        assert!(c.get::<Raw>("k4").unwrap().is_some());
         let o = CreateOptions::new().ttl(Some(ttl)).expiration(ttl);
-        assert!(c
-            .get_or_create_with("k5", &o, || 5u64)
-            .unwrap()
-            .is_created());
-        let f = c.get_or_create_with("k5", &o, || 6u64).unwrap();
+        assert!(c.get_or_create_opt("k5", &o, || 5u64).unwrap().is_created());
+        let f = c.get_or_create_opt("k5", &o, || 6u64).unwrap();
         assert!(!f.is_created() && !f.is_stale());
         drop(f);
         drop(c);
@@ -130,15 +128,15 @@ fn other_extreme_durations_do_not_panic() {
             .default_ttl(Duration::ZERO),
     )
     .unwrap();
-    c.set_bytes("k", b"v").unwrap();
+    c.set("k", &Raw(b"v")).unwrap();
     // A zero TTL: expired as soon as written (stale, never fresh).
-    assert!(c.get_bytes("k").unwrap().is_none());
-    assert!(c.get_bytes_stale("k").unwrap().is_some());
+    assert!(c.get::<Raw>("k").unwrap().is_none());
+    assert!(c.get_stale::<Raw>("k").unwrap().is_some());
     let o = CreateOptions::new()
         .lock_timeout(Duration::ZERO)
         .expiration(Duration::ZERO)
         .ttl(Some(Duration::ZERO));
-    assert!(c.get_or_create_with("z", &o, || 1u64).unwrap().is_created());
+    assert!(c.get_or_create_opt("z", &o, || 1u64).unwrap().is_created());
     drop(c);
     std::fs::remove_dir_all(d).unwrap();
 }
@@ -210,10 +208,13 @@ fn per_call_arguments_never_panic() {
     assert!(c.max_value_len(slotcache::MAX_KEY_LEN) > 0);
     let long = vec![b'k'; slotcache::MAX_KEY_LEN + 1];
     assert!(matches!(
-        c.set_bytes(&long, b"v"),
+        c.set(&long, &Raw(b"v")),
         Err(Error::KeyTooLarge { .. })
     ));
-    assert!(matches!(c.get_bytes(&long), Err(Error::KeyTooLarge { .. })));
+    assert!(matches!(
+        c.get::<Raw>(&long),
+        Err(Error::KeyTooLarge { .. })
+    ));
     assert!(matches!(c.delete(&long), Err(Error::KeyTooLarge { .. })));
     assert!(matches!(c.contains(&long), Err(Error::KeyTooLarge { .. })));
     assert!(matches!(
@@ -223,13 +224,13 @@ fn per_call_arguments_never_panic() {
     let _ = c.key_placement(&long);
     let big = vec![0u8; c.max_value_len(1) + 1];
     assert!(matches!(
-        c.set_bytes("k", &big),
+        c.set("k", &Raw(&big)),
         Err(Error::ValueTooLarge { .. })
     ));
     // Nothing stored was lost by the refused calls.
-    c.set_bytes("k", b"v").unwrap();
-    assert!(c.set_bytes(&long, b"v").is_err());
-    assert_eq!(&*c.get_bytes("k").unwrap().unwrap(), b"v");
+    c.set("k", &Raw(b"v")).unwrap();
+    assert!(c.set(&long, &Raw(b"v")).is_err());
+    assert_eq!(&*c.get::<Raw>("k").unwrap().unwrap(), b"v");
     drop(c);
     std::fs::remove_dir_all(d).unwrap();
 }

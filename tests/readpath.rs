@@ -9,7 +9,7 @@
 //! - Never blocks on a writer: reads complete while another process holds the
 //!   stripe's write lock.
 
-use slotcache::{Cache, Options};
+use slotcache::{Cache, Options, Raw};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -49,7 +49,7 @@ fn setup(name: &str) -> (std::path::PathBuf, Cache) {
     std::fs::create_dir_all(&d).unwrap();
     let c = Cache::open(d.join("c"), Options::new().capacity(16 << 20)).unwrap();
     for i in 0..1000u64 {
-        c.set_bytes(format!("b{i}"), &i.to_le_bytes()).unwrap();
+        c.set(format!("b{i}"), &Raw(&i.to_le_bytes())).unwrap();
         c.set(
             format!("t{i}"),
             &Rec {
@@ -66,11 +66,11 @@ fn setup(name: &str) -> (std::path::PathBuf, Cache) {
 fn reads(c: &Cache) -> u64 {
     let mut sum = 0u64;
     for i in 0..1000u64 {
-        let g = c.get_bytes(format!("b{i}").as_bytes()).unwrap().unwrap();
+        let g = c.get::<Raw>(format!("b{i}").as_bytes()).unwrap().unwrap();
         sum += u64::from_le_bytes((*g).try_into().unwrap());
         let t = c.get::<Rec>(format!("t{i}").as_bytes()).unwrap().unwrap();
         assert_eq!(t.id, i);
-        assert!(c.get_bytes(b"absent").unwrap().is_none());
+        assert!(c.get::<Raw>(b"absent").unwrap().is_none());
     }
     sum
 }
@@ -80,14 +80,14 @@ fn hits_do_not_allocate() {
     let (d, c) = setup("alloc");
     let keys: Vec<String> = (0..1000).map(|i| format!("b{i}")).collect();
     let tkeys: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
-    assert!(c.get_bytes(&keys[0]).unwrap().is_some()); // claims the reader slot
+    assert!(c.get::<Raw>(&keys[0]).unwrap().is_some()); // claims the reader slot
     COUNTING.with(|c| c.set(true));
     let mut n = 0;
     for _ in 0..5 {
         for (k, t) in keys.iter().zip(&tkeys) {
-            n += c.get_bytes(k).unwrap().unwrap().len();
+            n += c.get::<Raw>(k).unwrap().unwrap().len();
             n += c.get::<Rec>(t).unwrap().unwrap().name.len();
-            n += c.get_bytes("absent").unwrap().map_or(0, |g| g.len());
+            n += c.get::<Raw>("absent").unwrap().map_or(0, |g| g.len());
         }
     }
     COUNTING.with(|c| c.set(false));
@@ -119,7 +119,7 @@ fn hits_and_misses_make_no_system_call() {
     if pid == 0 {
         // The child is a new fork generation: its first read claims a
         // reader slot of its own (system calls), so warm up before seccomp.
-        let _ = c.get_bytes(&keys[0]);
+        let _ = c.get::<Raw>(&keys[0]);
         // SAFETY: entering strict seccomp; from here any syscall other
         // than read/write/_exit/sigreturn kills this child with SIGKILL.
         unsafe {
@@ -137,7 +137,7 @@ fn hits_and_misses_make_no_system_call() {
         let mut sum = 0u64;
         for (k, t) in keys.iter().zip(&tkeys) {
             // Each lookup below panics (→ syscalls → SIGKILL) if it fails.
-            let Ok(Some(g)) = c.get_bytes(k) else {
+            let Ok(Some(g)) = c.get::<Raw>(k) else {
                 unsafe { libc::syscall(libc::SYS_exit, 4) };
                 unreachable!()
             };
@@ -149,7 +149,7 @@ fn hits_and_misses_make_no_system_call() {
                 unreachable!()
             };
             sum += r.id - r.id;
-            if !matches!(c.get_bytes(b"absent"), Ok(None)) {
+            if !matches!(c.get::<Raw>(b"absent"), Ok(None)) {
                 // SAFETY: raw exit is allowed in strict mode.
                 unsafe { libc::syscall(libc::SYS_exit, 6) };
             }

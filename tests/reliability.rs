@@ -4,7 +4,7 @@
 
 mod common;
 use common::{dir, patch};
-use slotcache::{Cache, Error, OnCorrupt, Options};
+use slotcache::{Cache, Error, OnCorrupt, Options, Raw};
 use std::io::Read;
 use std::path::Path;
 
@@ -30,10 +30,13 @@ fn verify_is_clean_after_churn_and_reports_damage() {
     let p = d.join("c");
     let c = Cache::open(&p, small().segments(6)).unwrap();
     for i in 0..20_000u32 {
-        c.set_bytes(format!("k{i}"), &vec![i as u8; (i as usize * 13) % 700])
-            .unwrap();
+        c.set(
+            format!("k{i}"),
+            &Raw(&vec![i as u8; (i as usize * 13) % 700]),
+        )
+        .unwrap();
         if i % 3 == 0 {
-            let _ = c.get_bytes(format!("k{}", i / 2)).unwrap();
+            let _ = c.get::<Raw>(format!("k{}", i / 2)).unwrap();
         }
         if i % 11 == 0 {
             c.delete(format!("k{}", i / 3)).unwrap();
@@ -45,18 +48,18 @@ fn verify_is_clean_after_churn_and_reports_damage() {
     assert_eq!(r.live_entries, c.stats().entries);
     assert_eq!(r.entries_drift, 0);
     assert_eq!(r.live_pins, 0);
-    let g = c.get_bytes("k19999").unwrap().unwrap();
+    let g = c.get::<Raw>("k19999").unwrap().unwrap();
     assert_eq!(c.verify().unwrap().live_pins, 1, "the guard's pin is seen");
     drop(g);
     // Damage a record's value behind the cache's back.
-    c.set_bytes("victim", b"VICTIM-VALUE-0123456789").unwrap();
+    c.set("victim", &Raw(b"VICTIM-VALUE-0123456789")).unwrap();
     let at = find(&p, b"VICTIM-VALUE-0123456789");
     patch(&p, at + 2, b"#");
     let r = c.verify().unwrap();
     assert_eq!(r.bad_checksums, 1, "{r:?}");
     assert!(!r.is_clean());
     assert!(
-        c.get_bytes("victim").unwrap().is_none(),
+        c.get::<Raw>("victim").unwrap().is_none(),
         "and reads miss it"
     );
     drop(c);
@@ -76,16 +79,16 @@ fn damaged_files_are_reset_on_request_and_foreign_files_never() {
     ));
     let c = Cache::open(&p, small().on_corrupt(OnCorrupt::Reset)).unwrap();
     assert!(
-        c.get_bytes("k").unwrap().is_none(),
+        c.get::<Raw>("k").unwrap().is_none(),
         "the damaged data is gone"
     );
-    c.set_bytes("k", b"new").unwrap();
+    c.set("k", &Raw(b"new")).unwrap();
     assert!(c.verify().unwrap().is_clean());
     drop(c);
     assert_eq!(
         &*Cache::open(&p, small())
             .unwrap()
-            .get_bytes("k")
+            .get::<Raw>("k")
             .unwrap()
             .unwrap(),
         b"new"
@@ -124,17 +127,17 @@ fn a_file_deleted_under_running_users_keeps_working_for_them() {
     let d = dir("reliability", "deleted");
     let p = d.join("c");
     let old = Cache::open(&p, small()).unwrap();
-    old.set_bytes("k", b"old").unwrap();
+    old.set("k", &Raw(b"old")).unwrap();
     std::fs::remove_file(&p).unwrap();
     // The old handle keeps working on its (now unlinked) file.
-    old.set_bytes("k2", b"still").unwrap();
-    assert_eq!(&*old.get_bytes("k").unwrap().unwrap(), b"old");
+    old.set("k2", &Raw(b"still")).unwrap();
+    assert_eq!(&*old.get::<Raw>("k").unwrap().unwrap(), b"old");
     // A new opener creates a new file and does not see the old one.
     let new = Cache::open(&p, small()).unwrap();
-    assert!(new.get_bytes("k").unwrap().is_none());
-    new.set_bytes("k", b"new").unwrap();
-    assert_eq!(&*old.get_bytes("k").unwrap().unwrap(), b"old");
-    assert_eq!(&*new.get_bytes("k").unwrap().unwrap(), b"new");
+    assert!(new.get::<Raw>("k").unwrap().is_none());
+    new.set("k", &Raw(b"new")).unwrap();
+    assert_eq!(&*old.get::<Raw>("k").unwrap().unwrap(), b"old");
+    assert_eq!(&*new.get::<Raw>("k").unwrap().unwrap(), b"new");
     drop((old, new));
     std::fs::remove_dir_all(d).unwrap();
 }
@@ -149,7 +152,7 @@ fn read_only_directory() {
     let existing = d.join("existing");
     Cache::open(&existing, small())
         .unwrap()
-        .set_bytes("k", b"v")
+        .set("k", &Raw(b"v"))
         .unwrap();
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o555)).unwrap();
     // SAFETY: geteuid has no preconditions.
@@ -163,8 +166,8 @@ fn read_only_directory() {
         assert!(e.to_string().contains("creating"), "{e}");
     }
     let c = Cache::open(&existing, small()).unwrap();
-    assert_eq!(&*c.get_bytes("k").unwrap().unwrap(), b"v");
-    c.set_bytes("k2", b"v2").unwrap();
+    assert_eq!(&*c.get::<Raw>("k").unwrap().unwrap(), b"v");
+    c.set("k2", &Raw(b"v2")).unwrap();
     drop(c);
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::remove_dir_all(d).unwrap();
@@ -181,9 +184,9 @@ fn works_on_tmpfs() {
     let p = shm.join(format!("slotcache-test-{}", std::process::id()));
     let c = Cache::open(&p, small()).unwrap();
     for i in 0..5000u32 {
-        c.set_bytes(i.to_le_bytes(), &[1u8; 500]).unwrap();
+        c.set(i.to_le_bytes(), &Raw(&[1u8; 500])).unwrap();
     }
-    assert!(c.get_bytes(4999u32.to_le_bytes()).unwrap().is_some());
+    assert!(c.get::<Raw>(4999u32.to_le_bytes()).unwrap().is_some());
     assert!(c.verify().unwrap().is_clean());
     drop(c);
     std::fs::remove_file(&p).unwrap();
@@ -220,7 +223,7 @@ fn a_full_disk_fails_at_creation_not_later() {
         "no half-made or empty file left behind by the failed create"
     );
     let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
-    c.set_bytes("k", b"v").unwrap();
+    c.set("k", &Raw(b"v")).unwrap();
     drop(c);
     std::fs::remove_dir_all(d).unwrap();
 }

@@ -8,7 +8,7 @@
 
 mod common;
 use common::{dir, KillOnDrop};
-use slotcache::{Cache, CreateOptions, Options};
+use slotcache::{Cache, CreateOptions, Options, Raw};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -66,11 +66,11 @@ fn child_entry() {
         let key = format!("key{}", x % 3000);
         match x % 10 {
             0..=3 => {
-                if let Some(g) = c.get_bytes(&key).unwrap() {
+                if let Some(g) = c.get::<Raw>(&key).unwrap() {
                     bad += !check(&key, &g) as u64;
                 }
             }
-            4..=5 => c.set_bytes(&key, &value(&key, x)).unwrap(),
+            4..=5 => c.set(&key, &Raw(&value(&key, x))).unwrap(),
             6 => {
                 c.delete(&key).unwrap();
             }
@@ -78,10 +78,10 @@ fn child_entry() {
                 let keys: Vec<String> = (0..8)
                     .map(|i| format!("key{}", (x >> 8).wrapping_add(i) % 3000))
                     .collect();
-                let items: Vec<(String, Vec<u8>)> =
-                    keys.iter().map(|k| (k.clone(), value(k, x))).collect();
-                c.set_many_bytes(&items).unwrap();
-                for (k, g) in keys.iter().zip(c.get_many_bytes(&keys).unwrap()) {
+                let items: Vec<(String, Raw)> =
+                    keys.iter().map(|k| (k.clone(), Raw(value(k, x)))).collect();
+                c.set_many(items.iter().map(|(k, v)| (k, v))).unwrap();
+                for (k, g) in keys.iter().zip(c.get_many::<Raw>(&keys).unwrap()) {
                     if let Some(g) = g {
                         bad += !check(k, &g) as u64;
                     }
@@ -90,7 +90,7 @@ fn child_entry() {
             _ => {
                 let k = format!("regen{}", x % 16);
                 let v = c
-                    .get_or_create_with(&k, &ttl, || x % 1000 + 1_000_000)
+                    .get_or_create_opt(&k, &ttl, || x % 1000 + 1_000_000)
                     .unwrap()
                     .into_owned()
                     .unwrap();

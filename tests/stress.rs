@@ -25,7 +25,7 @@
 //! closed and its byte-range locks released, as with `SIGKILL`).
 
 use rkyv::{Archive, Deserialize, Serialize};
-use slotcache::{Cache, CreateOptions, Error, Guard, Options};
+use slotcache::{Cache, CreateOptions, Error, Guard, Options, Raw, WriteOptions};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -233,7 +233,7 @@ fn read_validate(c: &Cache, i: u32) -> Result<Option<u64>, String> {
             Err(e) => Err(format!("get::<Rec>({key}) failed: {e}")),
         }
     } else {
-        match c.get_bytes(&key) {
+        match c.get::<Raw>(&key) {
             Ok(Some(g)) => check_bytes(&key, &g).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(format!("get_bytes({key}) failed: {e}")),
@@ -328,14 +328,18 @@ impl<'c> Writer<'c> {
         let r = if is_typed(i) {
             let rec = rec_value(&key, v);
             match ttl {
-                Some(_) => self.cache.set_with_ttl(&key, &rec, ttl),
+                Some(_) => self
+                    .cache
+                    .set_opt(&key, &rec, &WriteOptions::new().ttl(ttl)),
                 None => self.cache.set(&key, &rec),
             }
         } else {
             let b = bytes_value(&key, v);
             match ttl {
-                Some(_) => self.cache.set_bytes_with_ttl(&key, &b, ttl),
-                None => self.cache.set_bytes(&key, &b),
+                Some(_) => self
+                    .cache
+                    .set_opt(&key, &Raw(&b), &WriteOptions::new().ttl(ttl)),
+                None => self.cache.set(&key, &Raw(&b)),
             }
         };
         r.map_err(|e| self.fail("set", &[i], e))?;
@@ -344,7 +348,7 @@ impl<'c> Writer<'c> {
         Ok(())
     }
 
-    fn set_many_bytes(&mut self, n: usize) -> Result<(), String> {
+    fn set_many_raw(&mut self, n: usize) -> Result<(), String> {
         let idx = pick_distinct(&mut self.rng, self.keys, n, false);
         let mut items = Vec::with_capacity(n);
         let mut vers = Vec::with_capacity(n);
@@ -354,10 +358,13 @@ impl<'c> Writer<'c> {
             items.push((bytes_value(&key, v), key));
             vers.push(v);
         }
-        let items: Vec<(&str, &[u8])> = items.iter().map(|(v, k)| (k.as_str(), &v[..])).collect();
+        let items: Vec<(&str, Raw<&[u8]>)> = items
+            .iter()
+            .map(|(v, k)| (k.as_str(), Raw(&v[..])))
+            .collect();
         self.cache
-            .set_many_bytes(&items)
-            .map_err(|e| self.fail("set_many_bytes", &idx, e))?;
+            .set_many(items.iter().map(|(k, v)| (*k, v)))
+            .map_err(|e| self.fail("set_many (Raw)", &idx, e))?;
         for (i, v) in idx.into_iter().zip(vers) {
             self.last.insert(i, Some(v));
         }
@@ -407,7 +414,7 @@ impl<'c> Writer<'c> {
             }
             35..=59 => {
                 let n = self.rng.range(lo, hi) as usize;
-                self.set_many_bytes(n)
+                self.set_many_raw(n)
             }
             60..=69 => {
                 let n = self.rng.range(lo, hi).div_ceil(3) as usize;
@@ -590,7 +597,7 @@ impl<'c> Reader<'c> {
                 let mut idx = pick_distinct(&mut self.rng, self.keys, n, false);
                 idx.push(pick_where(&mut self.rng, self.keys, true));
                 let names: Vec<String> = idx.iter().map(|&i| key_name(i)).collect();
-                match c.get_many_bytes(&names) {
+                match c.get_many::<Raw>(&names) {
                     Err(e) => self.fail(format!("get_many_bytes failed: {e}")),
                     Ok(gs) => {
                         let mut results = Vec::new();
@@ -598,7 +605,7 @@ impl<'c> Reader<'c> {
                             let r = match g {
                                 None => Ok(None),
                                 Some(_) if is_typed(i) => Err(format!(
-                                    "key {name}: get_many_bytes returned a typed record as bytes"
+                                    "key {name}: get_many::<Raw> returned a typed record as bytes"
                                 )),
                                 Some(g) => check_bytes(name, g).map(Some),
                             };
@@ -615,7 +622,7 @@ impl<'c> Reader<'c> {
                 let n = self.rng.range(2, 6) as usize;
                 let idx = pick_distinct(&mut self.rng, self.keys, n, true);
                 let names: Vec<String> = idx.iter().map(|&i| key_name(i)).collect();
-                match c.get_many::<Rec, _>(&names) {
+                match c.get_many::<Rec>(&names) {
                     Err(e) => self.fail(format!("get_many::<Rec> failed: {e}")),
                     Ok(gs) => {
                         let results: Vec<_> = idx
@@ -641,7 +648,7 @@ impl<'c> Reader<'c> {
                     c.get::<Rec>(&key)
                         .map(|g| g.map(|g| (check_rec(&key, &g), HeldGuard::Typed(g))))
                 } else {
-                    c.get_bytes(&key)
+                    c.get::<Raw>(&key)
                         .map(|g| g.map(|g| (check_bytes(&key, &g), HeldGuard::Bytes(g))))
                 };
                 match got {
@@ -664,7 +671,7 @@ impl<'c> Reader<'c> {
                 let i = pick(&mut self.rng, self.keys);
                 let key = key_name(i);
                 let wrong = if is_typed(i) {
-                    c.get_bytes(&key).map(|g| g.is_some())
+                    c.get::<Raw>(&key).map(|g| g.is_some())
                 } else {
                     c.get::<Rec>(&key).map(|g| g.is_some())
                 };
@@ -1054,7 +1061,7 @@ fn child_entry() {
             for i in 0..ops {
                 let k = i % REGEN_KEYS;
                 let v = cache
-                    .get_or_create_with(format!("regen{k}"), &opts, || {
+                    .get_or_create_opt(format!("regen{k}"), &opts, || {
                         std::thread::sleep(Duration::from_millis(i % 3));
                         regen_value(k)
                     })
@@ -1346,7 +1353,7 @@ fn parent_writes(c: &Cache, round: u32, keys: u32, seed: u64) -> Result<u64, Str
         let r = if is_typed(i) {
             c.set(&key, &rec_value(&key, v))
         } else {
-            c.set_bytes(&key, &bytes_value(&key, v))
+            c.set(&key, &Raw(&bytes_value(&key, v)))
         };
         match r {
             Ok(()) => Ok(v),
@@ -1540,7 +1547,7 @@ fn killed_processes_leave_a_usable_file() {
         let wait = CreateOptions::new().lock_timeout(Duration::from_secs(30));
         for k in 0..REGEN_KEYS {
             let v = cache
-                .get_or_create_with(format!("regen{k}"), &wait, || regen_value(k))
+                .get_or_create_opt(format!("regen{k}"), &wait, || regen_value(k))
                 .unwrap_or_else(|e| panic!("round {round}: regen{k}: {e}"))
                 .into_owned()
                 .unwrap();

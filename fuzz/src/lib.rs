@@ -17,7 +17,7 @@
 //! Everything here uses only slotcache's public API, `arbitrary` and std.
 
 use arbitrary::{Arbitrary, Unstructured};
-use slotcache::{rkyv, Cache, Error, Info, Invalidation, Options};
+use slotcache::{rkyv, Cache, Error, Info, Invalidation, Options, Raw, WriteOptions};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
@@ -463,7 +463,7 @@ fn rec_len(r: &Rec) -> usize {
 /// Identity of a stored value: raw bytes or a `Rec`, by content hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct VKey {
-    /// Stored with `set` (a `Rec`) rather than `set_bytes`.
+    /// Stored as a `Rec` rather than as `Raw` bytes.
     pub typed: bool,
     /// Hash of the content.
     pub hash: u64,
@@ -509,7 +509,7 @@ impl VKey {
 /// A time to live for a store.
 #[derive(Arbitrary, Clone, Copy, Debug)]
 pub enum Ttl {
-    /// The cache's default (`set_bytes` / `set`).
+    /// The cache's default (`set`).
     Default,
     /// Explicitly none.
     Never,
@@ -557,7 +557,7 @@ impl WriteList {
 /// One operation on the cache.
 #[derive(Arbitrary, Clone, Debug)]
 pub enum Op {
-    /// `set_bytes` / `set_bytes_with_ttl`.
+    /// `set` / `set_opt` of a `Raw`.
     SetBytes {
         /// Key index.
         key: u8,
@@ -566,7 +566,7 @@ pub enum Op {
         /// TTL.
         ttl: Ttl,
     },
-    /// `set` / `set_with_ttl` of a [`Rec`].
+    /// `set` / `set_opt` of a [`Rec`].
     Set {
         /// Key index.
         key: u8,
@@ -575,9 +575,9 @@ pub enum Op {
         /// TTL.
         ttl: Ttl,
     },
-    /// `get_bytes`.
+    /// `get::<Raw>`.
     GetBytes(u8),
-    /// `get_bytes_stale`.
+    /// `get_stale::<Raw>`.
     GetBytesStale(u8),
     /// `get::<Rec>`.
     Get(u8),
@@ -591,11 +591,11 @@ pub enum Op {
     Contains(u8),
     /// `delete`.
     Delete(u8),
-    /// `get_many_bytes` (all guards alive together).
+    /// `get_many::<Raw>` (all guards alive together).
     GetManyBytes(KeyList),
     /// `get_many::<Rec>`.
     GetMany(KeyList),
-    /// `set_many_bytes`.
+    /// `set_many` of `Raw` values.
     SetManyBytes(WriteList),
     /// `set_many::<Rec>`.
     SetMany(WriteList),
@@ -603,7 +603,7 @@ pub enum Op {
     Clear,
     /// `invalidate(Hard)` when true, `invalidate(Soft)` otherwise.
     Invalidate(bool),
-    /// `get_bytes`, then `set_bytes` of `writes` while the guard lives:
+    /// `get::<Raw>`, then `set` of `Raw` `writes` while the guard lives:
     /// writes may fail with `Pinned`, and the guard must not change.
     HoldAndWrite {
         /// Key read and held.
@@ -1083,10 +1083,10 @@ impl Runner {
             Ttl::Hour => Some(Some(Duration::from_secs(3600))),
         };
         let res = match (&it.bytes, &it.rec, t) {
-            (Some(b), _, None) => cache.set_bytes(&it.key, b),
-            (Some(b), _, Some(t)) => cache.set_bytes_with_ttl(&it.key, b, t),
+            (Some(b), _, None) => cache.set(&it.key, &Raw(b)),
+            (Some(b), _, Some(t)) => cache.set_opt(&it.key, &Raw(b), &WriteOptions::new().ttl(t)),
             (None, Some(r), None) => cache.set(&it.key, r),
-            (None, Some(r), Some(t)) => cache.set_with_ttl(&it.key, r, t),
+            (None, Some(r), Some(t)) => cache.set_opt(&it.key, r, &WriteOptions::new().ttl(t)),
             (None, None, _) => unreachable!("an item holds bytes or a record"),
         };
         self.wrote(cache, &[it], res, holding);
@@ -1094,9 +1094,9 @@ impl Runner {
 
     fn read_bytes(&self, cache: &Cache, k: &[u8], stale: bool) {
         let r = if stale {
-            cache.get_bytes_stale(k)
+            cache.get_stale::<Raw>(k)
         } else {
-            cache.get_bytes(k)
+            cache.get::<Raw>(k)
         };
         match r {
             Ok(g) => self.check_read(k, g.as_deref().map(VKey::bytes), stale),
@@ -1205,7 +1205,7 @@ impl Runner {
             }
             Op::GetManyBytes(ref keys) => {
                 let keys = keys.keys();
-                match cache.get_many_bytes(&keys) {
+                match cache.get_many::<Raw>(&keys) {
                     Ok(guards) => {
                         assert_eq!(
                             guards.len(),
@@ -1224,7 +1224,7 @@ impl Runner {
             }
             Op::GetMany(ref keys) => {
                 let keys = keys.keys();
-                match cache.get_many::<Rec, _>(&keys) {
+                match cache.get_many::<Rec>(&keys) {
                     Ok(guards) => {
                         assert_eq!(guards.len(), keys.len(), "get_many: one result per key");
                         for (k, g) in keys.iter().zip(&guards) {
@@ -1249,11 +1249,11 @@ impl Runner {
                     .iter()
                     .map(|&(k, v)| self.prepare(&cache, k, v, false, Ttl::Default))
                     .collect();
-                let pairs: Vec<(&[u8], &[u8])> = items
+                let raws: Vec<Raw<&[u8]>> = items
                     .iter()
-                    .map(|it| (&it.key[..], it.bytes.as_deref().expect("bytes")))
+                    .map(|it| Raw(it.bytes.as_deref().expect("bytes")))
                     .collect();
-                let res = cache.set_many_bytes(&pairs);
+                let res = cache.set_many(items.iter().zip(&raws).map(|(it, r)| (&it.key[..], r)));
                 self.wrote(&cache, &items, res, false);
             }
             Op::SetMany(ref items) => {
@@ -1306,7 +1306,7 @@ impl Runner {
                 ref writes,
             } => {
                 let k = key(ki);
-                let guard = match cache.get_bytes(&k) {
+                let guard = match cache.get::<Raw>(&k) {
                     Ok(g) => g,
                     Err(e) => {
                         self.check_error(&e, self.read_expect(&k));
@@ -1547,11 +1547,11 @@ pub fn template() -> &'static [u8] {
                     c.set(&k, &make_rec(id, len, i as u8))
                         .expect("template set");
                 } else {
-                    c.set_bytes(&k, &value_bytes(id, len, i as u8))
-                        .expect("template set_bytes");
+                    c.set(&k, &Raw(&value_bytes(id, len, i as u8)))
+                        .expect("template set");
                 }
                 if (round + i) % 4 == 0 {
-                    let _ = c.get_bytes(&k).expect("template get");
+                    let _ = c.get::<Raw>(&k).expect("template get");
                     let _ = c.get::<Rec>(&k).expect("template get");
                 }
             }
@@ -1561,8 +1561,12 @@ pub fn template() -> &'static [u8] {
             }
         }
         c.delete(template_key(1)).expect("template delete");
-        c.set_bytes_with_ttl(template_key(2), b"short-lived", Some(Duration::ZERO))
-            .expect("template ttl");
+        c.set_opt(
+            template_key(2),
+            &Raw(b"short-lived"),
+            &WriteOptions::new().ttl(Some(Duration::ZERO)),
+        )
+        .expect("template ttl");
         drop(c);
         std::fs::read(scratch.path()).expect("reading the template")
     })
@@ -1678,7 +1682,7 @@ pub fn run_open_bytes(data: &[u8]) {
 /// be checked whatever the file held is checked:
 /// - the geometry matches the file;
 /// - writes on a read-only handle fail with `ReadOnly`;
-/// - after `set_bytes(k, v)` succeeds, a hit on `k` is `v` or bytes that
+/// - after `set(k, &Raw(v))` succeeds, a hit on `k` is `v` or bytes that
 ///   were in the input file (a record found there);
 /// - after `delete(k)` or a hard invalidation, a hit on `k` is bytes that
 ///   were in the input file;
@@ -1698,9 +1702,9 @@ fn exercise(cache: &Cache, orig: &[u8], read_only: bool) {
     let touch = |k: &[u8]| {
         for stale in [false, true] {
             let g = if stale {
-                cache.get_bytes_stale(k)
+                cache.get_stale::<Raw>(k)
             } else {
-                cache.get_bytes(k)
+                cache.get::<Raw>(k)
             };
             if let Ok(Some(g)) = g {
                 assert!(
@@ -1728,22 +1732,22 @@ fn exercise(cache: &Cache, orig: &[u8], read_only: bool) {
     for k in &keys {
         touch(k);
     }
-    let _ = cache.get_many_bytes(&keys);
+    let _ = cache.get_many::<Raw>(&keys);
     let _ = cache.verify();
 
     let v1 = b"fuzz-set-value: 0123456789abcdef0123456789".to_vec();
     let from_input_or = |k: &[u8], ok: &[u8], after: &str| {
-        if let Ok(Some(g)) = cache.get_bytes(k) {
+        if let Ok(Some(g)) = cache.get::<Raw>(k) {
             if *g != *ok && !occurs_in(orig, &g) {
                 panic!(
-                    "after {after}, get_bytes({}) returned {} bytes that are neither ours nor in the file",
+                    "after {after}, get::<Raw>({}) returned {} bytes that are neither ours nor in the file",
                     show_key(k),
                     g.len()
                 );
             }
         }
     };
-    let res = cache.set_bytes("fz-a", &v1);
+    let res = cache.set("fz-a", &Raw(&v1));
     if read_only {
         assert!(matches!(res, Err(Error::ReadOnly { .. })), "{res:?}");
         assert!(matches!(cache.delete("fz-a"), Err(Error::ReadOnly { .. })));
@@ -1751,18 +1755,18 @@ fn exercise(cache: &Cache, orig: &[u8], read_only: bool) {
         return;
     }
     if res.is_ok() {
-        from_input_or(b"fz-a", &v1, "set_bytes");
+        from_input_or(b"fz-a", &v1, "set");
     }
     let _ = cache.set("fz-b", &make_rec(7, 100, 7));
     if let Ok(Some(g)) = cache.get::<Rec>("fz-b") {
         let _ = rkyv::deserialize::<Rec, rkyv::rancor::Error>(&*g).expect("deserializes");
     }
-    let _ = cache.set_many_bytes(&[("fz-c", &b"c"[..]), ("t3", &b"three"[..])]);
+    let _ = cache.set_many([("fz-c", &Raw(&b"c"[..])), ("t3", &Raw(&b"three"[..]))]);
     touch(b"t3");
     if cache.delete("fz-a").is_ok() {
         from_input_or(b"fz-a", b"", "delete");
     }
-    let _ = cache.set_bytes("fz-a", &v1);
+    let _ = cache.set("fz-a", &Raw(&v1));
     let _ = cache.invalidate(Invalidation::Soft);
     touch(b"fz-a");
     if cache.invalidate(Invalidation::Hard).is_ok() {
@@ -1772,16 +1776,16 @@ fn exercise(cache: &Cache, orig: &[u8], read_only: bool) {
     let _ = cache.verify();
     if cache.clear().is_ok() {
         for k in &keys {
-            if let Ok(Some(g)) = cache.get_bytes(k) {
+            if let Ok(Some(g)) = cache.get::<Raw>(k) {
                 panic!(
-                    "after clear(), get_bytes({}) hit {} bytes",
+                    "after clear(), get::<Raw>({}) hit {} bytes",
                     show_key(k),
                     g.len()
                 );
             }
         }
     }
-    let _ = cache.set_bytes("fz-a", &v1);
+    let _ = cache.set("fz-a", &Raw(&v1));
     touch(b"fz-a");
     let _ = cache.stats();
 }
@@ -1898,7 +1902,7 @@ impl Cap {
 /// One call with arbitrary arguments.
 #[derive(Arbitrary, Clone, Debug)]
 pub enum Call {
-    /// `set_bytes_with_ttl` with a key and value of these lengths.
+    /// `set_opt` of a `Raw` with a key and value of these lengths.
     Set {
         /// Key length.
         key_len: u16,
@@ -1907,7 +1911,7 @@ pub enum Call {
         /// TTL.
         ttl: Option<Dur>,
     },
-    /// `get_or_create_with` of a `u64`.
+    /// `get_or_create_opt` of a `u64`.
     GetOrCreate {
         /// Key index.
         key: u8,
@@ -1920,7 +1924,7 @@ pub enum Call {
         /// `StalePolicy::Block`.
         block: bool,
     },
-    /// `get_bytes` / `get_bytes_stale` / `contains` / `delete` of a key of
+    /// `get::<Raw>` / `get_stale::<Raw>` / `contains` / `delete` of a key of
     /// this length.
     Read {
         /// Key length.
@@ -2054,7 +2058,7 @@ pub fn run_options_case(case: &OptionsCase) -> Summary {
                 let max = cache.max_value_len(key.len());
                 let v = vec![7u8; *val_len as usize % (max + 64)];
                 let ttl = ttl.map(|d| d.get());
-                match cache.set_bytes_with_ttl(&key, &v, ttl) {
+                match cache.set_opt(&key, &Raw(&v), &WriteOptions::new().ttl(ttl)) {
                     Ok(()) => {
                         sum.writes += 1;
                         assert!(key.len() <= slotcache::MAX_KEY_LEN && v.len() <= max);
@@ -2097,7 +2101,7 @@ pub fn run_options_case(case: &OptionsCase) -> Summary {
                     o = o.stale_policy(slotcache::StalePolicy::Block);
                 }
                 let k = format!("goc-{key}");
-                match cache.get_or_create_with(&k, &o, || *key as u64) {
+                match cache.get_or_create_opt(&k, &o, || *key as u64) {
                     Ok(f) => {
                         sum.hits += 1;
                         assert_eq!(f.into_owned().expect("a u64 deserializes"), *key as u64);
@@ -2109,8 +2113,8 @@ pub fn run_options_case(case: &OptionsCase) -> Summary {
             Call::Read { key_len, which } => {
                 let key = key_of(*key_len);
                 let r = match which % 4 {
-                    0 => cache.get_bytes(&key).map(|g| g.is_some()),
-                    1 => cache.get_bytes_stale(&key).map(|g| g.is_some()),
+                    0 => cache.get::<Raw>(&key).map(|g| g.is_some()),
+                    1 => cache.get_stale::<Raw>(&key).map(|g| g.is_some()),
                     2 => cache.contains(&key),
                     _ => cache.delete(&key),
                 };
@@ -2139,7 +2143,7 @@ pub fn run_options_case(case: &OptionsCase) -> Summary {
     if let Some((k, v)) = stored {
         // The last long-lived value stored is still there, unless evicted
         // by the writes after it (a tiny cache may evict).
-        if let Some(g) = cache.get_bytes(&k).expect("a stored key is valid") {
+        if let Some(g) = cache.get::<Raw>(&k).expect("a stored key is valid") {
             sum.hits += 1;
             assert_eq!(&*g, &v[..], "a stored value changed");
         }

@@ -2,7 +2,7 @@
 //! writer that wraps a stripe's ring, or a child process killed on drop.
 #![allow(dead_code)]
 
-use slotcache::{Cache, Error, Options};
+use slotcache::{Cache, Error, Options, Raw};
 use std::path::{Path, PathBuf};
 
 /// A fresh, empty directory for one test.
@@ -20,7 +20,7 @@ pub fn churn(c: &Cache, laps: u64, tag: &str) -> Result<(), Error> {
     let info = c.info();
     let ring = info.segment_size * info.segments as u64 * info.stripes as u64;
     for i in 0..laps * ring / 1500 + 1 {
-        c.set_bytes(format!("{tag}{i}"), &val)?;
+        c.set(format!("{tag}{i}"), &Raw(&val))?;
     }
     Ok(())
 }
@@ -48,7 +48,7 @@ pub fn patch(path: &Path, off: u64, bytes: &[u8]) {
 /// closes it again: the starting point of the damaged-file tests.
 pub fn file_with_one_entry(path: PathBuf, opts: Options) -> PathBuf {
     let c = Cache::open(&path, opts).unwrap();
-    c.set_bytes("k", b"v").unwrap();
+    c.set("k", &Raw(b"v")).unwrap();
     drop(c);
     path
 }

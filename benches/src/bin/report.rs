@@ -199,7 +199,7 @@ fn main() {
         1.0,
     );
     r.ratio_target(
-        "uniform `get_bytes` ÷ `RwLock<HashMap>` get",
+        "uniform `get::<Raw>` ÷ `RwLock<HashMap>` get",
         (gu, "slotcache_get_bytes"),
         (gu, "rwlock_hashmap"),
         1.0,
@@ -211,19 +211,19 @@ fn main() {
         0.5,
     );
     r.ratio_target(
-        "`set_bytes` 100 B ÷ LMDB put, txn per write, no sync",
+        "`set` (`Raw`) 100 B ÷ LMDB put, txn per write, no sync",
         (ps, "slotcache_set_bytes"),
         (ps, "lmdb_put_txn_per_write"),
         0.2,
     );
     r.ratio_target(
-        "`set_many` per key, batches of 64 ÷ `set_bytes`",
+        "`set_many` per key, batches of 64 ÷ `set` (`Raw`)",
         (ps, "slotcache_set_many_64_per_key"),
         (ps, "slotcache_set_bytes"),
         0.3,
     );
     r.ratio_target(
-        "`set_many` per key, batches of 1024 ÷ `set_bytes`",
+        "`set_many` per key, batches of 1024 ÷ `set` (`Raw`)",
         (ps, "slotcache_set_many_1024_per_key"),
         (ps, "slotcache_set_bytes"),
         0.3,
@@ -307,7 +307,7 @@ fn main() {
     r.line(format!("\nTargets missed: {}.", r.misses));
 
     let get_ids = [
-        ("slotcache_get_bytes", "slotcache `get_bytes`"),
+        ("slotcache_get_bytes", "slotcache `get::<Raw>`"),
         ("slotcache_get_typed", "slotcache `get` (validated)"),
         ("slotcache_get_unchecked", "slotcache `get_unchecked`"),
         ("lmdb_one_txn", "LMDB, one read txn"),
@@ -324,14 +324,14 @@ fn main() {
         "Overwrite of a random key",
         ps,
         &[
-            ("slotcache_set_bytes", "slotcache `set_bytes`"),
+            ("slotcache_set_bytes", "slotcache `set` (`Raw`)"),
             (
                 "slotcache_set_many_64_per_key",
-                "slotcache `set_many_bytes`, 64 per call, per key",
+                "slotcache `set_many` (`Raw`), 64 per call, per key",
             ),
             (
                 "slotcache_set_many_1024_per_key",
-                "slotcache `set_many_bytes`, 1024 per call, per key",
+                "slotcache `set_many` (`Raw`), 1024 per call, per key",
             ),
             ("lmdb_put_txn_per_write", "LMDB put, txn per write, NO_SYNC"),
             (
