@@ -482,9 +482,10 @@ impl Cache {
     /// use slotcache::{Cache, Options};
     /// let cache = Cache::open(dir.join("gm.cache"), Options::new().capacity(8 << 20))?;
     /// cache.set_many([("a", &1u32), ("b", &2u32)])?;
-    /// let got = cache.get_many::<u32>(["a", "missing", "b"])?;
-    /// let got: Vec<Option<u32>> = got.iter().map(|g| g.as_ref().map(|g| g.to_native())).collect();
+    /// let guards = cache.get_many::<u32>(["a", "missing", "b"])?;
+    /// let got: Vec<Option<u32>> = guards.iter().map(|g| g.as_ref().map(|g| g.to_native())).collect();
     /// assert_eq!(got, [Some(1), None, Some(2)]);
+    /// drop(guards);
     /// # drop(cache); std::fs::remove_dir_all(&dir).unwrap();
     /// # Ok::<(), slotcache::Error>(())
     /// ```
