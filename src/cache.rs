@@ -493,8 +493,7 @@ impl Cache {
         &self,
         keys: impl IntoIterator<Item = impl AsRef<[u8]>>,
     ) -> Result<Vec<Option<Guard<'_, V::View>>>> {
-        let keys: Vec<_> = keys.into_iter().collect();
-        self.lookup_many(&keys, false, |found| self.valued::<V>(found))
+        self.lookup_many(keys, false, |found| self.valued::<V>(found))
     }
 
     /// Like [`get_many`](Self::get_many), but also returns expired and
@@ -503,8 +502,7 @@ impl Cache {
         &self,
         keys: impl IntoIterator<Item = impl AsRef<[u8]>>,
     ) -> Result<Vec<Option<Guard<'_, V::View>>>> {
-        let keys: Vec<_> = keys.into_iter().collect();
-        self.lookup_many(&keys, true, |found| self.valued::<V>(found))
+        self.lookup_many(keys, true, |found| self.valued::<V>(found))
     }
 
     /// Looks up every key, prefetching the index lines of the key
@@ -513,21 +511,22 @@ impl Cache {
     /// following each other.
     fn lookup_many<'c, K: AsRef<[u8]>, R>(
         &'c self,
-        keys: &[K],
+        keys: impl IntoIterator<Item = K>,
         stale_ok: bool,
         mut finish: impl FnMut(Option<Found<'c>>) -> Option<R>,
     ) -> Result<Vec<Option<R>>> {
         let (sh, geo) = (&self.shared, &self.shared.geo);
-        let hashes = keys
-            .iter()
+        let keys = keys
+            .into_iter()
             .map(|k| {
                 Self::check_key(k.as_ref())?;
-                Ok(KeyHash::new(k.as_ref(), sh.header.seed, geo))
+                let kh = KeyHash::new(k.as_ref(), sh.header.seed, geo);
+                Ok((k, kh))
             })
             .collect::<Result<Vec<_>>>()?;
         let mut out = Vec::with_capacity(keys.len());
-        for (j, (k, kh)) in keys.iter().zip(&hashes).enumerate() {
-            self.prefetch_ahead(j, |i| hashes.get(i));
+        for (j, (k, kh)) in keys.iter().enumerate() {
+            self.prefetch_ahead(j, |i| keys.get(i).map(|p| &p.1));
             out.push(finish(self.lookup_hashed(k.as_ref(), kh, stale_ok)?));
         }
         Ok(out)
@@ -646,6 +645,19 @@ impl Cache {
         self.write_batch(op, (V::KIND, V::schema()), items, ttl)
     }
 
+    /// Encodes one value (raw bytes are borrowed, not copied) and writes it.
+    pub(crate) fn write_one<V: Value>(
+        &self,
+        op: &'static str,
+        key: &[u8],
+        value: &V,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let bytes = value.encode()?;
+        let item = std::iter::once((key, &bytes[..]));
+        self.write_batch(op, (V::KIND, V::schema()), item, ttl)
+    }
+
     /// Stores `value` under `key` with the cache's default TTL: a typed
     /// value as an rkyv archive, [`Raw`](crate::Raw) bytes as they are.
     ///
@@ -673,8 +685,7 @@ impl Cache {
         value: &V,
         options: &WriteOptions,
     ) -> Result<()> {
-        let item = std::iter::once((key, value));
-        self.write_values("set", item, self.ttl_of(options))
+        self.write_one("set", key.as_ref(), value, self.ttl_of(options))
     }
 
     /// Stores several values with the default TTL, taking each stripe's

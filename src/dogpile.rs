@@ -205,7 +205,7 @@ impl Cache {
         if !o.keeps(value) {
             return Ok(());
         }
-        self.write_values("get_or_create", std::iter::once((key, value)), o.ttl)
+        self.write_one("get_or_create", key, value, o.ttl)
     }
 
     /// Runs the creator with the lock held and stores the value.
