@@ -237,17 +237,28 @@ fn iter_while_a_thread_churns_the_file() {
             }
         })
     };
-    let yielded: u64 = (0..200).map(|_| walk(&c)).sum();
+    // Walk at least 200 times and until the writer has wrapped every ring
+    // twice (every record is at least 112 bytes: 48-byte header, key,
+    // 40-byte value), however fast this machine is.
+    let wrapped = || {
+        let st = c.stats();
+        st.inserts * 112 > 2 * st.capacity
+    };
+    let (mut walks, mut yielded) = (0u64, 0u64);
+    let start = std::time::Instant::now();
+    while walks < 200 || !wrapped() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(300),
+            "the writer never wrapped the rings: {:?}",
+            c.stats()
+        );
+        yielded += walk(&c);
+        walks += 1;
+    }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     assert!(yielded > 0);
     assert!(writes.load(Ordering::Relaxed) > 0);
-    // Every record is at least 112 bytes (48-byte header, key, 40-byte value).
-    let st = c.stats();
-    assert!(
-        st.inserts * 112 > 2 * st.capacity,
-        "the rings wrapped: {st:?}"
-    );
 }
 
 /// The body of the child processes (does nothing in a normal test run).
@@ -321,11 +332,19 @@ fn iter_while_another_process_writes() {
     let (mut child, mut out) = spawn("writer", &p);
     line_with(&mut out, "READY");
     let inserts = c.stats().inserts;
-    let yielded: u64 = (0..200).map(|_| walk(&c)).sum();
-    assert!(
-        c.stats().inserts > inserts,
-        "the child kept writing during the walks"
-    );
+    // At least 200 walks, and until the child has written two rings' worth
+    // during them (records are at least 112 bytes), however fast it runs.
+    let capacity = c.stats().capacity;
+    let (mut walks, mut yielded) = (0u64, 0u64);
+    let start = std::time::Instant::now();
+    while walks < 200 || (c.stats().inserts - inserts) * 112 <= 2 * capacity {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(300),
+            "the child stopped writing during the walks"
+        );
+        yielded += walk(&c);
+        walks += 1;
+    }
     assert!(child.0.try_wait().unwrap().is_none(), "the writer died");
     drop(child);
     assert!(yielded > 0);
