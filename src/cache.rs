@@ -369,6 +369,7 @@ impl Cache {
                 f.pin.count(reader::HITS);
                 Some(Guard {
                     value,
+                    bytes: f.value,
                     meta: f.meta,
                     _pin: f.pin,
                 })

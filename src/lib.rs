@@ -55,7 +55,7 @@ pub use cache::{Cache, Info, Invalidation, Placement, RepairReport, VerifyReport
 pub use codec::{schema_fingerprint, Checkable, FromView, Raw, Storable, Value, ValueKind};
 pub use dogpile::{CreateError, Fetched};
 pub use error::{Error, PinHolder, Result};
-pub use guard::{EntryMeta, Guard};
+pub use guard::{Detach, EntryMeta, Guard, OwnedGuard};
 pub use iter::{Entry, Iter};
 pub use layout::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use memo::Memo;

@@ -266,6 +266,8 @@ pub(crate) struct Process {
     pub ro_pins: Mutex<std::collections::HashMap<u64, u32>>,
     /// Regeneration locks held by this process.
     pub regen: crate::regen::RegenTable,
+    /// Pins of detached guards (`OwnedGuard`), in a slot of the process.
+    pub detached: crate::readers::ProcessPins,
     /// `file` is a descriptor of its own, registered for the fork handler
     /// (a fork child's description; in the opening process `file` is the
     /// mapping's descriptor, registered by `shared`).
@@ -285,6 +287,7 @@ impl Process {
             claim: Mutex::new(()),
             ro_pins: Mutex::new(Default::default()),
             regen: Default::default(),
+            detached: Default::default(),
             #[cfg(target_os = "linux")]
             lock_fd_registered: false,
         }

@@ -25,9 +25,10 @@ use crate::process::{self, Process};
 use crate::record::RecordHeader;
 use crate::shared::{now_ns, Shared};
 use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{fence, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// A reader slot held by the current thread.
 pub(crate) struct ThreadSlot {
@@ -88,36 +89,8 @@ impl ThreadSlot {
     fn claim(shared: &Arc<Shared>) -> Result<Rc<ThreadSlot>> {
         let pr = shared.process()?;
         let geo = &shared.geo;
-        let n = geo.reader_slots;
-        let _claiming = pr.claim.lock().unwrap_or_else(|p| p.into_inner());
-        let start = (std::process::id().wrapping_mul(2_654_435_761) >> 7) % n;
-        for k in 0..n {
-            let i = (start + k) % n;
-            if pr.owned_slots[i as usize].load(Ordering::Acquire) {
-                continue;
-            }
-            let got = locks::lock(&pr.file, lk::LIVE + i as u64, Mode::Exclusive, false)
-                .map_err(|e| Error::io("locking a reader slot", &shared.path, e))?;
-            if !got {
-                continue;
-            }
-            // Nobody alive holds slot `i`: whatever pins it has belong to a
-            // dead thread. Reset them before we use it.
-            for s in 0..geo.stripes {
-                shared
-                    .map
-                    .atomic(geo.pin_word(i, s))
-                    .store(0, Ordering::SeqCst);
-            }
-            shared
-                .map
-                .atomic(geo.reader_slot(i) + reader::OWNER_PID)
-                .store(pr.pid as u64, Ordering::Relaxed);
-            pr.owned_slots[i as usize].store(true, Ordering::Release);
-            shared
-                .map
-                .atomic(hdr::READER_HWM as u64)
-                .fetch_max(i as u64 + 1, Ordering::SeqCst);
+        let i = claim_slot(shared, pr)?;
+        {
             let slot = Rc::new(ThreadSlot {
                 shared_id: shared.id,
                 generation: pr.generation,
@@ -134,12 +107,8 @@ impl ThreadSlot {
                     v.push(slot.clone());
                 })
                 .map_err(|_| tls_gone(shared))?;
-            return Ok(slot);
+            Ok(slot)
         }
-        Err(Error::ReadersFull {
-            path: shared.path.clone(),
-            slots: n,
-        })
     }
 
     /// This slot's pin word for stripe `s`.
@@ -219,6 +188,193 @@ impl Drop for ThreadSlot {
     }
 }
 
+/// Claims a free reader slot for this process (a thread's, or the
+/// process-wide slot of detached guards): the first slot from a pid-derived
+/// start whose liveness lock `LIVE + i` nobody holds. Resets the pins a
+/// dead previous owner may have left, records our pid and raises
+/// `reader_hwm`.
+fn claim_slot(shared: &Shared, pr: &Process) -> Result<u32> {
+    let geo = &shared.geo;
+    let n = geo.reader_slots;
+    let _claiming = pr.claim.lock().unwrap_or_else(|p| p.into_inner());
+    let start = (std::process::id().wrapping_mul(2_654_435_761) >> 7) % n;
+    for k in 0..n {
+        let i = (start + k) % n;
+        if pr.owned_slots[i as usize].load(Ordering::Acquire) {
+            continue;
+        }
+        let got = locks::lock(&pr.file, lk::LIVE + i as u64, Mode::Exclusive, false)
+            .map_err(|e| Error::io("locking a reader slot", &shared.path, e))?;
+        if !got {
+            continue;
+        }
+        // Nobody alive holds slot `i`: whatever pins it has belong to a
+        // dead thread. Reset them before we use it.
+        for s in 0..geo.stripes {
+            shared
+                .map
+                .atomic(geo.pin_word(i, s))
+                .store(0, Ordering::SeqCst);
+        }
+        shared
+            .map
+            .atomic(geo.reader_slot(i) + reader::OWNER_PID)
+            .store(pr.pid as u64, Ordering::Relaxed);
+        pr.owned_slots[i as usize].store(true, Ordering::Release);
+        shared
+            .map
+            .atomic(hdr::READER_HWM as u64)
+            .fetch_max(i as u64 + 1, Ordering::SeqCst);
+        return Ok(i);
+    }
+    Err(Error::ReadersFull {
+        path: shared.path.clone(),
+        slots: n,
+    })
+}
+
+/// The pins of detached guards ([`OwnedGuard`](crate::OwnedGuard)): one
+/// reader slot per process, claimed on first use, whose pin word for a
+/// stripe holds the lowest position any detached guard of the process pins
+/// there, plus one. Unlike a thread's slot it is shared by every thread,
+/// so its bookkeeping is behind a mutex, and a detached guard may be
+/// dropped on any thread.
+#[derive(Default)]
+pub(crate) struct ProcessPins {
+    state: Mutex<ProcessPinState>,
+}
+
+#[derive(Default)]
+struct ProcessPinState {
+    /// The reader slot, once claimed.
+    slot: Option<u32>,
+    /// Per stripe: the positions pinned, with how many guards pin each.
+    pinned: HashMap<u32, BTreeMap<u64, u32>>,
+}
+
+impl ProcessPins {
+    fn state(&self) -> MutexGuard<'_, ProcessPinState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pins `pos` of stripe `s` in the process slot, then re-checks the
+    /// tail exactly as a thread's pin does (format.md §5.5): `true` when
+    /// the pin protects `pos`, `false` (pin undone) when the tail already
+    /// passed it — a writer may then be scanning the pins, and only a pin
+    /// published before its tail store is sure to be seen.
+    fn pin(&self, shared: &Shared, pr: &Process, s: u32, pos: u64) -> Result<bool> {
+        let mut st = self.state();
+        let slot = match st.slot {
+            Some(i) => i,
+            None => {
+                let i = claim_slot(shared, pr)?;
+                st.slot = Some(i);
+                i
+            }
+        };
+        let word = shared.map.atomic(shared.geo.pin_word(slot, s));
+        let positions = st.pinned.entry(s).or_default();
+        *positions.entry(pos).or_insert(0) += 1;
+        let lowest = *positions.keys().next().expect("just inserted");
+        word.swap(lowest + 1, Ordering::SeqCst);
+        let tail = shared.map.atomic(shared.geo.stripe_entry(s));
+        if tail.load(Ordering::SeqCst) > pos {
+            Self::remove(&mut st, shared, slot, s, pos);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Drops one pin of `pos` in stripe `s`.
+    fn unpin(&self, shared: &Shared, s: u32, pos: u64) {
+        let mut st = self.state();
+        if let Some(slot) = st.slot {
+            Self::remove(&mut st, shared, slot, s, pos);
+        }
+    }
+
+    fn remove(st: &mut ProcessPinState, shared: &Shared, slot: u32, s: u32, pos: u64) {
+        let Some(positions) = st.pinned.get_mut(&s) else {
+            return;
+        };
+        if let Some(n) = positions.get_mut(&pos) {
+            *n -= 1;
+            if *n == 0 {
+                positions.remove(&pos);
+            }
+        }
+        let word = positions.keys().next().map_or(0, |p| p + 1);
+        shared
+            .map
+            .atomic(shared.geo.pin_word(slot, s))
+            .store(word, Ordering::Release);
+    }
+
+    /// Gives the slot back (the file is being closed in this process: no
+    /// detached guard is left, each holds the file open).
+    pub(crate) fn release(&self, shared: &Shared, pr: &Process) {
+        let mut st = self.state();
+        if let Some(i) = st.slot.take() {
+            for s in 0..shared.geo.stripes {
+                shared
+                    .map
+                    .atomic(shared.geo.pin_word(i, s))
+                    .store(0, Ordering::SeqCst);
+            }
+            pr.owned_slots[i as usize].store(false, Ordering::Release);
+            let _ = locks::unlock(&pr.file, lk::LIVE + i as u64);
+        }
+    }
+}
+
+/// A pin that belongs to the process rather than to a thread: what keeps
+/// the bytes of an [`OwnedGuard`](crate::OwnedGuard) from being reused.
+/// Released on drop, on any thread; does nothing in a fork child (the pin
+/// is the parent's).
+pub(crate) struct DetachedPin {
+    shared: Arc<Shared>,
+    generation: u64,
+    kind: DetachedKind,
+}
+
+enum DetachedKind {
+    /// Position `pos` of stripe `stripe`, in the process slot.
+    Slot { stripe: u32, pos: u64 },
+    /// One more reference to a read-only pin lock.
+    Lock { off: u64 },
+}
+
+impl Drop for DetachedPin {
+    fn drop(&mut self) {
+        if self.generation != process::generation() {
+            return;
+        }
+        let Ok(pr) = self.shared.process() else {
+            return;
+        };
+        match self.kind {
+            DetachedKind::Slot { stripe, pos } => pr.detached.unpin(&self.shared, stripe, pos),
+            DetachedKind::Lock { off } => release_ro_pin(pr, off),
+        }
+    }
+}
+
+/// Drops one reference to the read-only pin lock at `off`, unlocking it
+/// with the last one.
+fn release_ro_pin(pr: &Process, off: u64) {
+    if pr.generation != process::generation() {
+        return;
+    }
+    let mut pins = pr.ro_pins.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = pins.get_mut(&off) {
+        *n -= 1;
+        if *n == 0 {
+            pins.remove(&off);
+            let _ = locks::unlock(&pr.file, off);
+        }
+    }
+}
+
 /// What keeps a record's bytes from being reused while a guard lives.
 pub(crate) enum Pin<'c> {
     /// A pin word in the thread's reader slot.
@@ -226,14 +382,16 @@ pub(crate) enum Pin<'c> {
         /// The slot.
         slot: Rc<ThreadSlot>,
         /// The file.
-        shared: &'c Shared,
+        shared: &'c Arc<Shared>,
         /// The stripe pinned.
         stripe: u32,
+        /// The position pinned.
+        pos: u64,
     },
     /// A shared byte-range lock (read-only handles).
     Lock {
         /// The file.
-        shared: &'c Shared,
+        shared: &'c Arc<Shared>,
         /// The process state the lock was taken through.
         process: &'c Process,
         /// The lock offset.
@@ -259,6 +417,7 @@ impl<'c> Pin<'c> {
                 slot,
                 shared,
                 stripe: s,
+                pos,
             }));
         }
         let pr = shared.process()?;
@@ -286,6 +445,48 @@ impl<'c> Pin<'c> {
         let live = tail.load(Ordering::Relaxed) <= pos;
         fence(Ordering::Acquire);
         Ok(live.then_some(pin))
+    }
+
+    /// A pin of the same bytes that belongs to the process, for a guard
+    /// that leaves this thread; `None` when the position can no longer be
+    /// pinned safely (the tail passed it: this pin still protects the
+    /// bytes, a new one might not), and the caller copies the bytes.
+    pub(crate) fn detach(&self) -> Result<Option<DetachedPin>> {
+        match self {
+            Pin::Slot {
+                shared,
+                stripe,
+                pos,
+                ..
+            } => {
+                let pr = shared.process()?;
+                if !pr.detached.pin(shared, pr, *stripe, *pos)? {
+                    return Ok(None);
+                }
+                Ok(Some(DetachedPin {
+                    shared: Arc::clone(shared),
+                    generation: pr.generation,
+                    kind: DetachedKind::Slot {
+                        stripe: *stripe,
+                        pos: *pos,
+                    },
+                }))
+            }
+            Pin::Lock {
+                shared,
+                process: pr,
+                off,
+            } => {
+                // We hold a reference to the lock: one more keeps it taken.
+                let mut pins = pr.ro_pins.lock().unwrap_or_else(|p| p.into_inner());
+                *pins.entry(*off).or_insert(0) += 1;
+                Ok(Some(DetachedPin {
+                    shared: Arc::clone(shared),
+                    generation: pr.generation,
+                    kind: DetachedKind::Lock { off: *off },
+                }))
+            }
+        }
     }
 
     /// Counts an event in this reader's counters.
@@ -424,22 +625,11 @@ impl Drop for Pin<'_> {
                 slot,
                 shared,
                 stripe,
+                ..
             } => slot.unpin(shared, *stripe),
             Pin::Lock {
                 process: pr, off, ..
-            } => {
-                if pr.generation != process::generation() {
-                    return;
-                }
-                let mut pins = pr.ro_pins.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(n) = pins.get_mut(off) {
-                    *n -= 1;
-                    if *n == 0 {
-                        pins.remove(off);
-                        let _ = locks::unlock(&pr.file, *off);
-                    }
-                }
-            }
+            } => release_ro_pin(pr, *off),
         }
     }
 }

@@ -126,6 +126,9 @@ impl Drop for Shared {
         // SAFETY: see `process`; we own the pointer now.
         let pr = unsafe { &*p };
         if pr.generation == process::generation() {
+            // No detached guard is left (each holds this `Shared`): give
+            // their reader slot back.
+            pr.detached.release(self, pr);
             // SAFETY: built in this process by `Box::into_raw`; no other
             // reference exists once `Shared` is being dropped.
             drop(unsafe { Box::from_raw(p) });
