@@ -500,7 +500,11 @@ pub fn verify(path: &Path, repair: bool, json: bool) -> Result<(), Fail> {
             out,
             "{}: {}",
             path.display(),
-            if v.clean { "clean" } else { "DAMAGED" }
+            match (v.clean, v.full_check) {
+                (false, _) => "DAMAGED",
+                (true, true) => "clean",
+                (true, false) => "not walked (read-only: live pins only)",
+            }
         )?;
         writeln!(
             out,
