@@ -12,7 +12,7 @@ use clap::{ArgGroup, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use util::{parse_duration, parse_size, Fail};
+use util::{parse_duration, Fail};
 
 /// Inspect and operate slotcache files: stats, dump, export/import, verify,
 /// and a multi-process benchmark. Reading commands open the file read-only
@@ -37,24 +37,8 @@ enum Command {
     Create {
         /// The file to create.
         path: PathBuf,
-        /// Total file size, e.g. 64MiB, 1GiB, 500MB.
-        #[arg(long, value_parser = parse_size)]
-        capacity: u64,
-        /// Entries the index is sized for (default: capacity / 256).
-        #[arg(long)]
-        max_entries: Option<u64>,
-        /// Lock stripes, 1..=4096 (default: one per MiB, up to 64).
-        #[arg(long)]
-        stripes: Option<u32>,
-        /// Segments per stripe ring, 4..=1024 (default 16).
-        #[arg(long)]
-        segments: Option<u32>,
-        /// Reader slots, 1..=65536 (default 256).
-        #[arg(long)]
-        reader_slots: Option<u32>,
-        /// Default TTL of entries written without one, e.g. 10m, 1h 30m.
-        #[arg(long, value_parser = parse_duration)]
-        ttl: Option<Duration>,
+        #[command(flatten)]
+        geometry: util::Geometry,
     },
     /// Geometry, fill, counters, entry ages and live readers.
     Stats {
@@ -195,25 +179,7 @@ enum Command {
 fn run(cli: Cli) -> Result<(), Fail> {
     let json = cli.json;
     match cli.command {
-        Command::Create {
-            path,
-            capacity,
-            max_entries,
-            stripes,
-            segments,
-            reader_slots,
-            ttl,
-        } => {
-            let geo = util::Geometry {
-                capacity,
-                max_entries,
-                stripes,
-                segments,
-                reader_slots,
-                ttl,
-            };
-            stats::create(&path, &geo, json)
-        }
+        Command::Create { path, geometry } => stats::create(&path, &geometry, json),
         Command::Stats { path, watch, count } => match watch {
             Some(every) => stats::watch(&path, every, count, json),
             None => stats::stats(&path, json),

@@ -51,13 +51,26 @@ impl From<std::io::Error> for Fail {
     }
 }
 
-/// Geometry options of `create`.
+/// The options of `create`.
+#[derive(clap::Args, Debug)]
 pub struct Geometry {
+    /// Total file size, e.g. 64MiB, 1GiB, 500MB.
+    #[arg(long, value_parser = parse_size)]
     pub capacity: u64,
+    /// Entries the index is sized for (default: capacity / 256).
+    #[arg(long)]
     pub max_entries: Option<u64>,
+    /// Lock stripes, 1..=4096 (default: one per MiB, up to 64).
+    #[arg(long)]
     pub stripes: Option<u32>,
+    /// Segments per stripe ring, 4..=1024 (default 16).
+    #[arg(long)]
     pub segments: Option<u32>,
+    /// Reader slots, 1..=65536 (default 256).
+    #[arg(long)]
     pub reader_slots: Option<u32>,
+    /// Default TTL of entries written without one, e.g. 10m, 1h 30m.
+    #[arg(long, value_parser = parse_duration)]
     pub ttl: Option<Duration>,
 }
 

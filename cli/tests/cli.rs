@@ -16,12 +16,28 @@ fn sc() -> Command {
     Command::cargo_bin("slotcache").unwrap()
 }
 
+/// `slotcache CMD PATH ARGS...`
+fn at(path: &Path, cmd: &str, args: &[&str]) -> Command {
+    let mut c = sc();
+    c.arg(cmd).arg(path).args(args);
+    c
+}
+
+/// The standard output of a command that must succeed.
+trait OkStdout {
+    fn ok_stdout(&mut self) -> Vec<u8>;
+}
+
+impl OkStdout for Command {
+    fn ok_stdout(&mut self) -> Vec<u8> {
+        self.assert().success().get_output().stdout.clone()
+    }
+}
+
 /// A new cache file `name` in `dir`, made by the tool.
 fn create(dir: &TempDir, name: &str, capacity: &str) -> PathBuf {
     let p = dir.path().join(name);
-    sc().arg("create")
-        .arg(&p)
-        .args(["--capacity", capacity])
+    at(&p, "create", &["--capacity", capacity])
         .assert()
         .success();
     p
@@ -72,24 +88,27 @@ fn run_on(path: &Path, args: &[&str]) -> assert_cmd::assert::Assert {
 fn create_makes_a_file_and_refuses_to_touch_an_existing_one() {
     let d = TempDir::new().unwrap();
     let p = d.path().join("c.cache");
-    let out = sc()
-        .args(["--json", "create"])
-        .arg(&p)
-        .args(["--capacity", "8MiB", "--stripes", "4", "--ttl", "10m"])
-        .args(["--max-entries", "1000"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = at(
+        &p,
+        "create",
+        &[
+            "--json",
+            "--capacity",
+            "8MiB",
+            "--stripes",
+            "4",
+            "--ttl",
+            "10m",
+        ],
+    )
+    .args(["--max-entries", "1000"])
+    .ok_stdout();
     let g = json_of(&out);
     assert_eq!(g["file_size"], std::fs::metadata(&p).unwrap().len());
     assert_eq!(g["stripes"], 4);
     assert_eq!(g["read_only"], false);
     let before = std::fs::read(&p).unwrap();
-    sc().arg("create")
-        .arg(&p)
-        .args(["--capacity", "16MiB"])
+    at(&p, "create", &["--capacity", "16MiB"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("already exists"))
@@ -98,11 +117,7 @@ fn create_makes_a_file_and_refuses_to_touch_an_existing_one() {
     // A text file is not overwritten either.
     let t = d.path().join("notes.txt");
     std::fs::write(&t, "keep me").unwrap();
-    sc().arg("create")
-        .arg(&t)
-        .args(["--capacity", "8MiB"])
-        .assert()
-        .code(1);
+    at(&t, "create", &["--capacity", "8MiB"]).assert().code(1);
     assert_eq!(std::fs::read_to_string(&t).unwrap(), "keep me");
 }
 
@@ -111,9 +126,7 @@ fn bad_arguments_are_usage_errors_with_code_2() {
     let d = TempDir::new().unwrap();
     let p = d.path().join("c.cache");
     for bad in ["8XB", "lots", "-1MiB"] {
-        sc().arg("create")
-            .arg(&p)
-            .args(["--capacity", bad])
+        at(&p, "create", &["--capacity", bad])
             .assert()
             .code(2)
             .stderr(
@@ -121,20 +134,16 @@ fn bad_arguments_are_usage_errors_with_code_2() {
                     .or(predicate::str::contains("unexpected argument")),
             );
     }
-    sc().arg("create")
-        .arg(&p)
-        .args(["--capacity", "8MiB", "--ttl", "soon"])
+    at(&p, "create", &["--capacity", "8MiB", "--ttl", "soon"])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("not a duration"));
     assert!(!p.exists(), "no file made by a refused command");
     sc().args(["frobnicate"]).assert().code(2);
-    sc().args(["invalidate"]).arg(&p).assert().code(2); // --hard or --soft
-    sc().args(["set"]).arg(&p).arg("k").assert().code(2); // no value
-                                                          // Options the library refuses: one line naming the option, code 1.
-    sc().arg("create")
-        .arg(&p)
-        .args(["--capacity", "8MiB", "--stripes", "0"])
+    at(&p, "invalidate", &[]).assert().code(2); // needs --hard or --soft
+    at(&p, "set", &["k"]).assert().code(2); // needs a value
+                                            // Options the library refuses: one line naming the option, code 1.
+    at(&p, "create", &["--capacity", "8MiB", "--stripes", "0"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("stripes"));
@@ -216,66 +225,39 @@ fn set_get_del_keys_round_trip() {
     let p = create(&d, "c.cache", "8MiB");
     let val = d.path().join("value.bin");
     std::fs::write(&val, [0u8, 1, 2, 255]).unwrap();
-    sc().arg("set")
-        .arg(&p)
-        .args(["greeting", "hello"])
-        .assert()
-        .success();
-    sc().arg("set")
-        .arg(&p)
-        .args(["bin", "--file"])
+    at(&p, "set", &["greeting", "hello"]).assert().success();
+    at(&p, "set", &["bin", "--file"])
         .arg(&val)
         .assert()
         .success();
-    sc().arg("set")
-        .arg(&p)
-        .args(["piped", "-", "--ttl", "1h"])
+    at(&p, "set", &["piped", "-", "--ttl", "1h"])
         .write_stdin("from stdin")
         .assert()
         .success();
-    sc().arg("get")
-        .arg(&p)
-        .arg("greeting")
+    at(&p, "get", &["greeting"])
         .assert()
         .success()
         .stdout("hello");
-    sc().arg("get")
-        .arg(&p)
-        .arg("piped")
+    at(&p, "get", &["piped"])
         .assert()
         .success()
         .stdout("from stdin");
-    sc().arg("get")
-        .arg(&p)
-        .arg("bin")
+    at(&p, "get", &["bin"])
         .assert()
         .success()
         .stdout(&[0u8, 1, 2, 255][..]);
-    sc().arg("get")
-        .arg(&p)
-        .args(["bin", "--hex"])
+    at(&p, "get", &["bin", "--hex"])
         .assert()
         .success()
         .stdout("000102ff\n");
-    let g = json_of(
-        &sc()
-            .args(["--json", "get"])
-            .arg(&p)
-            .arg("piped")
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let g = json_of(&at(&p, "get", &["--json", "piped"]).ok_stdout());
     assert_eq!(b64(g["value_base64"].as_str().unwrap()), b"from stdin");
     assert_eq!(g["key_utf8"], "piped");
     assert_eq!(g["kind"], "raw");
     assert_eq!(g["schema"], "0000000000000000");
     let left = g["ttl_left_secs"].as_f64().unwrap();
     assert!(left > 3000.0 && left <= 3600.0, "{left}");
-    sc().arg("get")
-        .arg(&p)
-        .arg("absent")
+    at(&p, "get", &["absent"])
         .assert()
         .code(4)
         .stderr(predicate::str::contains("not found"));
@@ -284,54 +266,27 @@ fn set_get_del_keys_round_trip() {
     let cache = Cache::open(&p, Options::new().create(false)).unwrap();
     cache.set("typed", &0x0102_0304u32).unwrap();
     drop(cache);
-    sc().arg("get")
-        .arg(&p)
-        .arg("typed")
+    at(&p, "get", &["typed"])
         .assert()
         .success()
         .stdout(0x0102_0304u32.to_le_bytes().to_vec())
         .stderr(predicate::str::contains("archive"));
 
-    let mut keys: Vec<String> = String::from_utf8(
-        sc().arg("keys")
-            .arg(&p)
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone(),
-    )
-    .unwrap()
-    .lines()
-    .map(str::to_string)
-    .collect();
+    let mut keys: Vec<String> = String::from_utf8(at(&p, "keys", &[]).ok_stdout())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
     keys.sort();
     assert_eq!(keys, ["bin", "greeting", "piped", "typed"]);
-    let pre = json_lines(
-        &sc()
-            .args(["keys", "--json", "--prefix", "p"])
-            .arg(&p)
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let pre = json_lines(&at(&p, "keys", &["--json", "--prefix", "p"]).ok_stdout());
     assert_eq!(pre.len(), 1);
     assert_eq!(b64(pre[0]["key_base64"].as_str().unwrap()), b"piped");
 
-    let del = json_of(
-        &sc()
-            .args(["--json", "del"])
-            .arg(&p)
-            .args(["greeting", "absent"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let del = json_of(&at(&p, "del", &["--json", "greeting", "absent"]).ok_stdout());
     assert_eq!(del["deleted"], serde_json::json!(["greeting"]));
     assert_eq!(del["missing"], serde_json::json!(["absent"]));
-    sc().arg("get").arg(&p).arg("greeting").assert().code(4);
+    at(&p, "get", &["greeting"]).assert().code(4);
 }
 
 #[test]
@@ -343,19 +298,10 @@ fn dump_lists_entries_with_size_age_ttl_kind_and_schema() {
     cache.set("bytes", &Raw([0xffu8, 0, 7])).unwrap();
     cache.set("typed", &7u64).unwrap();
     drop(cache);
-    sc().arg("set")
-        .arg(&p)
-        .args(["ttl", "x", "--ttl", "10m"])
+    at(&p, "set", &["ttl", "x", "--ttl", "10m"])
         .assert()
         .success();
-    let out = sc()
-        .arg("dump")
-        .arg(&p)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let out = at(&p, "dump", &[]).ok_stdout();
     let text = String::from_utf8(out).unwrap();
     assert!(text.lines().next().unwrap().starts_with("key"), "{text}");
     assert!(text.contains("\"readable\""), "{text}");
@@ -364,15 +310,7 @@ fn dump_lists_entries_with_size_age_ttl_kind_and_schema() {
         text.contains(&format!("{:016x}", schema_fingerprint::<u64>())),
         "{text}"
     );
-    let rows = json_lines(
-        &sc()
-            .args(["dump", "--json"])
-            .arg(&p)
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let rows = json_lines(&at(&p, "dump", &["--json"]).ok_stdout());
     assert_eq!(rows.len(), 4);
     let row = |k: &str| rows.iter().find(|r| r["key_utf8"] == k).unwrap().clone();
     assert_eq!(row("typed")["kind"], "archived");
@@ -398,15 +336,10 @@ fn clear_and_invalidate() {
         if stale {
             c.arg("--stale");
         }
-        String::from_utf8(c.assert().success().get_output().stdout.clone())
-            .unwrap()
-            .lines()
-            .count()
+        String::from_utf8(c.ok_stdout()).unwrap().lines().count()
     };
-    sc().arg("set").arg(&p).args(["a", "1"]).assert().success();
-    sc().arg("invalidate")
-        .arg(&p)
-        .arg("--soft")
+    at(&p, "set", &["a", "1"]).assert().success();
+    at(&p, "invalidate", &["--soft"])
         .assert()
         .success()
         .stdout(predicate::str::contains("soft"));
@@ -415,33 +348,19 @@ fn clear_and_invalidate() {
         (0, 1),
         "soft: stale, still there"
     );
-    sc().arg("get").arg(&p).arg("a").assert().code(4);
-    sc().arg("get")
-        .arg(&p)
-        .args(["a", "--stale"])
+    at(&p, "get", &["a"]).assert().code(4);
+    at(&p, "get", &["a", "--stale"])
         .assert()
         .success()
         .stdout("1");
     std::thread::sleep(Duration::from_millis(2)); // created after the invalidation
-    sc().arg("set").arg(&p).args(["b", "2"]).assert().success();
-    sc().arg("invalidate")
-        .arg(&p)
-        .arg("--hard")
-        .assert()
-        .success();
+    at(&p, "set", &["b", "2"]).assert().success();
+    at(&p, "invalidate", &["--hard"]).assert().success();
     assert_eq!((count(false), count(true)), (0, 0), "hard: gone");
     std::thread::sleep(Duration::from_millis(2));
-    sc().arg("set").arg(&p).args(["c", "3"]).assert().success();
+    at(&p, "set", &["c", "3"]).assert().success();
     assert_eq!(count(false), 1);
-    let done = json_of(
-        &sc()
-            .args(["--json", "clear"])
-            .arg(&p)
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let done = json_of(&at(&p, "clear", &["--json"]).ok_stdout());
     assert_eq!(done["done"], "cleared");
     assert_eq!(count(true), 0);
 }
@@ -457,15 +376,7 @@ fn stats_reports_geometry_fill_counters_ages_and_readers() {
     assert!(cache.get::<Raw>("k1").unwrap().is_some());
     assert!(cache.get::<Raw>("nope").unwrap().is_none());
     let guard = cache.get::<Raw>("k2").unwrap().unwrap(); // a live reader pinning a stripe
-    let s = json_of(
-        &sc()
-            .args(["stats", "--json"])
-            .arg(&p)
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let s = json_of(&at(&p, "stats", &["--json"]).ok_stdout());
     drop(guard);
     assert_eq!(s["geometry"]["read_only"], true, "stats opens read-only");
     assert_eq!(
@@ -489,14 +400,7 @@ fn stats_reports_geometry_fill_counters_ages_and_readers() {
     assert_eq!(mine[0]["live"], true);
     assert_eq!(mine[0]["pinned_stripes"], 1);
     assert_eq!(s["live_readers"], 1);
-    let text = sc()
-        .arg("stats")
-        .arg(&p)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let text = at(&p, "stats", &[]).ok_stdout();
     let text = String::from_utf8(text).unwrap();
     assert!(text.contains("100 entries"), "{text}");
     assert!(text.contains(&format!("pid {me}")), "{text}");
@@ -507,30 +411,19 @@ fn stats_reports_geometry_fill_counters_ages_and_readers() {
 fn stats_watch_prints_rates() {
     let d = TempDir::new().unwrap();
     let p = create(&d, "c.cache", "8MiB");
-    let lines = json_lines(
-        &sc()
-            .args(["--json", "stats", "--watch", "50ms", "--count", "2"])
-            .arg(&p)
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let lines =
+        json_lines(&at(&p, "stats", &["--json", "--watch", "50ms", "--count", "2"]).ok_stdout());
     assert_eq!(lines.len(), 2);
     for l in &lines {
         assert!(l["rates"]["interval_secs"].as_f64().unwrap() > 0.0);
         assert_eq!(l["rates"]["sets_per_sec"], 0.0);
         assert!(l["rates"]["hit_ratio"].is_null());
     }
-    sc().args(["stats", "--watch", "10ms", "--count", "1"])
-        .arg(&p)
+    at(&p, "stats", &["--watch", "10ms", "--count", "1"])
         .assert()
         .success()
         .stdout(predicate::str::contains("\x1b[2J").and(predicate::str::contains("hits/s")));
-    sc().args(["stats", "--count", "1"])
-        .arg(&p)
-        .assert()
-        .code(2); // --count needs --watch
+    at(&p, "stats", &["--count", "1"]).assert().code(2); // --count needs --watch
 }
 
 /// The first position of `needle` in the file.
@@ -546,43 +439,26 @@ fn find(p: &Path, needle: &[u8]) -> usize {
 fn verify_reports_damage_with_exit_3_and_repair_resets_it() {
     let d = TempDir::new().unwrap();
     let p = create(&d, "c.cache", "8MiB");
-    sc().arg("set")
-        .arg(&p)
-        .args(["good", "healthy value"])
+    at(&p, "set", &["good", "healthy value"]).assert().success();
+    at(&p, "set", &["bad", "MARKER-to-damage"])
         .assert()
         .success();
-    sc().arg("set")
-        .arg(&p)
-        .args(["bad", "MARKER-to-damage"])
-        .assert()
-        .success();
-    let v = json_of(
-        &sc()
-            .args(["verify", "--json"])
-            .arg(&p)
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let v = json_of(&at(&p, "verify", &["--json"]).ok_stdout());
     assert_eq!(v["clean"], true);
     assert_eq!(v["full_check"], true);
     assert_eq!(v["live_entries"], 2);
     assert!(v["repair"].is_null());
     // Damage one value byte: its CRC no longer matches.
-    let at = find(&p, b"MARKER-to-damage");
+    let marker = find(&p, b"MARKER-to-damage");
     let mut bytes = std::fs::read(&p).unwrap();
-    bytes[at] ^= 0xff;
+    bytes[marker] ^= 0xff;
     std::fs::write(&p, &bytes).unwrap();
-    sc().arg("verify")
-        .arg(&p)
+    at(&p, "verify", &[])
         .assert()
         .code(3)
         .stdout(predicate::str::contains("DAMAGED"));
     let v = json_of(
-        &sc()
-            .args(["verify", "--json"])
-            .arg(&p)
+        &at(&p, "verify", &["--json"])
             .assert()
             .code(3)
             .get_output()
@@ -591,29 +467,18 @@ fn verify_reports_damage_with_exit_3_and_repair_resets_it() {
     assert_eq!(v["clean"], false);
     assert_eq!(v["bad_checksums"], 1);
     assert_eq!(std::fs::read(&p).unwrap(), bytes, "verify wrote nothing");
-    let r = json_of(
-        &sc()
-            .args(["verify", "--repair", "--json"])
-            .arg(&p)
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
-    );
+    let r = json_of(&at(&p, "verify", &["--repair", "--json"]).ok_stdout());
     assert_eq!(r["clean"], false, "what was found before the repair");
     assert_eq!(r["repair"]["slots_cleared"], 1);
-    sc().arg("verify")
-        .arg(&p)
+    at(&p, "verify", &[])
         .assert()
         .success()
         .stdout(predicate::str::contains("clean"));
-    sc().arg("get")
-        .arg(&p)
-        .arg("good")
+    at(&p, "get", &["good"])
         .assert()
         .success()
         .stdout("healthy value");
-    sc().arg("get").arg(&p).arg("bad").assert().code(4);
+    at(&p, "get", &["bad"]).assert().code(4);
 }
 
 /// Every entry of a file: key -> (kind, schema, value, ttl left).
@@ -670,14 +535,7 @@ fn export_then_import_into_another_capacity_keeps_every_entry() {
     drop(cache);
     std::thread::sleep(Duration::from_millis(5));
 
-    let export = sc()
-        .arg("export")
-        .arg(&from)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let export = at(&from, "export", &[]).ok_stdout();
     let lines = json_lines(&export);
     assert_eq!(lines[0]["format"], "slotcache-export");
     assert_eq!(lines[0]["version"], 1);
@@ -695,14 +553,9 @@ fn export_then_import_into_another_capacity_keeps_every_entry() {
 
     let to = create(&d, "to.cache", "32MiB");
     let r = json_of(
-        &sc()
-            .args(["--json", "import"])
-            .arg(&to)
+        &at(&to, "import", &["--json"])
             .write_stdin(export.clone())
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
+            .ok_stdout(),
     );
     assert_eq!(r["imported"], 204);
     let (a, b) = (entries(&from), entries(&to));
@@ -728,31 +581,19 @@ fn export_then_import_into_another_capacity_keeps_every_entry() {
     drop(c);
 
     // --include-stale keeps the expired one, still stale after import.
-    let with_stale = sc()
-        .args(["export", "--include-stale"])
-        .arg(&from)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+    let with_stale = at(&from, "export", &["--include-stale"]).ok_stdout();
     assert_eq!(json_lines(&with_stale).len(), 1 + 205);
     let third = create(&d, "third.cache", "8MiB");
-    sc().args(["import", "--include-stale", "--file"])
+    at(&third, "import", &["--include-stale", "--file"])
         .arg(&dump)
-        .arg(&third)
         .assert()
         .success();
-    sc().arg("import")
-        .arg(&third)
-        .args(["--include-stale"])
+    at(&third, "import", &["--include-stale"])
         .write_stdin(with_stale)
         .assert()
         .success();
-    sc().arg("get").arg(&third).arg("expired").assert().code(4);
-    sc().arg("get")
-        .arg(&third)
-        .args(["expired", "--stale"])
+    at(&third, "get", &["expired"]).assert().code(4);
+    at(&third, "get", &["expired", "--stale"])
         .assert()
         .success()
         .stdout("already gone");
@@ -772,8 +613,7 @@ fn import_refuses_bad_input_with_the_line() {
         (format!("{header}\n{{\"key_base64\":\"aw==\",\"kind\":\"raw\",\"schema\":\"5\",\"value_base64\":\"\",\"ttl_left_ms\":null}}"), "schema"),
     ];
     for (input, says) in cases {
-        sc().arg("import")
-            .arg(&p)
+        at(&p, "import", &[])
             .write_stdin(input)
             .assert()
             .code(1)
@@ -786,15 +626,21 @@ fn bench_reports_ops_and_latency_percentiles_per_role() {
     let d = TempDir::new().unwrap();
     let p = create(&d, "c.cache", "8MiB");
     let b = json_of(
-        &sc()
-            .args(["--json", "bench"])
-            .arg(&p)
-            .args(["--readers", "1", "--writers", "1", "--seconds", "0.3"])
-            .args(["--keys", "500", "--value-size", "64"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout,
+        &at(
+            &p,
+            "bench",
+            &[
+                "--json",
+                "--readers",
+                "1",
+                "--writers",
+                "1",
+                "--seconds",
+                "0.3",
+            ],
+        )
+        .args(["--keys", "500", "--value-size", "64"])
+        .ok_stdout(),
     );
     for role in ["reader", "writer"] {
         let r = &b[role];
@@ -809,10 +655,10 @@ fn bench_reports_ops_and_latency_percentiles_per_role() {
         );
     }
     assert_eq!(b["reader"]["misses"], 0, "the keys were filled first");
-    let text = sc()
-        .arg("bench")
-        .arg(&p)
-        .args([
+    let text = at(
+        &p,
+        "bench",
+        &[
             "--readers",
             "0",
             "--writers",
@@ -821,21 +667,16 @@ fn bench_reports_ops_and_latency_percentiles_per_role() {
             "0.2",
             "--keys",
             "100",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        ],
+    )
+    .ok_stdout();
     let text = String::from_utf8(text).unwrap();
     assert!(
         text.contains("writers: 1 process(es)") && text.contains("p99.9"),
         "{text}"
     );
     assert!(!text.contains("readers:"), "{text}");
-    sc().arg("bench")
-        .arg(&p)
-        .args(["--value-size", "1GiB"])
+    at(&p, "bench", &["--value-size", "1GiB"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("--value-size"));
@@ -874,39 +715,15 @@ fn reading_commands_work_while_other_processes_write() {
     let mut rounds = 0;
     while guard.0.try_wait().unwrap().is_none() || rounds < 2 {
         rounds += 1;
-        let s = json_of(
-            &sc()
-                .args(["stats", "--json"])
-                .arg(&p)
-                .assert()
-                .success()
-                .get_output()
-                .stdout,
-        );
+        let s = json_of(&at(&p, "stats", &["--json"]).ok_stdout());
         assert!(
             s["fill"]["bytes_used"].as_u64().unwrap() <= s["fill"]["capacity"].as_u64().unwrap()
         );
-        let rows = json_lines(
-            &sc()
-                .args(["dump", "--json", "--prefix", "bench:"])
-                .arg(&p)
-                .assert()
-                .success()
-                .get_output()
-                .stdout,
-        );
+        let rows = json_lines(&at(&p, "dump", &["--json", "--prefix", "bench:"]).ok_stdout());
         for r in &rows {
             assert_eq!(r["size"], 200, "{r}");
         }
-        let v = json_of(
-            &sc()
-                .args(["verify", "--json"])
-                .arg(&p)
-                .assert()
-                .success()
-                .get_output()
-                .stdout,
-        );
+        let v = json_of(&at(&p, "verify", &["--json"]).ok_stdout());
         assert_eq!(v["clean"], true, "{v}");
         if rounds > 50 {
             break;
