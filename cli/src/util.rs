@@ -141,8 +141,10 @@ pub fn open_write(path: &Path) -> Result<Cache, Fail> {
 
 /// Prints one JSON value and a newline.
 pub fn print_json(out: &mut impl Write, v: &impl Serialize) -> Result<(), Fail> {
-    serde_json::to_writer(&mut *out, v)
-        .map_err(|e| Fail::new(EXIT_ERROR, format!("writing JSON: {e}")))?;
+    serde_json::to_writer(&mut *out, v).map_err(|e| match e.io_error_kind() {
+        Some(kind) => Fail::from(std::io::Error::from(kind)), // a closed pipe is no error
+        None => Fail::new(EXIT_ERROR, format!("writing JSON: {e}")),
+    })?;
     writeln!(out)?;
     Ok(())
 }
