@@ -37,6 +37,7 @@ mod dogpile;
 mod error;
 mod guard;
 mod index;
+mod inspect;
 mod iter;
 mod layout;
 mod locks;
@@ -56,6 +57,7 @@ pub use codec::{schema_fingerprint, Checkable, FromView, Raw, Storable, Value, V
 pub use dogpile::{CreateError, Fetched};
 pub use error::{Error, PinHolder, Result};
 pub use guard::{Detach, EntryMeta, Guard, OwnedGuard};
+pub use inspect::{ReaderInfo, StripeStats};
 pub use iter::{Entry, Iter};
 pub use layout::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use memo::Memo;
