@@ -278,6 +278,13 @@ impl Cache {
         &self.shared
     }
 
+    /// An atomic word of the header (the reserved words some modules use,
+    /// format.md §2.1).
+    #[allow(dead_code)]
+    pub(crate) fn header_word(&self, off: usize) -> &std::sync::atomic::AtomicU64 {
+        self.shared.map.atomic(off as u64)
+    }
+
     pub(crate) fn seed(&self) -> u64 {
         self.shared.header.seed
     }

@@ -51,6 +51,8 @@ mod record;
 mod regen;
 mod shared;
 mod stats;
+#[cfg(feature = "redis")]
+pub mod tiered;
 
 pub use cache::{Cache, Info, Invalidation, Placement, RepairReport, VerifyReport};
 pub use codec::{schema_fingerprint, Checkable, FromView, Raw, Storable, Value, ValueKind};
