@@ -196,8 +196,9 @@ impl Inner {
                         heartbeat = true;
                         continue;
                     }
-                    self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
                     self.invalidate_local(&k);
+                    // Counted once applied (tests wait on the count).
+                    self.stats.invalidations.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Some(_) => {}
@@ -228,7 +229,12 @@ impl Election {
     #[cfg(target_os = "linux")]
     fn new(path: &std::path::Path) -> Option<Election> {
         Some(Election {
-            file: std::fs::File::open(path).ok()?,
+            // Write access: an exclusive lock needs it.
+            file: std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .ok()?,
         })
     }
 
