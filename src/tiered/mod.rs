@@ -51,7 +51,7 @@
 //! use slotcache::{Cache, Options};
 //! use std::time::Duration;
 //!
-//! let l1 = Cache::open("/dev/shm/app.cache", Options::new().capacity(64 << 20))?;
+//! let l1 = Cache::open("app.cache", Options::new().capacity(64 << 20))?;
 //! let cache = TieredCache::open(l1, TieredOptions::new("redis://127.0.0.1:6379/", "app:"))?;
 //! cache.set("user:1", b"ada", Some(Duration::from_secs(300)))?;
 //! let v = cache.get("user:1")?.expect("just written");

@@ -91,7 +91,7 @@ impl Inner {
     pub(crate) fn candidate(&self) {
         let elect = Election::new(self.l1.path());
         while !self.stopping() {
-            if elect.as_ref().map_or(true, |e| e.try_win()) {
+            if elect.as_ref().is_none_or(|e| e.try_win()) {
                 self.stats.subscriber.store(1, Ordering::Relaxed);
                 while !self.stopping() {
                     self.subscribe_once();
