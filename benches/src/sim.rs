@@ -471,11 +471,11 @@ pub enum Design {
         /// Readers increment the sketch.
         reader: bool,
     },
-    /// (c) TinyLFU at the door: (b), and a miss whose key has an estimated
-    /// frequency below main's next victim's is still inserted in
-    /// probation, but a miss whose ghost is found goes through the same
-    /// filter (as in (b)). Kept as the variant where probation exit does not
-    /// filter: only ghosts are filtered.
+    /// (c) (a) plus the sketch of (b) used only on returning ghosts: an
+    /// entry leaving probation unread always becomes a ghost (no exit
+    /// filter); a missed key whose ghost is found enters main only if its
+    /// estimate is at least main's next victim's, else probation. This is
+    /// the recommended design (`benches/TRACES.md`).
     GhostFilter {
         /// Readers increment the sketch.
         reader: bool,
@@ -540,6 +540,10 @@ pub struct SlotShape {
     pub seed: u64,
 }
 
+/// A returning ghost is admitted to main on a tie with the victim (a
+/// re-reference within the ghost window is evidence of its own); a
+/// candidate leaving probation unread needs to beat the victim.
+const TIES: bool = true;
 /// Main ring.
 const MAIN: usize = 0;
 /// Probation ring.
@@ -757,6 +761,15 @@ impl SlotModel {
         }
     }
 
+    /// Live entries counted slot by slot (O(index size)): what
+    /// [`Policy::len`] must equal.
+    pub fn live_slots(&self) -> usize {
+        self.stripes
+            .iter()
+            .map(|st| st.slots.iter().filter(|s| Self::live(st, s)).count())
+            .sum()
+    }
+
     /// The design.
     pub fn design(&self) -> Design {
         self.design
@@ -957,7 +970,13 @@ impl SlotModel {
                 if writer_fold {
                     self.sketch_add(si, p.hash, s.freq as u64);
                 }
-                let promote = s.freq > 0 || (self.design.exit_filter() && self.admit(si, &p));
+                // Read entries are promoted; while main has never been full,
+                // every entry is (S3-FIFO's small queue may grow into main's
+                // free space; a fixed probation ring cannot, so it fills
+                // main instead); with the exit filter, unread ones compete.
+                let promote = s.freq > 0
+                    || !self.stripes[si].rings[MAIN].full()
+                    || (self.design.exit_filter() && self.admit(si, &p, false));
                 if promote {
                     let np = self.append(si, MAIN, k);
                     let slot = &mut self.stripes[si].slots[i];
@@ -986,7 +1005,7 @@ impl SlotModel {
     /// main's next victim — the first record at main's tail (within one
     /// segment) whose counter is zero, else the first live one there — plus
     /// the victim's unflushed hit counter when readers do not count.
-    fn admit(&mut self, si: usize, p: &Place) -> bool {
+    fn admit(&mut self, si: usize, p: &Place, ghost: bool) -> bool {
         let st = &self.stripes[si];
         let main = &st.rings[MAIN];
         if !main.full() {
@@ -1017,7 +1036,7 @@ impl SlotModel {
         } else {
             vf as u64
         };
-        let ok = sk.estimate(p.hash) > sk.estimate(vh) + extra;
+        let ok = sk.estimate(p.hash) + (ghost && TIES) as u64 > sk.estimate(vh) + extra;
         if !ok {
             self.counters.rejected += 1;
         }
@@ -1051,7 +1070,7 @@ impl Policy for SlotModel {
             if let Some(g) = self.find_ghost(&p) {
                 self.counters.ghost_hits += 1;
                 slot = Some(g);
-                if !self.design.sketch() || self.admit(si, &p) {
+                if !self.design.sketch() || self.admit(si, &p, true) {
                     ring = MAIN;
                 }
             }
