@@ -344,7 +344,7 @@ fn run_policy(name: &str, w: &Workload, entries: usize, lru_held: f64) -> Outcom
             }
             let mut best = best.expect("one replay");
             best.secs = secs;
-            return best;
+            best
         }
     }
 }
@@ -665,7 +665,7 @@ fn main() {
 
     // Table, JSON, plots.
     println!();
-    println!("hit ratio (%), cache-aside, equal entry counts; rewrites per hit in brackets for the log models");
+    println!("hit ratio (%), cache-aside, equal entry counts");
     print!("{:<16} {:>8}", "workload", "entries");
     for p in POLICIES {
         print!(" {:>11}", p.trim_start_matches("slot-"));
@@ -728,6 +728,23 @@ fn main() {
             plot(&path, &title, &w.sizes, &series);
             eprintln!("slotcache bench: plot written to {}", path.display());
         }
+    }
+    println!();
+    println!(
+        "write amplification: records rewritten (reinsertions + promotions) per hit; \
+         x {RECORD} = bytes per hit"
+    );
+    print!("{:<16} {:>8}", "workload", "entries");
+    for p in &POLICIES[2..] {
+        print!(" {:>11}", p.trim_start_matches("slot-"));
+    }
+    println!();
+    for (wi, size, outs) in &results {
+        print!("{:<16} {:>8}", workloads[*wi].name, size);
+        for o in &outs[2..] {
+            print!(" {:>11.3}", o.rewrites as f64 / o.hits.max(1) as f64);
+        }
+        println!();
     }
     let out = json!({
         "record_bytes": RECORD,

@@ -813,7 +813,7 @@ impl SlotModel {
     /// Whether slot `s` names a live record.
     #[inline]
     fn live(st: &Stripe, s: &Slot) -> bool {
-        s.pos != 0 && s.pos - 1 >= st.rings[s.ring as usize].tail
+        s.pos > st.rings[s.ring as usize].tail
     }
 
     /// Whether slot `s` is a recent ghost.
