@@ -42,7 +42,7 @@
 //! # Running
 //!
 //! ```text
-//! nice -n 10 cargo bench --bench traces            # full run, a few minutes on 2 cores
+//! nice -n 10 cargo bench --bench traces            # full run, ~25 min on 2 shared cores
 //! cargo bench --bench traces -- --test             # first 50K requests of OLTP, seconds
 //! SLOTCACHE_TRACES=/some/dir cargo bench --bench traces
 //! ```
