@@ -34,7 +34,9 @@ pub fn value<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
             "a slotcache value must be bytes (or another bytes-like object), found str: encode it first",
         ));
     }
-    match obj.py().get_type::<PyBytes>().call1((obj,)) {
+    // Only buffers (bytearray, memoryview, array, ...): `bytes(12)` would
+    // make twelve zero bytes of an int.
+    match pyo3::types::PyMemoryView::from(obj).and_then(|m| m.call_method0("tobytes")) {
         Ok(b) => Ok(Cow::Owned(b.cast::<PyBytes>()?.as_bytes().to_vec())),
         Err(_) => Err(PyTypeError::new_err(format!(
             "a slotcache value must be bytes (or another bytes-like object), found {}",

@@ -485,6 +485,13 @@ impl RegenMutex {
         self.cache.regen_is_locked(&self.order.2).py_err(py)
     }
 
+    /// The key's regeneration stripe (locks across processes are per
+    /// stripe).
+    #[getter]
+    fn regen_stripe(&self) -> u32 {
+        self.order.1
+    }
+
     fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
         self.acquire(py, true)
     }
