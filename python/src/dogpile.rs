@@ -21,7 +21,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use slotcache::{Raw, RegenGuard, WriteOptions};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
@@ -299,11 +299,32 @@ static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Regeneration locks each thread took through a `RegenMutex` and that are
 /// still held (whoever releases them): the order rule needs them.
-static HOLDINGS: Mutex<Option<HashMap<ThreadId, Vec<(u64, OrderKey)>>>> = Mutex::new(None);
+/// Each entry shares the guard with its mutex, so that a thread giving up
+/// a wait against the lock order can release everything it holds.
+type Holding = (u64, OrderKey, SharedGuard);
+type SharedGuard = Arc<Mutex<Option<RegenGuard>>>;
+type HoldingMap = Option<HashMap<ThreadId, Vec<Holding>>>;
+static HOLDINGS: Mutex<HoldingMap> = Mutex::new(None);
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 
-fn holdings() -> MutexGuard<'static, Option<HashMap<ThreadId, Vec<(u64, OrderKey)>>>> {
+fn holdings() -> MutexGuard<'static, HoldingMap> {
     HOLDINGS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn take(g: &SharedGuard) -> Option<RegenGuard> {
+    g.lock().unwrap_or_else(|p| p.into_inner()).take()
+}
+
+/// Releases every regeneration lock the calling thread took through a
+/// mutex (their mutexes' `release` then does nothing): "back off and
+/// release" of format.md §5.9.
+fn release_all_of_this_thread() -> usize {
+    let me = std::thread::current().id();
+    let mine: Vec<Holding> = holdings()
+        .as_mut()
+        .and_then(|m| m.remove(&me))
+        .unwrap_or_default();
+    mine.iter().filter_map(|(_, _, g)| take(g)).count()
 }
 
 /// Called in a fork child: the parent's threads and locks are not ours.
@@ -314,7 +335,8 @@ pub fn _after_fork_in_child() {
 }
 
 struct Held {
-    guard: Option<RegenGuard>,
+    /// `None` once released by a back-off (see `release_all_of_this_thread`).
+    guard: SharedGuard,
     generation: u64,
     thread: ThreadId,
     token: u64,
@@ -331,13 +353,13 @@ impl Drop for Held {
         if !self.current() {
             // The parent's lock: forget it without touching it (the
             // engine's guard does nothing in a fork child either).
-            std::mem::forget(self.guard.take());
+            std::mem::forget(take(&self.guard));
             return;
         }
-        drop(self.guard.take());
+        drop(take(&self.guard));
         if let Some(map) = holdings().as_mut() {
             if let Some(v) = map.get_mut(&self.thread) {
-                v.retain(|(t, _)| *t != self.token);
+                v.retain(|(t, _, _)| *t != self.token);
                 if v.is_empty() {
                     map.remove(&self.thread);
                 }
@@ -366,13 +388,14 @@ impl RegenMutex {
     fn store(&self, guard: RegenGuard) {
         let me = std::thread::current().id();
         let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+        let shared: SharedGuard = Arc::new(Mutex::new(Some(guard)));
         holdings()
             .get_or_insert_with(HashMap::new)
             .entry(me)
             .or_default()
-            .push((token, self.order.clone()));
+            .push((token, self.order.clone(), shared.clone()));
         let held = Held {
-            guard: Some(guard),
+            guard: shared,
             generation: FORK_GENERATION.load(Ordering::Relaxed),
             thread: me,
             token,
@@ -388,7 +411,7 @@ impl RegenMutex {
         let h = holdings();
         let mine = h.as_ref()?.get(&me)?;
         mine.iter()
-            .map(|(_, o)| o)
+            .map(|(_, o, _)| o)
             .find(|o| **o >= self.order)
             .map(|o| {
                 format!(
@@ -446,9 +469,11 @@ impl RegenMutex {
                 let waited = start.elapsed().as_millis();
                 let msg = match &nested {
                     Some(other) => format!(
-                        "gave up waiting for the regeneration lock of {:?} after {waited} ms: this thread holds the regeneration lock of {other}, \
-                         and waiting longer against the global lock order (file, stripe, key) could deadlock with another process (nested_lock_timeout)",
-                        self.key_str()
+                        "gave up waiting for the regeneration lock of {:?} after {waited} ms: this thread held the regeneration lock of {other}, \
+                         and waiting longer against the global lock order (file, stripe, key) could deadlock with another process \
+                         (nested_lock_timeout); released the {} regeneration lock(s) this thread held, retry the call",
+                        self.key_str(),
+                        release_all_of_this_thread()
                     ),
                     None => format!(
                         "timed out after {waited} ms waiting for another caller to create the value of {:?} (lock_timeout)",
@@ -465,6 +490,7 @@ impl RegenMutex {
     fn release(&self) -> PyResult<()> {
         let held = self.slot().take();
         match held {
+            // Released already by a back-off: nothing to do.
             Some(h) if h.current() => {
                 drop(h);
                 Ok(())
@@ -479,7 +505,11 @@ impl RegenMutex {
     /// Whether the key's regeneration lock is held (by this mutex, another
     /// mutex, thread or process), without taking it.
     fn locked(&self, py: Python<'_>) -> PyResult<bool> {
-        if self.slot().as_ref().is_some_and(|h| h.current()) {
+        let mine = self
+            .slot()
+            .as_ref()
+            .is_some_and(|h| h.current() && h.guard.lock().is_ok_and(|g| g.is_some()));
+        if mine {
             return Ok(true);
         }
         self.cache.regen_is_locked(&self.order.2).py_err(py)

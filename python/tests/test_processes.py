@@ -126,18 +126,19 @@ def crossed_worker(path, first, second, out):
         attempts += 1
         m1, m2 = b.get_mutex(first), b.get_mutex(second)
         m1.acquire()
+        time.sleep(0.2)  # both processes hold their first lock now
         try:
-            time.sleep(0.2)  # both processes hold their first lock now
-            try:
-                m2.acquire()
-            except slotcache.LockTimeout:
-                time.sleep(0.05 * attempts)  # back off, then retry
-                continue
-            m2.release()
-            append(out, {"done": os.getpid(), "attempts": attempts})
-            return
-        finally:
+            m2.acquire()
+        except slotcache.LockTimeout:
+            # The timeout released m1 already (back off and release);
+            # releasing it again does nothing.
             m1.release()
+            time.sleep(0.05 * attempts)
+            continue
+        m2.release()
+        m1.release()
+        append(out, {"done": os.getpid(), "attempts": attempts})
+        return
 
 
 def test_crossed_lock_orders_cannot_deadlock(path, tmp_path):
