@@ -19,7 +19,7 @@
 use crate::cache::Cache;
 use crate::codec::{FromView, Value};
 use crate::error::{Error, Result};
-use crate::guard::{EntryMeta, Guard};
+use crate::guard::{Detach, EntryMeta, Guard, OwnedGuard};
 use crate::index::KeyHash;
 use crate::layout::reader;
 use crate::options::{CreateOptions, DogpileDefaults, StalePolicy};
@@ -70,6 +70,71 @@ impl<V: Value> Fetched<'_, V> {
     }
 }
 
+impl<V: Value> Fetched<'_, V>
+where
+    V::View: Detach,
+{
+    /// Turns this into an [`OwnedFetched`], which any thread may hold: a
+    /// cached value's guard is [detached](Guard::detach).
+    pub fn detach(self) -> Result<OwnedFetched<V>> {
+        Ok(match self {
+            Fetched::Cached(g) => OwnedFetched::Cached(g.detach()?),
+            Fetched::Created(v) => OwnedFetched::Created(v),
+        })
+    }
+}
+
+/// A [`Fetched`] whose cached value is held by an [`OwnedGuard`]: `Send`
+/// (when the value is), so it can cross `.await` points and threads. What
+/// the async `get_or_create` family returns; [`Fetched::detach`] makes one.
+pub enum OwnedFetched<V: Value> {
+    /// Found in the cache (fresh, or stale while someone else regenerates).
+    Cached(OwnedGuard<V::View>),
+    /// Created by this call.
+    Created(Box<V>),
+}
+
+impl<V: Value> OwnedFetched<V> {
+    /// Whether this call ran the creator.
+    pub fn is_created(&self) -> bool {
+        matches!(self, OwnedFetched::Created(_))
+    }
+
+    /// Whether a stale value was served.
+    pub fn is_stale(&self) -> bool {
+        self.meta().is_some_and(|m| m.is_stale())
+    }
+
+    /// Metadata of a cached value (`None` for a created one).
+    pub fn meta(&self) -> Option<EntryMeta> {
+        match self {
+            OwnedFetched::Cached(g) => Some(g.meta()),
+            OwnedFetched::Created(_) => None,
+        }
+    }
+
+    /// The value as an owned `V` (deserializing, or for
+    /// [`Raw`](crate::Raw) copying, a cached one).
+    pub fn into_owned(self) -> Result<V>
+    where
+        V: FromView,
+    {
+        match self {
+            OwnedFetched::Created(v) => Ok(*v),
+            OwnedFetched::Cached(g) => V::from_view(&g),
+        }
+    }
+}
+
+impl<V: Value> std::fmt::Debug for OwnedFetched<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.meta() {
+            Some(meta) => f.debug_tuple("Cached").field(&meta).finish(),
+            None => f.write_str("Created(..)"),
+        }
+    }
+}
+
 impl<V: Value> std::fmt::Debug for Fetched<'_, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -92,7 +157,7 @@ pub enum CreateError<E> {
 }
 
 impl CreateError<Infallible> {
-    fn into_cache_error(self) -> Error {
+    pub(crate) fn into_cache_error(self) -> Error {
         match self {
             CreateError::Cache(e) => e,
             CreateError::Creator(never) => match never {},

@@ -35,6 +35,8 @@ mod cache;
 mod codec;
 mod dogpile;
 mod error;
+#[cfg(feature = "tokio")]
+mod future;
 mod guard;
 mod index;
 mod iter;
@@ -53,7 +55,7 @@ mod stats;
 
 pub use cache::{Cache, Info, Invalidation, Placement, RepairReport, VerifyReport};
 pub use codec::{schema_fingerprint, Checkable, FromView, Raw, Storable, Value, ValueKind};
-pub use dogpile::{CreateError, Fetched};
+pub use dogpile::{CreateError, Fetched, OwnedFetched};
 pub use error::{Error, PinHolder, Result};
 pub use guard::{Detach, EntryMeta, Guard, OwnedGuard};
 pub use iter::{Entry, Iter};
