@@ -896,20 +896,16 @@ impl Cache {
             ..Stats::default()
         };
         for s in 0..geo.stripes {
-            let e = geo.stripe_entry(s);
-            st.entries = st.entries.wrapping_add(a(e + stripe::ENTRIES));
-            st.bytes_used = st
-                .bytes_used
-                .wrapping_add(a(e + stripe::HEAD).saturating_sub(a(e + stripe::TAIL)));
-            st.inserts = st.inserts.wrapping_add(a(e + stripe::INSERTS));
-            st.evictions = st.evictions.wrapping_add(a(e + stripe::EVICTIONS));
-            st.index_evictions = st
-                .index_evictions
-                .wrapping_add(a(e + stripe::INDEX_EVICTIONS));
-            st.reinserts = st.reinserts.wrapping_add(a(e + stripe::REINSERTS));
-            st.deletes = st.deletes.wrapping_add(a(e + stripe::DELETES));
-            st.pin_waits = st.pin_waits.wrapping_add(a(e + stripe::PIN_WAITS));
-            st.stripe_repairs = st.stripe_repairs.wrapping_add(a(e + stripe::REPAIRS));
+            let c = crate::inspect::stripe_counters(sh, s);
+            st.entries = st.entries.wrapping_add(c.entries);
+            st.bytes_used = st.bytes_used.wrapping_add(c.bytes_used);
+            st.inserts = st.inserts.wrapping_add(c.inserts);
+            st.evictions = st.evictions.wrapping_add(c.evictions);
+            st.index_evictions = st.index_evictions.wrapping_add(c.index_evictions);
+            st.reinserts = st.reinserts.wrapping_add(c.reinserts);
+            st.deletes = st.deletes.wrapping_add(c.deletes);
+            st.pin_waits = st.pin_waits.wrapping_add(c.pin_waits);
+            st.stripe_repairs = st.stripe_repairs.wrapping_add(c.repairs);
         }
         if (st.entries as i64) < 0 {
             st.entries = 0;

@@ -39,6 +39,7 @@ mod error;
 mod future;
 mod guard;
 mod index;
+mod inspect;
 mod iter;
 mod layout;
 mod locks;
@@ -58,6 +59,7 @@ pub use codec::{schema_fingerprint, Checkable, FromView, Raw, Storable, Value, V
 pub use dogpile::{CreateError, Fetched, OwnedFetched};
 pub use error::{Error, PinHolder, Result};
 pub use guard::{Detach, EntryMeta, Guard, OwnedGuard};
+pub use inspect::{ReaderInfo, StripeStats};
 pub use iter::{Entry, Iter};
 pub use layout::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use memo::Memo;

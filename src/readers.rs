@@ -654,7 +654,12 @@ fn claimed_slots(shared: &Shared) -> u32 {
 /// Whether reader slot `i`, whose pin word is non-zero, belongs to a live
 /// thread: the caller itself, another thread of this process, or a thread
 /// of a live process (its liveness lock is held).
-fn pin_holder(shared: &Shared, pr: &Process, me: Option<u32>, i: u32) -> Result<Option<Holder>> {
+pub(crate) fn pin_holder(
+    shared: &Shared,
+    pr: &Process,
+    me: Option<u32>,
+    i: u32,
+) -> Result<Option<Holder>> {
     if me == Some(i) {
         return Ok(Some(Holder::SelfThread(i)));
     }
