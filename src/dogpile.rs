@@ -185,9 +185,10 @@ pub(crate) enum Decision<'c, V: Value> {
     Done(Fetched<'c, V>),
     /// This caller regenerates, holding the lock.
     Create(RegenLock),
-    /// Someone else holds the lock and there is no value to serve
-    /// meanwhile (missing, or the block policy): wait for the lock (step
-    /// 3). Only [`Cache::first_look`] and [`Cache::wait_turn`] answer this.
+    /// Wait for the lock (step 3): from [`Cache::first_look`], there is no
+    /// value to serve meanwhile (missing, or the block policy; the lock was
+    /// not tried); from [`Cache::wait_turn`], the lock is still someone
+    /// else's. No other function answers this.
     Wait,
 }
 
