@@ -19,7 +19,7 @@
 use crate::cache::Cache;
 use crate::codec::{FromView, Value};
 use crate::error::{Error, Result};
-use crate::guard::{EntryMeta, Guard};
+use crate::guard::{Detach, EntryMeta, Guard, OwnedGuard};
 use crate::index::KeyHash;
 use crate::layout::reader;
 use crate::options::{CreateOptions, DogpileDefaults, StalePolicy};
@@ -70,6 +70,71 @@ impl<V: Value> Fetched<'_, V> {
     }
 }
 
+impl<V: Value> Fetched<'_, V>
+where
+    V::View: Detach,
+{
+    /// Turns this into an [`OwnedFetched`], which any thread may hold: a
+    /// cached value's guard is [detached](Guard::detach).
+    pub fn detach(self) -> Result<OwnedFetched<V>> {
+        Ok(match self {
+            Fetched::Cached(g) => OwnedFetched::Cached(g.detach()?),
+            Fetched::Created(v) => OwnedFetched::Created(v),
+        })
+    }
+}
+
+/// A [`Fetched`] whose cached value is held by an [`OwnedGuard`]: `Send`
+/// (when the value is), so it can cross `.await` points and threads. What
+/// the async `get_or_create` family returns; [`Fetched::detach`] makes one.
+pub enum OwnedFetched<V: Value> {
+    /// Found in the cache (fresh, or stale while someone else regenerates).
+    Cached(OwnedGuard<V::View>),
+    /// Created by this call.
+    Created(Box<V>),
+}
+
+impl<V: Value> OwnedFetched<V> {
+    /// Whether this call ran the creator.
+    pub fn is_created(&self) -> bool {
+        matches!(self, OwnedFetched::Created(_))
+    }
+
+    /// Whether a stale value was served.
+    pub fn is_stale(&self) -> bool {
+        self.meta().is_some_and(|m| m.is_stale())
+    }
+
+    /// Metadata of a cached value (`None` for a created one).
+    pub fn meta(&self) -> Option<EntryMeta> {
+        match self {
+            OwnedFetched::Cached(g) => Some(g.meta()),
+            OwnedFetched::Created(_) => None,
+        }
+    }
+
+    /// The value as an owned `V` (deserializing, or for
+    /// [`Raw`](crate::Raw) copying, a cached one).
+    pub fn into_owned(self) -> Result<V>
+    where
+        V: FromView,
+    {
+        match self {
+            OwnedFetched::Created(v) => Ok(*v),
+            OwnedFetched::Cached(g) => V::from_view(&g),
+        }
+    }
+}
+
+impl<V: Value> std::fmt::Debug for OwnedFetched<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.meta() {
+            Some(meta) => f.debug_tuple("Cached").field(&meta).finish(),
+            None => f.write_str("Created(..)"),
+        }
+    }
+}
+
 impl<V: Value> std::fmt::Debug for Fetched<'_, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -92,7 +157,7 @@ pub enum CreateError<E> {
 }
 
 impl CreateError<Infallible> {
-    fn into_cache_error(self) -> Error {
+    pub(crate) fn into_cache_error(self) -> Error {
         match self {
             CreateError::Cache(e) => e,
             CreateError::Creator(never) => match never {},
@@ -101,8 +166,8 @@ impl CreateError<Infallible> {
 }
 
 /// A call's options with the handle's defaults filled in.
-struct Resolved<'a, V> {
-    dogpile: DogpileDefaults,
+pub(crate) struct Resolved<'a, V> {
+    pub(crate) dogpile: DogpileDefaults,
     ttl: Option<Duration>,
     should_cache: Option<&'a (dyn Fn(&V) -> bool + Sync)>,
 }
@@ -115,15 +180,20 @@ impl<V> Resolved<'_, V> {
 }
 
 /// What the lock-free first read and the regeneration lock decided.
-enum Decision<'c, V: Value> {
+pub(crate) enum Decision<'c, V: Value> {
     /// Return this (fresh, or stale while someone else regenerates).
     Done(Fetched<'c, V>),
     /// This caller regenerates, holding the lock.
     Create(RegenLock),
+    /// Wait for the lock (step 3): from [`Cache::first_look`], there is no
+    /// value to serve meanwhile (missing, or the block policy; the lock was
+    /// not tried); from [`Cache::wait_turn`], the lock is still someone
+    /// else's. No other function answers this.
+    Wait,
 }
 
 impl Cache {
-    fn resolve<'a, V>(&self, o: &CreateOptions<'a, V>) -> Resolved<'a, V> {
+    pub(crate) fn resolve<'a, V>(&self, o: &CreateOptions<'a, V>) -> Resolved<'a, V> {
         Resolved {
             dogpile: self.dogpile.with(o),
             ttl: self.ttl_of(&o.write),
@@ -135,8 +205,15 @@ impl Cache {
         meta.is_stale() || expiration.is_some_and(|e| meta.age() >= e)
     }
 
-    /// Steps 1-3 of the algorithm: everything before the creator runs.
-    fn decide<'c, V: Value>(&'c self, key: &[u8], o: &Resolved<'_, V>) -> Result<Decision<'c, V>> {
+    /// Steps 1-2 of the algorithm: the lock-free read and, for a stale
+    /// value under the serve-stale policy, one try of the regeneration lock
+    /// (step 4's second look when it is won). [`Decision::Wait`] when the
+    /// caller has to wait for the lock (step 3). Never blocks.
+    pub(crate) fn first_look<'c, V: Value>(
+        &'c self,
+        key: &[u8],
+        o: &Resolved<'_, V>,
+    ) -> Result<Decision<'c, V>> {
         let expiration = o.dogpile.expiration;
         let fresh = |g: &Guard<'_, V::View>| !Self::needs_regen(&g.meta(), expiration);
         let stale = match self.get_stale::<V>(key)? {
@@ -144,13 +221,11 @@ impl Cache {
             other => other,
         };
         self.writable("get_or_create")?;
-        let kh = KeyHash::new(key, self.seed(), self.geo());
-        let shared = self.shared_arc();
         if let Some(old) = stale.filter(|_| o.dogpile.stale_policy == StalePolicy::ServeStale) {
-            match regen::acquire(shared, key, kh.hash, Wait::Never)? {
+            match self.regen_acquire(key, Wait::Never)? {
                 Acquired::Held(lock, _) => {
                     drop(old); // do not pin the old value while creating
-                    return self.recheck(key, lock, fresh);
+                    return self.recheck(key, lock, expiration);
                 }
                 Acquired::Busy => {
                     self.count(reader::STALE_SERVED);
@@ -161,6 +236,57 @@ impl Cache {
                 }
             }
         }
+        Ok(Decision::Wait)
+    }
+
+    /// Takes the regeneration lock of `key` (format.md §5.9), waiting as
+    /// `wait` says.
+    pub(crate) fn regen_acquire(&self, key: &[u8], wait: Wait) -> Result<Acquired> {
+        let kh = KeyHash::new(key, self.seed(), self.geo());
+        regen::acquire(self.shared_arc(), key, kh.hash, wait)
+    }
+
+    /// Step 3, one attempt: takes the regeneration lock of `key`, waiting
+    /// as `wait` says, then takes step 4's second look. [`Decision::Wait`]
+    /// when the lock is still someone else's. A won lock after a wait
+    /// (this attempt's, or `waited`: the caller's own before it) is
+    /// counted in `waits`.
+    pub(crate) fn wait_turn<'c, V: Value>(
+        &'c self,
+        key: &[u8],
+        o: &Resolved<'_, V>,
+        wait: Wait,
+        waited: bool,
+    ) -> Result<Decision<'c, V>> {
+        let expiration = o.dogpile.expiration;
+        match self.regen_acquire(key, wait)? {
+            Acquired::Held(lock, waited_now) => {
+                if waited || waited_now {
+                    self.count(reader::WAITS);
+                }
+                self.recheck(key, lock, expiration)
+            }
+            Acquired::Busy => Ok(Decision::Wait),
+        }
+    }
+
+    /// The end of a wait for the regeneration lock that began at `start`
+    /// and reached the lock timeout: counted, typed.
+    pub(crate) fn lock_timed_out(&self, key: &[u8], start: Instant) -> Error {
+        self.count(reader::WAITS);
+        self.count(reader::LOCK_TIMEOUTS);
+        Error::LockTimeout {
+            key: String::from_utf8_lossy(key).into_owned(),
+            waited_ms: start.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Steps 1-4 up to the creator, waiting for the lock by blocking.
+    fn decide<'c, V: Value>(&'c self, key: &[u8], o: &Resolved<'_, V>) -> Result<Decision<'c, V>> {
+        match self.first_look(key, o)? {
+            Decision::Wait => {}
+            decided => return Ok(decided),
+        }
         let start = Instant::now();
         // `Duration::MAX` (or anything past what an `Instant` holds) means
         // no timeout, not an overflow.
@@ -168,21 +294,9 @@ impl Cache {
             .dogpile
             .lock_timeout
             .and_then(crate::options::deadline_after);
-        match regen::acquire(shared, key, kh.hash, Wait::Until(deadline))? {
-            Acquired::Held(lock, waited) => {
-                if waited {
-                    self.count(reader::WAITS);
-                }
-                self.recheck(key, lock, fresh)
-            }
-            Acquired::Busy => {
-                self.count(reader::WAITS);
-                self.count(reader::LOCK_TIMEOUTS);
-                Err(Error::LockTimeout {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                    waited_ms: start.elapsed().as_millis() as u64,
-                })
-            }
+        match self.wait_turn(key, o, Wait::Until(deadline), false)? {
+            Decision::Wait => Err(self.lock_timed_out(key, start)),
+            decided => Ok(decided),
         }
     }
 
@@ -191,10 +305,12 @@ impl Cache {
         &'c self,
         key: &[u8],
         lock: RegenLock,
-        fresh: impl Fn(&Guard<'_, V::View>) -> bool,
+        expiration: Option<Duration>,
     ) -> Result<Decision<'c, V>> {
         match self.get_stale::<V>(key)? {
-            Some(g) if fresh(&g) => Ok(Decision::Done(Fetched::Cached(g))),
+            Some(g) if !Self::needs_regen(&g.meta(), expiration) => {
+                Ok(Decision::Done(Fetched::Cached(g)))
+            }
             _ => Ok(Decision::Create(lock)),
         }
     }
@@ -208,6 +324,25 @@ impl Cache {
         self.write_one("get_or_create", key, value, o.ttl)
     }
 
+    /// Counts a creator run (just before it starts).
+    pub(crate) fn count_create(&self) {
+        self.count(reader::CREATES);
+    }
+
+    /// The end of step 4: stores the created `value` (unless `should_cache`
+    /// refuses it), then releases the lock.
+    pub(crate) fn finish_create<V: Value>(
+        &self,
+        key: &[u8],
+        o: &Resolved<'_, V>,
+        lock: RegenLock,
+        value: &V,
+    ) -> Result<()> {
+        self.store_created(key, o, value)?;
+        drop(lock);
+        Ok(())
+    }
+
     /// Runs the creator with the lock held and stores the value.
     fn create<V: Value, E>(
         &self,
@@ -216,11 +351,10 @@ impl Cache {
         lock: RegenLock,
         creator: impl FnOnce() -> Result<V, E>,
     ) -> Result<V, CreateError<E>> {
-        self.count(reader::CREATES);
+        self.count_create();
         // A panic unwinds through here and drops `lock`: released, nothing stored.
         let value = creator().map_err(CreateError::Creator)?;
-        self.store_created(key, o, &value)?;
-        drop(lock);
+        self.finish_create(key, o, lock, &value)?;
         Ok(value)
     }
 
@@ -231,10 +365,11 @@ impl Cache {
         creator: impl FnOnce() -> Result<V, E>,
     ) -> Result<Fetched<'c, V>, CreateError<E>> {
         match self.decide::<V>(key, o)? {
-            Decision::Done(f) => Ok(f),
             Decision::Create(lock) => Ok(Fetched::Created(Box::new(
                 self.create(key, o, lock, creator)?,
             ))),
+            Decision::Done(f) => Ok(f),
+            Decision::Wait => unreachable!("decide waits for the lock"),
         }
     }
 
@@ -374,9 +509,10 @@ impl Cache {
                     // The previous creator may have stored a fresh value
                     // between our read and our winning the lock: look again
                     // before regenerating (step 4 of the algorithm).
-                    let lock = match self.recheck::<V>(key, lock, fresh)? {
-                        Decision::Done(f) => return Ok((f, None)),
+                    let lock = match self.recheck::<V>(key, lock, expiration)? {
                         Decision::Create(lock) => lock,
+                        Decision::Done(f) => return Ok((f, None)),
+                        Decision::Wait => unreachable!("recheck holds the lock"),
                     };
                     self.count(reader::STALE_SERVED);
                     lock.release_owner();

@@ -35,6 +35,8 @@ mod cache;
 mod codec;
 mod dogpile;
 mod error;
+#[cfg(feature = "tokio")]
+mod future;
 mod guard;
 mod index;
 mod inspect;
@@ -58,7 +60,7 @@ pub mod tiered;
 
 pub use cache::{Cache, Info, Invalidation, Placement, RepairReport, VerifyReport};
 pub use codec::{schema_fingerprint, Checkable, FromView, Raw, Storable, Value, ValueKind};
-pub use dogpile::{CreateError, Fetched};
+pub use dogpile::{CreateError, Fetched, OwnedFetched};
 pub use error::{Error, PinHolder, Result};
 pub use guard::{Detach, EntryMeta, Guard, OwnedGuard};
 pub use inspect::{ReaderInfo, StripeStats};

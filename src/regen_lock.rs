@@ -70,11 +70,10 @@ impl RegenGuard {
 }
 
 impl Cache {
-    fn regen_acquire(&self, key: &[u8], wait: Wait) -> Result<Option<RegenGuard>> {
+    fn acquire_guard(&self, key: &[u8], wait: Wait) -> Result<Option<RegenGuard>> {
         self.writable("regen_lock")?;
-        let kh = KeyHash::new(key, self.seed(), self.geo());
         let stripe = self.key_placement(key).regen_stripe;
-        match regen::acquire(self.shared_arc(), key, kh.hash, wait)? {
+        match self.regen_acquire(key, wait)? {
             Acquired::Held(lock, _) => {
                 // Nobody owns it: any thread may release it, and the
                 // acquiring thread asking again waits like anyone else.
@@ -111,7 +110,7 @@ impl Cache {
     pub fn regen_try_lock(&self, key: impl AsRef<[u8]>) -> Result<Option<RegenGuard>> {
         let key = key.as_ref();
         Self::check_key_len(key)?;
-        match self.regen_acquire(key, Wait::Never) {
+        match self.acquire_guard(key, Wait::Never) {
             Err(Error::Reentrant { .. }) => Ok(None),
             other => other,
         }
@@ -129,7 +128,7 @@ impl Cache {
         let key = key.as_ref();
         Self::check_key_len(key)?;
         let deadline = timeout.and_then(crate::options::deadline_after);
-        self.regen_acquire(key, Wait::Until(deadline))
+        self.acquire_guard(key, Wait::Until(deadline))
     }
 
     /// Whether `key`'s regeneration lock is held, without taking it: by a

@@ -87,15 +87,28 @@ fn eviction_keeps_size_bounded_and_reads_survive() {
 fn ttl_and_invalidation() {
     let p = tmp("ttl");
     let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
+    // Fresh before its TTL runs out (an hour: no race with a slow machine)...
+    c.set_opt(
+        "hour",
+        &Raw(b"h"),
+        &WriteOptions::new().ttl(Some(Duration::from_secs(3600))),
+    )
+    .unwrap();
+    assert!(c.get::<Raw>("hour").unwrap().is_some());
+    // ...and a miss, still visible as stale, once it has run out (polled:
+    // however long the machine takes, it must expire).
     c.set_opt(
         "short",
         &Raw(b"x"),
-        &WriteOptions::new().ttl(Some(Duration::from_millis(30))),
+        &WriteOptions::new().ttl(Some(Duration::from_millis(5))),
     )
     .unwrap();
     c.set("forever", &Raw(b"y")).unwrap();
-    assert!(c.get::<Raw>("short").unwrap().is_some());
-    std::thread::sleep(Duration::from_millis(60));
+    let t = std::time::Instant::now();
+    while c.get::<Raw>("short").unwrap().is_some() {
+        assert!(t.elapsed() < Duration::from_secs(30), "never expired");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert!(c.get::<Raw>("short").unwrap().is_none());
     let stale = c.get_stale::<Raw>("short").unwrap().unwrap();
     assert!(stale.meta().is_expired());
