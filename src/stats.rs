@@ -1,4 +1,8 @@
-//! Statistics, summed on demand from counters that each have one writer.
+//! Statistics, summed on demand from counters that each have one writer:
+//! [`Stats`] and its summation over the stripe table and the reader table.
+
+use crate::shared::Shared;
+use std::sync::atomic::Ordering;
 
 /// A snapshot of a cache file's counters, across every process using it.
 ///
@@ -55,4 +59,55 @@ pub struct Stats {
     pub waits: u64,
     /// Waits that ended with [`Error::LockTimeout`](crate::Error::LockTimeout).
     pub lock_timeouts: u64,
+}
+
+impl Stats {
+    /// Sums the counters of every stripe and every reader slot ever claimed
+    /// (below `reader_hwm`) of the file, and the process's own counters of
+    /// read-only handles. Relaxed loads: a snapshot of counters that move.
+    pub(crate) fn collect(sh: &Shared) -> Stats {
+        let (map, geo) = (&sh.map, &sh.geo);
+        let a = |w: &std::sync::atomic::AtomicU64| w.load(Ordering::Relaxed);
+        let mut st = Stats {
+            capacity: geo.stripes as u64 * geo.ring_size(),
+            ..Stats::default()
+        };
+        for s in 0..geo.stripes {
+            let e = map.stripe(s);
+            st.entries = st.entries.wrapping_add(a(&e.entries));
+            st.bytes_used = st
+                .bytes_used
+                .wrapping_add(a(&e.head).saturating_sub(a(&e.tail)));
+            st.inserts = st.inserts.wrapping_add(a(&e.inserts));
+            st.evictions = st.evictions.wrapping_add(a(&e.evictions));
+            st.index_evictions = st.index_evictions.wrapping_add(a(&e.index_evictions));
+            st.reinserts = st.reinserts.wrapping_add(a(&e.reinserts));
+            st.deletes = st.deletes.wrapping_add(a(&e.deletes));
+            st.pin_waits = st.pin_waits.wrapping_add(a(&e.pin_waits));
+            st.stripe_repairs = st.stripe_repairs.wrapping_add(a(&e.repairs));
+        }
+        if (st.entries as i64) < 0 {
+            st.entries = 0;
+        }
+        let hwm = a(&map.header().reader_hwm).min(geo.reader_slots as u64) as u32;
+        for i in 0..hwm {
+            let r = map.counters(i);
+            st.hits = st.hits.wrapping_add(a(&r.hits));
+            st.misses = st.misses.wrapping_add(a(&r.misses));
+            st.expired = st.expired.wrapping_add(a(&r.expired));
+            st.corrupt = st.corrupt.wrapping_add(a(&r.corrupt));
+            st.mismatched = st.mismatched.wrapping_add(a(&r.mismatched));
+            st.creates = st.creates.wrapping_add(a(&r.creates));
+            st.stale_served = st.stale_served.wrapping_add(a(&r.stale_served));
+            st.waits = st.waits.wrapping_add(a(&r.waits));
+            st.lock_timeouts = st.lock_timeouts.wrapping_add(a(&r.lock_timeouts));
+        }
+        let l = &sh.local;
+        st.hits = st.hits.wrapping_add(a(&l.hits));
+        st.misses = st.misses.wrapping_add(a(&l.misses));
+        st.expired = st.expired.wrapping_add(a(&l.expired));
+        st.corrupt = st.corrupt.wrapping_add(a(&l.corrupt));
+        st.mismatched = st.mismatched.wrapping_add(a(&l.mismatched));
+        st
+    }
 }
