@@ -361,8 +361,8 @@ impl Cache {
     /// (validated with `bytecheck`), `[u8]` for [`Raw`](crate::Raw) bytes.
     /// A missing, expired, corrupt or differently typed entry is `Ok(None)`.
     ///
-    /// Validation is cheap next to the lookup (measured figures:
-    /// `BENCHMARKS.md`, "Validation versus lookup").
+    /// Validation is cheap next to the lookup (figures: `BENCHMARKS.md`,
+    /// "Figures the source refers to").
     ///
     /// ```
     /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-get-{}", std::process::id()));

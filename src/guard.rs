@@ -3,6 +3,7 @@
 //! detached form, which any thread may hold and drop.
 
 use crate::error::Result;
+use crate::layout::RECORD_ALIGN;
 use crate::readers::{DetachedPin, Pin};
 use std::fmt;
 use std::ops::Deref;
@@ -82,7 +83,9 @@ impl<V: ?Sized + Detach> Guard<'_, V> {
         let hold = match self._pin.detach()? {
             Some(pin) => Hold::Pinned(pin),
             None => {
-                let mut copy = rkyv::util::AlignedVec::<16>::with_capacity(self.bytes.len());
+                let mut copy = rkyv::util::AlignedVec::<{ RECORD_ALIGN as usize }>::with_capacity(
+                    self.bytes.len(),
+                );
                 copy.extend_from_slice(self.bytes);
                 Hold::Copied(copy)
             }
@@ -139,7 +142,7 @@ enum Hold {
     Pinned(DetachedPin),
     /// A copy (16-byte aligned), made when the record could no longer be
     /// pinned safely.
-    Copied(rkyv::util::AlignedVec<16>),
+    Copied(rkyv::util::AlignedVec<{ RECORD_ALIGN as usize }>),
 }
 
 /// A detached [`Guard`] (see [`Guard::detach`]): derefs to the value in the

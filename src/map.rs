@@ -19,7 +19,7 @@ use crate::layout::header::SharedHeader;
 use crate::layout::index::Bucket;
 use crate::layout::reader::{ReaderCounters, ReaderSlot};
 use crate::layout::stripe::StripeEntry;
-use crate::layout::{Geometry, READER_COUNTERS, WORD};
+use crate::layout::{Geometry, PAGE, READER_COUNTERS, WORD};
 use memmap2::MmapRaw;
 use std::sync::atomic::AtomicU64;
 
@@ -41,7 +41,7 @@ impl Map {
     pub(crate) fn new(raw: MmapRaw, geo: Geometry, writable: bool) -> Map {
         let len = raw.len() as u64;
         assert_eq!(len, geo.file_size, "mapping length");
-        assert_eq!(raw.as_ptr() as usize % 4096, 0, "mapping is page aligned");
+        assert_eq!(raw.as_ptr() as u64 % PAGE, 0, "mapping is page aligned");
         geo.assert_fits(len);
         Map {
             raw,

@@ -418,7 +418,7 @@ fn locked(
         let ours = names(path, key);
         #[cfg(not(unix))]
         let ours = {
-            let _ = key;
+            let () = key;
             true
         };
         if ours {
@@ -437,10 +437,10 @@ fn validate_and_map(
     read_only: Option<&'static str>,
 ) -> Result<(Header, Map)> {
     let err = |op, e| Error::io(op, path, e);
-    let mut first = [0u8; 8];
+    let mut first = [0u8; MAGIC.len()];
     let n = read_at(file, &mut first, 0).map_err(|e| err("reading the header", e))?;
     let len = file.metadata().map_err(|e| err("stat", e))?.len();
-    if len == 0 || (n == 8 && first == MAGIC_INIT) {
+    if len == 0 || (n == MAGIC.len() && first == MAGIC_INIT) {
         if let Some(why) = read_only {
             return Err(Error::ReadOnly {
                 path: path.to_path_buf(),
@@ -449,9 +449,9 @@ fn validate_and_map(
             });
         }
         initialize(file, path, opts)?;
-    } else if n < 8 || first != MAGIC {
-        let mut found = [0u8; 8];
-        found[..n.min(8)].copy_from_slice(&first[..n.min(8)]);
+    } else if n < MAGIC.len() || first != MAGIC {
+        let mut found = [0u8; MAGIC.len()];
+        found[..n].copy_from_slice(&first[..n]);
         return Err(Error::NotSlotcache {
             path: path.to_path_buf(),
             expected: MAGIC,

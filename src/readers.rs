@@ -1,5 +1,10 @@
-//! The reader table: one cache-line-padded slot per reading thread, holding
-//! that thread's pins (one word per stripe) and its statistics counters.
+//! The reader table's protocols (format.md §5.6): a thread's slot
+//! ([`ThreadSlot`]: its pins, one word per stripe, and its counters), the
+//! pins of guards ([`Pin`]) and of detached guards ([`DetachedPin`]), and
+//! the writers' question whether a live reader pins space ([`find_pin`],
+//! behind [`PinScan`]). The slot's layout is
+//! [`layout::reader`](crate::layout::reader)'s; claiming and releasing a
+//! slot is [`Process`]'s.
 //!
 //! A slot is owned through a byte-range lock at `LIVE + index`: a thread
 //! claims a slot by taking that lock without waiting, so a slot whose owner

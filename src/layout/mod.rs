@@ -115,8 +115,8 @@ pub struct Geometry {
 
 /// Exact division of a `u64` below 2^63 by a divisor fixed when the file is
 /// opened, with two multiplications and a compare instead of a 64-bit
-/// `div` (up to ~40 cycles on common x86 cores, and the read path needs
-/// two per lookup).
+/// `div`, which is slow on common x86 cores (figures: `BENCHMARKS.md`,
+/// "Figures the source refers to"); the read path needs two per lookup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Divisor {
     d: u64,
