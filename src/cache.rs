@@ -575,7 +575,7 @@ impl Cache {
         let _locks = pr
             .lock_stripes(&stripes)
             .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
-        let readers = self.readers(pr);
+        let readers = self.file_readers(pr);
         let mut j = 0;
         for group in groups {
             let s = group[0].0.stripe;
@@ -700,7 +700,7 @@ impl Cache {
         let _lock = pr
             .lock_stripe(kh.stripe)
             .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
-        let readers = self.readers(pr);
+        let readers = self.file_readers(pr);
         Ok(StripeWriter::new(
             &self.shared.map,
             &readers,
@@ -811,7 +811,7 @@ impl Cache {
             let _lock = pr
                 .lock_stripe(s)
                 .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
-            let readers = self.readers(pr);
+            let readers = self.file_readers(pr);
             let mut w =
                 StripeWriter::unchecked(&self.shared.map, &readers, s, self.pin_wait, now_ns());
             f(&mut w, report);
@@ -827,7 +827,7 @@ impl Cache {
             let _lock = pr
                 .lock_stripe(s)
                 .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
-            let readers = self.readers(pr);
+            let readers = self.file_readers(pr);
             StripeWriter::new(&self.shared.map, &readers, s, self.pin_wait, now_ns()).clear();
         }
         self.shared
@@ -867,7 +867,7 @@ impl Cache {
     }
 
     /// The readers of this file as its writers see them.
-    fn readers<'p>(&'p self, pr: &'p crate::process::Process) -> FileReaders<'p> {
+    fn file_readers<'p>(&'p self, pr: &'p crate::process::Process) -> FileReaders<'p> {
         FileReaders {
             shared: &self.shared,
             process: pr,
