@@ -54,7 +54,8 @@
 //
 // Shared vocabulary: `error`, `options` (with dogpile defaults),
 // `codec` (how values are stored). The facade: `cache` (`Cache` and its
-// reports), `dogpile` (`get_or_create`), `iter`, `memo`, `guard`, `stats`.
+// reports), `dogpile` (`get_or_create`), `iter`, `memo`, `guard`, `stats`,
+// `inspect` (reader and stripe listings, raw record writes for tools).
 
 mod cache;
 mod clock;
@@ -64,6 +65,7 @@ mod error;
 mod fork;
 mod guard;
 mod index;
+mod inspect;
 mod iter;
 mod layout;
 mod locks;
@@ -90,6 +92,7 @@ pub use codec::{schema_fingerprint, Checkable, FromView, Raw, Storable, Value, V
 pub use dogpile::{CreateError, Fetched};
 pub use error::{Error, PinHolder, Result};
 pub use guard::{Detach, EntryMeta, Guard, OwnedGuard};
+pub use inspect::{ReaderInfo, StripeStats};
 pub use iter::{Entry, Iter};
 pub use layout::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use memo::Memo;
@@ -114,7 +117,9 @@ mod tests {
         "readers", "regen", "shared",
     ];
     /// The facade: the public handle and what it hands out.
-    const FACADE: &[&str] = &["cache", "dogpile", "guard", "iter", "memo", "stats"];
+    const FACADE: &[&str] = &[
+        "cache", "dogpile", "guard", "inspect", "iter", "memo", "stats",
+    ];
 
     /// The sources of each top-level module (`x.rs`, or every file under
     /// `x/`), `lib.rs` excepted.
