@@ -9,7 +9,7 @@
 //! may be locked by parent threads that do not exist in the child.
 //!
 //! A `pthread_atfork` child handler bumps [`generation`]. Every operation
-//! compares the generation its [`Process`] was built in with the current one
+//! compares the generation its [`Process`](crate::process::Process) was built in with the current one
 //! — one relaxed load of a process-local word — and a child builds itself a
 //! fresh `Process` (new open file description from [`reopen_for_child`],
 //! new mutexes, no reader slots; `crate::shared` does) before doing

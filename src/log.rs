@@ -586,7 +586,20 @@ mod tests {
         (e.head.load(Ordering::SeqCst), e.tail.load(Ordering::SeqCst))
     }
 
-    /// Writes `key` = `value` into stripe `s` of a bare map (no file, no
+    /// The ring's invariants after append `i` (format.md §2.2 and §5.4):
+    /// head and tail aligned, at most a ring apart, and one free segment
+    /// ahead of the head's.
+    fn assert_ring((h, t): (u64, u64), seg: u64, n: u64, i: u32) {
+        let k = if h % seg == 0 { h / seg - 1 } else { h / seg };
+        assert!(t <= h && h - t <= seg * n, "i={i} head={h} tail={t}");
+        assert!(
+            t >= (k + 2).saturating_sub(n) * seg,
+            "one free segment ahead: i={i} head={h} tail={t}"
+        );
+        assert_eq!((h % 16, t % 16), (0, 0), "i={i}");
+    }
+
+    /// Writes `key` = `value` into its stripe of a bare map (no file, no
     /// locks: the test is the only writer), returning the new record's
     /// position.
     fn put(map: &Map, key: &[u8], value: &[u8], now: u64) -> u64 {
@@ -652,13 +665,7 @@ mod tests {
         for i in 0..5000u32 {
             let v = vec![i as u8; (i as usize * 37) % 3000];
             put(&map, &i.to_le_bytes(), &v, 10);
-            let (h, t) = map_head_tail(&map, 0);
-            let k = if h % seg == 0 { h / seg - 1 } else { h / seg };
-            assert!(t <= h && h - t <= seg * n, "i={i} head={h} tail={t}");
-            assert!(
-                t >= (k + 2).saturating_sub(n) * seg,
-                "i={i} head={h} tail={t}"
-            );
+            assert_ring(map_head_tail(&map, 0), seg, n, i);
         }
         let e = map.stripe(0);
         assert!(e.evictions.load(Ordering::SeqCst) > 0);
@@ -687,14 +694,7 @@ mod tests {
             if i % 7 == 0 {
                 let _ = c.get::<Raw>((i / 2).to_le_bytes()).unwrap();
             }
-            let (h, t) = head_tail(&c, 0);
-            let k = if h % seg == 0 { h / seg - 1 } else { h / seg };
-            assert!(t <= h && h - t <= seg * n, "i={i} head={h} tail={t}");
-            assert!(
-                t >= (k + 2).saturating_sub(n) * seg,
-                "one free segment ahead: i={i} head={h} tail={t}"
-            );
-            assert_eq!(h % 16, 0);
+            assert_ring(head_tail(&c, 0), seg, n, i);
         }
         let st = c.stats();
         assert!(st.evictions > 0 && st.reinserts > 0, "{st:?}");
