@@ -125,8 +125,10 @@
 //! naive O(n) LRU on a short stream, hit for hit.
 
 use slotcache::{Cache, Options, Raw, Stats};
-use slotcache_bench::{fill_value, key, write_result, zipf_stream, BenchDir, KEY_LEN, SEED};
-use std::collections::{HashMap, VecDeque};
+use slotcache_bench::sim::{Clock, Lru, Policy, S3Fifo};
+use slotcache_bench::{
+    fill_value, key, scan_stream, write_result, zipf_stream, BenchDir, KEY_LEN, SEED,
+};
 use std::time::Instant;
 
 /// Size in the log of a record with a `key_len`-byte key and a
@@ -226,25 +228,7 @@ fn zipf(p: &Params, s: f64) -> Stream {
 /// every block but the first. The warm-up ends just before the scan that
 /// precedes the block starting at Zipf request `warmup`.
 fn with_scans(p: &Params, z: &Stream, scan_len: usize, name: &str) -> Stream {
-    assert_eq!(
-        p.warmup % p.scan_every,
-        0,
-        "warm-up ends at a block boundary"
-    );
-    let blocks = z.requests.len().div_ceil(p.scan_every);
-    let mut out = Vec::with_capacity(z.requests.len() + blocks * scan_len);
-    let mut next_scan_key = p.keys as u32;
-    let mut warmup = 0;
-    for (b, block) in z.requests.chunks(p.scan_every).enumerate() {
-        if b * p.scan_every == p.warmup {
-            warmup = out.len();
-        }
-        if b > 0 {
-            out.extend(next_scan_key..next_scan_key + scan_len as u32);
-            next_scan_key += scan_len as u32;
-        }
-        out.extend_from_slice(block);
-    }
+    let (out, warmup) = scan_stream(&z.requests, p.keys, p.warmup, p.scan_every, scan_len);
     assert_eq!(
         out.len() - warmup,
         p.measured + p.measured / p.scan_every * scan_len,
@@ -293,287 +277,11 @@ impl Counts {
     }
 }
 
-/// A simulated cache fed one key index at a time.
-trait Policy {
-    /// Looks `k` up; on a miss, inserts it. Returns whether it was a hit.
-    fn access(&mut self, k: u32) -> bool;
-}
-
-/// "No node" in [`Lru`]'s linked list.
-const NIL: u32 = u32::MAX;
-
-/// A node of [`Lru`]'s list.
-#[derive(Clone, Copy, Debug)]
-struct Node {
-    /// The key index.
-    key: u32,
-    /// Towards the most recently used end.
-    prev: u32,
-    /// Towards the least recently used end.
-    next: u32,
-}
-
-/// An exact LRU over key indices with O(1) operations: a map from key to
-/// node index, and an intrusive doubly linked list of nodes in a `Vec`
-/// (most recent at `head`, least recent at `tail`).
-struct Lru {
-    /// Key to node index.
-    map: HashMap<u32, u32>,
-    /// The nodes; at most `cap` of them.
-    nodes: Vec<Node>,
-    /// Most recently used node.
-    head: u32,
-    /// Least recently used node.
-    tail: u32,
-    /// Capacity in entries.
-    cap: usize,
-}
-
-impl Lru {
-    /// An empty LRU of `cap` entries.
-    fn new(cap: usize) -> Lru {
-        assert!(cap > 0);
-        Lru {
-            map: HashMap::with_capacity(cap + 1),
-            nodes: Vec::with_capacity(cap),
-            head: NIL,
-            tail: NIL,
-            cap,
-        }
-    }
-
-    /// Unlinks node `n`.
-    fn unlink(&mut self, n: u32) {
-        let Node { prev, next, .. } = self.nodes[n as usize];
-        if prev == NIL {
-            self.head = next;
-        } else {
-            self.nodes[prev as usize].next = next;
-        }
-        if next == NIL {
-            self.tail = prev;
-        } else {
-            self.nodes[next as usize].prev = prev;
-        }
-    }
-
-    /// Links node `n` at the most recent end.
-    fn push_front(&mut self, n: u32) {
-        self.nodes[n as usize].prev = NIL;
-        self.nodes[n as usize].next = self.head;
-        if self.head != NIL {
-            self.nodes[self.head as usize].prev = n;
-        }
-        self.head = n;
-        if self.tail == NIL {
-            self.tail = n;
-        }
-    }
-
-    /// Keys from most to least recently used (for the self-check).
-    fn keys(&self) -> Vec<u32> {
-        let mut v = Vec::with_capacity(self.nodes.len());
-        let mut n = self.head;
-        while n != NIL {
-            v.push(self.nodes[n as usize].key);
-            n = self.nodes[n as usize].next;
-        }
-        v
-    }
-}
-
-impl Policy for Lru {
-    fn access(&mut self, k: u32) -> bool {
-        if let Some(&n) = self.map.get(&k) {
-            if self.head != n {
-                self.unlink(n);
-                self.push_front(n);
-            }
-            return true;
-        }
-        let n = if self.nodes.len() < self.cap {
-            self.nodes.push(Node {
-                key: k,
-                prev: NIL,
-                next: NIL,
-            });
-            (self.nodes.len() - 1) as u32
-        } else {
-            // Full: reuse the least recently used node.
-            let n = self.tail;
-            self.unlink(n);
-            self.map.remove(&self.nodes[n as usize].key);
-            self.nodes[n as usize].key = k;
-            n
-        };
-        self.map.insert(k, n);
-        self.push_front(n);
-        false
-    }
-}
-
-/// **Model, not the engine**: FIFO with reinsertion and a saturating
-/// counter of `max` (1 = CLOCK's visited bit, 3 = a 2-bit counter). A hit
-/// raises the counter; when over capacity, the oldest entry is dropped if
-/// its counter is 0, otherwise moved to the young end with its counter
-/// decremented (CLOCK clears the bit, as slotcache's reinsertion does).
-struct ClockModel {
-    /// Key to counter.
-    count: HashMap<u32, u8>,
-    /// Keys, oldest first.
-    fifo: VecDeque<u32>,
-    /// Capacity in entries.
-    cap: usize,
-    /// Largest counter value.
-    max: u8,
-}
-
-impl ClockModel {
-    /// An empty model of `cap` entries with counters up to `max`.
-    fn new(cap: usize, max: u8) -> ClockModel {
-        ClockModel {
-            count: HashMap::with_capacity(cap + 1),
-            fifo: VecDeque::with_capacity(cap + 1),
-            cap,
-            max,
-        }
-    }
-}
-
-impl Policy for ClockModel {
-    fn access(&mut self, k: u32) -> bool {
-        if let Some(c) = self.count.get_mut(&k) {
-            *c = (*c + 1).min(self.max);
-            return true;
-        }
-        self.count.insert(k, 0);
-        self.fifo.push_back(k);
-        while self.fifo.len() > self.cap {
-            let old = self.fifo.pop_front().expect("non-empty");
-            let c = self
-                .count
-                .get_mut(&old)
-                .expect("every queued key is mapped");
-            if *c > 0 {
-                *c -= 1;
-                self.fifo.push_back(old);
-            } else {
-                self.count.remove(&old);
-            }
-        }
-        false
-    }
-}
-
-/// **Model, not the engine**: S3-FIFO-like. New keys enter a small FIFO
-/// (10% of the capacity); leaving it, a key hit while there moves to the
-/// main queue, others are dropped and remembered in a ghost FIFO of keys.
-/// The main queue is FIFO with reinsertion and a 2-bit counter. A missed
-/// key found in the ghost is inserted into the main queue directly.
-struct S3FifoModel {
-    /// Resident keys and their hits since insertion or the last demotion,
-    /// saturating at 3.
-    map: HashMap<u32, u8>,
-    /// Small FIFO, oldest first.
-    small: VecDeque<u32>,
-    /// Main FIFO, oldest first.
-    main: VecDeque<u32>,
-    /// Ghost keys with the sequence number of their ghost entry.
-    ghost: HashMap<u32, u64>,
-    /// Ghost FIFO: (key, sequence number), oldest first; entries whose
-    /// number no longer matches `ghost` are stale.
-    ghost_fifo: VecDeque<(u32, u64)>,
-    /// Next ghost sequence number.
-    seq: u64,
-    /// Total capacity in entries.
-    cap: usize,
-    /// The small queue's share: it is evicted from while it holds at least
-    /// this many entries.
-    small_cap: usize,
-}
-
-impl S3FifoModel {
-    /// An empty model of `cap` entries.
-    fn new(cap: usize) -> S3FifoModel {
-        S3FifoModel {
-            map: HashMap::with_capacity(cap + 1),
-            small: VecDeque::new(),
-            main: VecDeque::with_capacity(cap + 1),
-            ghost: HashMap::with_capacity(cap + 1),
-            ghost_fifo: VecDeque::with_capacity(cap + 1),
-            seq: 0,
-            cap,
-            small_cap: (cap / 10).max(1),
-        }
-    }
-
-    /// Remembers a key dropped from the small queue; the ghost holds as
-    /// many keys as the main queue may.
-    fn remember(&mut self, k: u32) {
-        self.seq += 1;
-        self.ghost.insert(k, self.seq);
-        self.ghost_fifo.push_back((k, self.seq));
-        while self.ghost_fifo.len() > self.cap - self.small_cap {
-            let (old, s) = self.ghost_fifo.pop_front().expect("non-empty");
-            if self.ghost.get(&old) == Some(&s) {
-                self.ghost.remove(&old);
-            }
-        }
-    }
-
-    /// Drops exactly one resident entry.
-    fn evict(&mut self) {
-        loop {
-            if self.small.len() >= self.small_cap || self.main.is_empty() {
-                let k = self.small.pop_front().expect("a resident entry");
-                let f = self.map.get_mut(&k).expect("resident");
-                if *f > 0 {
-                    *f = 0;
-                    self.main.push_back(k);
-                } else {
-                    self.map.remove(&k);
-                    self.remember(k);
-                    return;
-                }
-            } else {
-                let k = self.main.pop_front().expect("non-empty");
-                let f = self.map.get_mut(&k).expect("resident");
-                if *f > 0 {
-                    *f -= 1;
-                    self.main.push_back(k);
-                } else {
-                    self.map.remove(&k);
-                    return;
-                }
-            }
-        }
-    }
-}
-
-impl Policy for S3FifoModel {
-    fn access(&mut self, k: u32) -> bool {
-        if let Some(f) = self.map.get_mut(&k) {
-            *f = (*f + 1).min(3);
-            return true;
-        }
-        while self.map.len() >= self.cap {
-            self.evict();
-        }
-        self.map.insert(k, 0);
-        if self.ghost.remove(&k).is_some() {
-            self.main.push_back(k);
-        } else {
-            self.small.push_back(k);
-        }
-        false
-    }
-}
-
 /// Feeds `stream` to a simulated cache and counts its measured hits.
 fn simulate(policy: &mut impl Policy, stream: &Stream, keys: usize) -> Counts {
     let mut c = Counts::default();
     for (n, &k) in stream.requests.iter().enumerate() {
-        let hit = policy.access(k);
+        let hit = policy.access(k as u64);
         if n >= stream.warmup {
             c.add(k as usize >= keys, hit);
         }
@@ -927,9 +635,9 @@ fn row(dir: &BenchDir, p: &Params, stream: &Stream, index: IndexSize) -> Row {
     let lru = simulate(&mut Lru::new(lru_cap), stream, p.keys);
     assert_eq!(lru.requests, engine.counts.requests);
     let models = (index == IndexSize::Roomy).then(|| Models {
-        clock: simulate(&mut ClockModel::new(lru_cap, 1), stream, p.keys),
-        clock2: simulate(&mut ClockModel::new(lru_cap, 3), stream, p.keys),
-        s3fifo: simulate(&mut S3FifoModel::new(lru_cap), stream, p.keys),
+        clock: simulate(&mut Clock::new(lru_cap, 1), stream, p.keys),
+        clock2: simulate(&mut Clock::new(lru_cap, 3), stream, p.keys),
+        s3fifo: simulate(&mut S3Fifo::new(lru_cap), stream, p.keys),
     });
     let r = Row {
         stream: stream.name.clone(),
@@ -1028,29 +736,11 @@ fn print_models(rows: &[Row]) {
 /// Checks the O(1) LRU against a naive one (a `Vec` in recency order) on
 /// a short Zipf stream, hit for hit and, at the end, order for order.
 fn check_lru() {
-    let stream = zipf_stream(5_000, 0.9, 50_000, SEED ^ 1);
-    for cap in [1, 2, 7, 100, 1_000] {
-        let mut fast = Lru::new(cap);
-        let mut naive: Vec<u32> = Vec::new();
-        for &k in &stream {
-            let hit = match naive.iter().position(|&x| x == k) {
-                Some(at) => {
-                    naive.remove(at);
-                    true
-                }
-                None => {
-                    if naive.len() == cap {
-                        naive.pop();
-                    }
-                    false
-                }
-            };
-            naive.insert(0, k);
-            assert_eq!(fast.access(k), hit, "LRU of {cap}: key {k}");
-        }
-        assert_eq!(fast.keys(), naive, "LRU of {cap}: final order");
-        assert_eq!(fast.map.len(), naive.len());
-    }
+    let stream: Vec<u64> = zipf_stream(5_000, 0.9, 50_000, SEED ^ 1)
+        .into_iter()
+        .map(u64::from)
+        .collect();
+    slotcache_bench::sim::check_lru(&stream);
 }
 
 fn main() {

@@ -842,13 +842,18 @@ impl Cache {
     /// file (the time is stored in the header).
     pub fn invalidate(&self, how: Invalidation) -> Result<()> {
         self.writable("invalidate")?;
+        self.invalidation_word(how)
+            .fetch_max(now_ns(), Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The header word holding the time of the last `how` invalidation.
+    pub(crate) fn invalidation_word(&self, how: Invalidation) -> &std::sync::atomic::AtomicU64 {
         let header = self.shared.map.header();
-        let field = match how {
+        match how {
             Invalidation::Hard => &header.hard_invalidate,
             Invalidation::Soft => &header.soft_invalidate,
-        };
-        field.fetch_max(now_ns(), Ordering::AcqRel);
-        Ok(())
+        }
     }
 
     /// Writes dirty pages to the file and waits for the disk (`msync`).

@@ -55,7 +55,9 @@
 // Shared vocabulary: `error`, `options` (with dogpile defaults),
 // `codec` (how values are stored). The facade: `cache` (`Cache` and its
 // reports), `dogpile` (`get_or_create`), `iter`, `memo`, `guard`, `stats`,
-// `inspect` (reader and stripe listings, raw record writes for tools).
+// `inspect` (reader and stripe listings, raw record writes for tools),
+// `regen_lock` (the regeneration lock as public API), `invalidation`
+// (when the file was last invalidated).
 
 mod cache;
 mod clock;
@@ -66,6 +68,7 @@ mod fork;
 mod guard;
 mod index;
 mod inspect;
+mod invalidation;
 mod iter;
 mod layout;
 mod locks;
@@ -78,6 +81,7 @@ mod process;
 mod read;
 mod readers;
 mod regen;
+mod regen_lock;
 mod shared;
 mod stats;
 #[cfg(test)]
@@ -97,6 +101,7 @@ pub use iter::{Entry, Iter};
 pub use layout::{FORMAT_VERSION, MAX_KEY_LEN};
 pub use memo::Memo;
 pub use options::{CreateOptions, OnCorrupt, Options, StalePolicy, WriteOptions};
+pub use regen_lock::RegenGuard;
 pub use rkyv;
 pub use stats::Stats;
 
@@ -118,7 +123,15 @@ mod tests {
     ];
     /// The facade: the public handle and what it hands out.
     const FACADE: &[&str] = &[
-        "cache", "dogpile", "guard", "inspect", "iter", "memo", "stats",
+        "cache",
+        "dogpile",
+        "guard",
+        "inspect",
+        "invalidation",
+        "iter",
+        "memo",
+        "regen_lock",
+        "stats",
     ];
 
     /// The sources of each top-level module (`x.rs`, or every file under

@@ -170,6 +170,27 @@ pub(crate) fn acquire(shared: &Arc<Shared>, key: &[u8], hash: u64, wait: Wait) -
     }
 }
 
+/// Whether `key`'s regeneration lock is held, without taking it: by a
+/// caller of this process (per key), or by another process (its stripe's
+/// file lock, queried without being taken).
+pub(crate) fn is_locked(shared: &Arc<Shared>, key: &[u8], hash: u64) -> Result<bool> {
+    let pr = shared.process()?;
+    let stripe = (hash % shared.header.regen_stripes as u64) as u32;
+    {
+        let g = table_lock(&pr.regen);
+        if let Some(st) = g.get(&stripe) {
+            if st.keys.contains_key(key) {
+                return Ok(true);
+            }
+            if st.file_held {
+                return Ok(false); // no other process can hold the stripe
+            }
+        }
+    }
+    locks::held_by_other(&pr.file, REGEN + stripe as u64)
+        .map_err(|e| Error::io("querying a regeneration lock", &shared.path, e))
+}
+
 /// Takes the file half of regeneration stripe `stripe`, polling (with
 /// back-off) until `deadline` when there is one.
 fn lock_file(

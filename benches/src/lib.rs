@@ -19,6 +19,9 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod sim;
+pub mod traces;
+
 /// Keys in the standard workload.
 pub const KEYS: usize = 1_000_000;
 /// Key length in bytes.
@@ -142,6 +145,37 @@ pub fn zipf_stream(n: usize, s: f64, len: usize, seed: u64) -> Vec<u32> {
     let scatter = permutation(n, seed ^ 0x5CA7_7E12);
     let mut rng = SplitMix64(seed);
     (0..len).map(|_| scatter[zipf.sample(&mut rng)]).collect()
+}
+
+/// A Zipf stream with one-time scans: `zipf` cut into blocks of
+/// `scan_every` requests, with a scan of `scan_len` never-repeated keys
+/// (indices from `keys` up) before every block but the first. Returns the
+/// stream and the length of its warm-up, which ends just before the scan
+/// that precedes the block starting at Zipf request `warmup` (a multiple of
+/// `scan_every`). Every scan key is a miss in any cache.
+pub fn scan_stream(
+    zipf: &[u32],
+    keys: usize,
+    warmup: usize,
+    scan_every: usize,
+    scan_len: usize,
+) -> (Vec<u32>, usize) {
+    assert_eq!(warmup % scan_every, 0, "warm-up ends at a block boundary");
+    let blocks = zipf.len().div_ceil(scan_every);
+    let mut out = Vec::with_capacity(zipf.len() + blocks * scan_len);
+    let mut next_scan_key = keys as u32;
+    let mut start = 0;
+    for (b, block) in zipf.chunks(scan_every).enumerate() {
+        if b * scan_every == warmup {
+            start = out.len();
+        }
+        if b > 0 {
+            out.extend(next_scan_key..next_scan_key + scan_len as u32);
+            next_scan_key += scan_len as u32;
+        }
+        out.extend_from_slice(block);
+    }
+    (out, start)
 }
 
 /// A uniform stream: `len` indices of `0..n`, each lap a fresh permutation
