@@ -285,6 +285,12 @@ impl Cache {
         &self.shared
     }
 
+    /// The header page of the file (its shared words, format.md §2.1).
+    #[allow(dead_code)]
+    pub(crate) fn shared_header(&self) -> &crate::layout::header::SharedHeader {
+        self.shared.map.header()
+    }
+
     pub(crate) fn seed(&self) -> u64 {
         self.shared.header.seed
     }

@@ -57,7 +57,8 @@
 // reports), `dogpile` (`get_or_create`), `iter`, `memo`, `guard`, `stats`,
 // `inspect` (reader and stripe listings, raw record writes for tools),
 // `regen_lock` (the regeneration lock as public API), `invalidation`
-// (when the file was last invalidated).
+// (when the file was last invalidated), `tiered` (feature `redis`: the
+// cache as a near cache in front of Redis).
 
 mod cache;
 mod clock;
@@ -86,6 +87,8 @@ mod shared;
 mod stats;
 #[cfg(test)]
 mod testing;
+#[cfg(feature = "redis")]
+pub mod tiered;
 
 /// Kept for code that names records through `crate::record`.
 #[allow(unused_imports)]
@@ -132,6 +135,7 @@ mod tests {
         "memo",
         "regen_lock",
         "stats",
+        "tiered",
     ];
 
     /// The sources of each top-level module (`x.rs`, or every file under

@@ -87,11 +87,22 @@ pub struct SharedHeader {
     pub reader_hwm: AtomicU64,
     /// Number of `clear()` calls (diagnostics).
     pub clears: AtomicU64,
-    _reserved: [AtomicU64; 108],
+    /// `slotcache::tiered` (format.md §5.12): the invalidation stream's
+    /// epoch (even and non-zero while it is up). 0 in files never used by it.
+    pub tiered_epoch: AtomicU64,
+    /// `slotcache::tiered`: ns when the subscriber last saw its heartbeat
+    /// come back through the stream.
+    pub tiered_heartbeat: AtomicU64,
+    _reserved: [AtomicU64; 106],
     /// Regeneration hints (see [`regen_hint`](super::regen_hint)).
     pub regen_hints: [AtomicU64; HINT_WORDS],
-    _reserved_end: [AtomicU64; 128],
+    /// `slotcache::tiered`: per-key invalidation sequences, word
+    /// `xxh3_64(l2_key) % TIERED_SEQ_WORDS`.
+    pub tiered_seqs: [AtomicU64; TIERED_SEQ_WORDS],
 }
+
+/// Words in the `tiered_seqs` table of the header.
+pub const TIERED_SEQ_WORDS: usize = 128;
 
 // format.md §2.1, row by row.
 const _: () = {
@@ -121,7 +132,10 @@ const _: () = {
     assert!(offset_of!(SharedHeader, soft_invalidate) == 136);
     assert!(offset_of!(SharedHeader, reader_hwm) == 144);
     assert!(offset_of!(SharedHeader, clears) == 152);
+    assert!(offset_of!(SharedHeader, tiered_epoch) == 160);
+    assert!(offset_of!(SharedHeader, tiered_heartbeat) == 168);
     assert!(offset_of!(SharedHeader, regen_hints) == 1024);
+    assert!(offset_of!(SharedHeader, tiered_seqs) == 3072);
     assert!(size_of::<SharedHeader>() as u64 == HEADER_SIZE);
 };
 

@@ -17,3 +17,7 @@ pub const RO_PIN: u64 = BASE + (3 << 32);
 /// byte-range locks; Windows' whole-file lock would cover them all).
 #[cfg_attr(not(windows), allow(dead_code))]
 pub const OPEN: u64 = BASE + (4 << 32);
+/// `slotcache::tiered` (Linux): the lock that elects the host's
+/// invalidation subscriber (format.md §5.12).
+#[allow(dead_code)]
+pub const TIERED_ELECT: u64 = BASE + (5 << 32);

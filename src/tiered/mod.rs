@@ -1,0 +1,791 @@
+//! slotcache as each host's near cache (L1) in front of Redis (L2), with
+//! fleet-wide dogpile protection and invalidation (feature `redis`).
+//!
+//! A [`TieredCache`] holds a [`Cache`] (this host's file, shared by its
+//! processes) and a pool of Redis connections. Keys are stored in both
+//! tiers under `prefix + key`.
+//!
+//! - **Reads** ([`TieredCache::get`]): a *verified* L1 entry is served from
+//!   the mapping (zero-copy, no Redis round trip). Otherwise `GET` and
+//!   `PTTL` in one transaction; the value is filled into L1 with a hard
+//!   expiry no later than Redis's — unless an invalidation of the key
+//!   arrived between the request and the fill (the fill-race rule below).
+//! - **Writes** ([`TieredCache::set`], [`TieredCache::delete`]) go to Redis
+//!   first, then to L1.
+//! - **Invalidation**: one process per host (elected by a byte-range lock
+//!   on the cache file) keeps a RESP3 connection with
+//!   `CLIENT TRACKING on BCAST PREFIX <prefix>` and applies each
+//!   invalidation to L1.
+//! - **Dogpile** ([`TieredCache::get_or_create`]): the host's regeneration
+//!   lock first (one process per host asks the fleet), then a lease in
+//!   Redis on the key itself (`SET key <token> NX PX <lease>`); only the
+//!   holder runs the creator and fills with a compare-and-set script.
+//! - **Redis down**: L1 keeps serving (stale within
+//!   [`TieredOptions::max_stale`]), creation falls back to the host lock
+//!   only, recovery is automatic, and [`TierStats`] shows it.
+//!
+//! ## Why an L1 entry is trusted (format.md §5.12)
+//!
+//! Each L1 entry starts with the 8-byte **epoch** it was filled in (header
+//! word 160). The subscriber moves the epoch to the next even value once
+//! `CLIENT TRACKING` is acknowledged (from then on every write Redis
+//! executes reaches it), to an odd value when the stream is lost, and to a
+//! new even value on `FLUSHALL`/`FLUSHDB`. It also stores, in header word
+//! 168, when its own heartbeat key's invalidation last came back through the
+//! stream. An entry is *verified* when its epoch equals the current one,
+//! that epoch is even and the heartbeat is younger than
+//! [`TieredOptions::stream_timeout`]. So the invalidation lag is bounded by
+//! the stream timeout even when messages are lost, the connection dies
+//! silently or the subscriber process is stopped.
+//!
+//! **The fill race** (lettuce #3481): a reader reads the key's invalidation
+//! sequence (one of 128 header words, by key hash) before its `GET`, and
+//! fills L1 only if the sequence is unchanged; it re-reads the sequence
+//! after the fill and deletes its own entry if it moved. The subscriber
+//! bumps the sequence *before* deleting the L1 entry. Whichever order the
+//! two interleave in, an invalidation that arrived after the `GET` either
+//! refuses the fill, makes the filler delete it, or deletes it itself.
+//!
+//! ```no_run
+//! use slotcache::tiered::{TieredCache, TieredOptions};
+//! use slotcache::{Cache, Options};
+//! use std::time::Duration;
+//!
+//! let l1 = Cache::open("app.cache", Options::new().capacity(64 << 20))?;
+//! let cache = TieredCache::open(l1, TieredOptions::new("redis://127.0.0.1:6379/", "app:"))?;
+//! cache.set("user:1", b"ada", Some(Duration::from_secs(300)))?;
+//! let v = cache.get("user:1")?.expect("just written");
+//! assert_eq!(&*v, b"ada");
+//! let page = cache.get_or_create("page:/", Some(Duration::from_secs(60)), || {
+//!     Ok::<_, std::convert::Infallible>(b"<html>".to_vec())
+//! })?;
+//! # drop(page);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod l2;
+mod subscriber;
+
+use crate::{Cache, CreateError, CreateOptions, Error, Guard, Raw, StalePolicy, WriteOptions};
+use l2::{Held, L2, LEASE_MAGIC};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use subscriber::now_ns;
+
+/// Epoch stored with values created while Redis was unreachable: odd, so
+/// never verified.
+const UNVERIFIED: u64 = u64::MAX;
+
+/// How a [`TieredCache`] talks to Redis and how long it trusts what it has.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TieredOptions {
+    /// Redis URL (`redis://host:port/db`).
+    pub url: String,
+    /// Prepended to every key in both tiers; the subscriber tracks it.
+    /// Must not be empty.
+    pub prefix: String,
+    /// Longest time an entry lives in L1 (and the TTL of values without
+    /// one in Redis). Default 60 s.
+    pub l1_ttl: Duration,
+    /// How long past its expiry (or while unverified) an L1 entry may be
+    /// served while Redis is unreachable. Default 30 s.
+    pub max_stale: Duration,
+    /// Fleet lease of a creator (extended while it runs). Default 2 s.
+    pub lease: Duration,
+    /// How long `get_or_create` waits for another host's creator (and for
+    /// the host lock) before [`Error::LockTimeout`]. Default 5 s.
+    pub fleet_wait: Duration,
+    /// Serve an old L1 value while another host creates a new one.
+    /// Default true.
+    pub serve_stale: bool,
+    /// Connect, read and write timeout of every Redis call. Default 500 ms.
+    pub io_timeout: Duration,
+    /// After a failed Redis call, calls fail fast (to L1) for this long
+    /// before a new connection is tried; also the subscriber's retry
+    /// period. Default 250 ms.
+    pub retry_interval: Duration,
+    /// The subscriber writes its heartbeat key this often. Default 200 ms.
+    pub heartbeat: Duration,
+    /// L1 entries are unverified when the stream's heartbeat is older than
+    /// this: the bound on invalidation lag. Default 1 s.
+    pub stream_timeout: Duration,
+    /// Run a subscriber candidate in this process. Default true.
+    pub subscriber: bool,
+    /// Test hook: sleep this long between the L2 reply and the L1 fill.
+    #[doc(hidden)]
+    pub fill_delay: Option<Duration>,
+}
+
+impl TieredOptions {
+    /// Defaults for Redis at `url`, keys under `prefix`.
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> TieredOptions {
+        TieredOptions {
+            url: url.into(),
+            prefix: prefix.into(),
+            l1_ttl: Duration::from_secs(60),
+            max_stale: Duration::from_secs(30),
+            lease: Duration::from_secs(2),
+            fleet_wait: Duration::from_secs(5),
+            serve_stale: true,
+            io_timeout: Duration::from_millis(500),
+            retry_interval: Duration::from_millis(250),
+            heartbeat: Duration::from_millis(200),
+            stream_timeout: Duration::from_secs(1),
+            subscriber: true,
+            fill_delay: None,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$m:meta])* $name:ident: $t:ty;)*) => {
+        impl TieredOptions {
+            $($(#[$m])* pub fn $name(mut self, v: $t) -> Self { self.$name = v; self })*
+        }
+    };
+}
+
+setters! {
+    /// See [`TieredOptions::l1_ttl`](struct.TieredOptions.html#structfield.l1_ttl).
+    l1_ttl: Duration;
+    /// See the field.
+    max_stale: Duration;
+    /// See the field.
+    lease: Duration;
+    /// See the field.
+    fleet_wait: Duration;
+    /// See the field.
+    serve_stale: bool;
+    /// See the field.
+    io_timeout: Duration;
+    /// See the field.
+    retry_interval: Duration;
+    /// See the field.
+    heartbeat: Duration;
+    /// See the field.
+    stream_timeout: Duration;
+    /// See the field.
+    subscriber: bool;
+    /// Test hook.
+    #[doc(hidden)]
+    fill_delay: Option<Duration>;
+}
+
+/// Counters of one process's [`TieredCache`] (not shared between
+/// processes), plus the host's current epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TierStats {
+    /// Reads served by a verified L1 entry.
+    pub l1_hits: u64,
+    /// Reads answered by Redis with a value.
+    pub l2_hits: u64,
+    /// Reads that found nothing (or a lease) in Redis.
+    pub l2_misses: u64,
+    /// Redis calls that failed (unreachable, timeout, error).
+    pub l2_errors: u64,
+    /// L1 fills from Redis values.
+    pub fills: u64,
+    /// Fills refused (or undone) because an invalidation of the key arrived
+    /// between the request and the fill.
+    pub fills_refused: u64,
+    /// Fleet leases won.
+    pub leases_won: u64,
+    /// Lease attempts that found another holder.
+    pub leases_lost: u64,
+    /// Lease holders' fills refused by Redis (a writer voided the lease).
+    pub leases_voided: u64,
+    /// Creator runs (with a lease, or host-only while Redis was down).
+    pub creates: u64,
+    /// Creator runs while Redis was unreachable (host lock only).
+    pub creates_degraded: u64,
+    /// Old values served while Redis was down or another host created.
+    pub stale_served: u64,
+    /// Epoch moves made by this process's subscriber.
+    pub epoch_changes: u64,
+    /// Invalidations applied by this process's subscriber.
+    pub invalidations: u64,
+    /// `FLUSHALL`/`FLUSHDB` seen by this process's subscriber.
+    pub flushes: u64,
+    /// Whether this process is the host's subscriber.
+    pub subscriber: bool,
+    /// The host's epoch now (header word 160).
+    pub epoch: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    l1_hits: AtomicU64,
+    l2_hits: AtomicU64,
+    l2_misses: AtomicU64,
+    l2_errors: AtomicU64,
+    fills: AtomicU64,
+    fills_refused: AtomicU64,
+    leases_won: AtomicU64,
+    leases_lost: AtomicU64,
+    leases_voided: AtomicU64,
+    creates: AtomicU64,
+    creates_degraded: AtomicU64,
+    stale_served: AtomicU64,
+    epoch_changes: AtomicU64,
+    invalidations: AtomicU64,
+    flushes: AtomicU64,
+    subscriber: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The error of [`TieredCache::set`] and [`TieredCache::delete`] (and of
+/// [`TieredCache::open`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TieredError {
+    /// The L1 cache failed.
+    #[error(transparent)]
+    Cache(#[from] Error),
+    /// Redis failed: the write did not happen there (L1 no longer holds
+    /// the key on this host).
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+pub(crate) struct Inner {
+    l1: Cache,
+    l2: L2,
+    opts: TieredOptions,
+    stats: Counters,
+    stop: AtomicBool,
+    hb_key: Vec<u8>,
+}
+
+/// A value served by a [`TieredCache`]: borrowed from the L1 mapping, or
+/// owned (just read from Redis, or just created).
+pub enum TieredValue<'c> {
+    /// A verified (or, while Redis is down, stale) L1 entry, zero-copy.
+    Near(NearGuard<'c>),
+    /// Bytes from Redis or from the creator.
+    Owned(Vec<u8>),
+}
+
+impl TieredValue<'_> {
+    /// Whether the value came from L1.
+    pub fn is_near(&self) -> bool {
+        matches!(self, TieredValue::Near(_))
+    }
+
+    /// Whether an old value was served (Redis down, or another host creating).
+    pub fn is_stale(&self) -> bool {
+        matches!(self, TieredValue::Near(g) if g.stale)
+    }
+}
+
+impl Deref for TieredValue<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            TieredValue::Near(g) => g,
+            TieredValue::Owned(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for TieredValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.is_near() { "Near" } else { "Owned" };
+        f.debug_tuple(kind).field(&&**self).finish()
+    }
+}
+
+/// An L1 entry's value (after its epoch word), zero-copy.
+pub struct NearGuard<'c> {
+    guard: Guard<'c, [u8]>,
+    stale: bool,
+}
+
+impl Deref for NearGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.guard[8..]
+    }
+}
+
+/// The cache: see the [module documentation](self).
+pub struct TieredCache {
+    inner: Arc<Inner>,
+    candidate: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the read path found.
+enum Lookup<'c> {
+    Hit(TieredValue<'c>),
+    /// Redis has nothing (`leased`: a lease, someone is creating).
+    Miss {
+        leased: bool,
+    },
+    /// Redis is unreachable.
+    Down,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
+
+impl TieredCache {
+    /// A tiered cache over `l1` (a read-write handle) and the Redis of
+    /// `options`. Does not connect: Redis may be down when it opens.
+    pub fn open(l1: Cache, options: TieredOptions) -> Result<TieredCache, TieredError> {
+        l1.writable("TieredCache::open")?;
+        if options.prefix.is_empty() {
+            return Err(TieredError::Redis(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "TieredOptions::prefix must not be empty",
+            ))));
+        }
+        let l2 = L2::new(&options.url, options.io_timeout, options.retry_interval)?;
+        let hb_key = format!(
+            "slotcache-hb:{}:{}-{}",
+            options.prefix,
+            std::process::id(),
+            now_ns()
+        )
+        .into_bytes();
+        let inner = Arc::new(Inner {
+            l1,
+            l2,
+            stats: Counters::default(),
+            stop: AtomicBool::new(false),
+            hb_key,
+            opts: options,
+        });
+        let candidate = if inner.opts.subscriber {
+            let i = inner.clone();
+            let h = std::thread::Builder::new()
+                .name("slotcache-tiered-sub".into())
+                .spawn(move || i.candidate())
+                .map_err(|e| Error::io("starting the subscriber thread", inner.l1.path(), e))?;
+            Some(h)
+        } else {
+            None
+        };
+        Ok(TieredCache { inner, candidate })
+    }
+
+    /// The L1 cache.
+    pub fn l1(&self) -> &Cache {
+        &self.inner.l1
+    }
+
+    /// The options.
+    pub fn options(&self) -> &TieredOptions {
+        &self.inner.opts
+    }
+
+    /// `prefix + key`: the key in both tiers.
+    pub fn full_key(&self, key: impl AsRef<[u8]>) -> Vec<u8> {
+        let mut k = self.inner.opts.prefix.as_bytes().to_vec();
+        k.extend_from_slice(key.as_ref());
+        k
+    }
+
+    /// Whether L1 entries filled now would be verified: this host's
+    /// invalidation stream is up.
+    pub fn stream_up(&self) -> bool {
+        self.inner.epoch_now().1
+    }
+
+    /// This process's counters and the host's epoch.
+    pub fn stats(&self) -> TierStats {
+        let c = &self.inner.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TierStats {
+            l1_hits: l(&c.l1_hits),
+            l2_hits: l(&c.l2_hits),
+            l2_misses: l(&c.l2_misses),
+            l2_errors: l(&c.l2_errors),
+            fills: l(&c.fills),
+            fills_refused: l(&c.fills_refused),
+            leases_won: l(&c.leases_won),
+            leases_lost: l(&c.leases_lost),
+            leases_voided: l(&c.leases_voided),
+            creates: l(&c.creates),
+            creates_degraded: l(&c.creates_degraded),
+            stale_served: l(&c.stale_served),
+            epoch_changes: l(&c.epoch_changes),
+            invalidations: l(&c.invalidations),
+            flushes: l(&c.flushes),
+            subscriber: l(&c.subscriber) != 0,
+            epoch: self.inner.header().tiered_epoch.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The value of `key`: a verified L1 entry, else Redis's (filled into
+    /// L1). Redis unreachable: an L1 entry within
+    /// [`max_stale`](TieredOptions::max_stale), else `None`. Errors only
+    /// when L1 fails.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<TieredValue<'_>>, Error> {
+        let k = self.full_key(key);
+        Ok(match self.lookup(&k)? {
+            Lookup::Hit(v) => Some(v),
+            Lookup::Miss { .. } => None,
+            Lookup::Down => self.stale(&k)?,
+        })
+    }
+
+    /// A verified L1 entry, or Redis's answer.
+    fn lookup(&self, k: &[u8]) -> Result<Lookup<'_>, Error> {
+        let i = &*self.inner;
+        if let Some(g) = i.l1.get::<Raw>(k)? {
+            if g.len() >= 8 {
+                let filled = u64::from_le_bytes(g[..8].try_into().expect("8 bytes"));
+                let (epoch, up) = i.epoch_now();
+                if up && filled == epoch {
+                    bump(&i.stats.l1_hits);
+                    return Ok(Lookup::Hit(TieredValue::Near(NearGuard {
+                        guard: g,
+                        stale: false,
+                    })));
+                }
+            }
+        }
+        // Before the request: the key's sequence and the epoch (§5.12).
+        let seq = i.seq(k);
+        let (epoch, _) = i.epoch_now();
+        match i.l2.fetch(k) {
+            Ok(Held::Value(v, pttl)) => {
+                bump(&i.stats.l2_hits);
+                self.fill(k, &v, pttl, seq, epoch)?;
+                Ok(Lookup::Hit(TieredValue::Owned(v)))
+            }
+            Ok(Held::Lease) => {
+                bump(&i.stats.l2_misses);
+                Ok(Lookup::Miss { leased: true })
+            }
+            Ok(Held::Absent) => {
+                bump(&i.stats.l2_misses);
+                Ok(Lookup::Miss { leased: false })
+            }
+            Err(_) => {
+                bump(&i.stats.l2_errors);
+                Ok(Lookup::Down)
+            }
+        }
+    }
+
+    /// Fills L1 with a value read from Redis when the sequence read before
+    /// the request (`seq`) is unchanged, before and after the write.
+    fn fill(
+        &self,
+        k: &[u8],
+        v: &[u8],
+        pttl: Option<u64>,
+        seq: u64,
+        epoch: u64,
+    ) -> Result<bool, Error> {
+        let i = &*self.inner;
+        if let Some(d) = i.opts.fill_delay {
+            std::thread::sleep(d);
+        }
+        if i.seq(k) != seq {
+            bump(&i.stats.fills_refused);
+            return Ok(false);
+        }
+        let ttl = match pttl {
+            Some(ms) => Duration::from_millis(ms).min(i.opts.l1_ttl),
+            None => i.opts.l1_ttl,
+        };
+        self.put_l1(k, v, epoch, ttl)?;
+        if i.seq(k) != seq {
+            let _ = i.l1.delete(k);
+            bump(&i.stats.fills_refused);
+            return Ok(false);
+        }
+        bump(&i.stats.fills);
+        Ok(true)
+    }
+
+    fn put_l1(&self, k: &[u8], v: &[u8], epoch: u64, ttl: Duration) -> Result<(), Error> {
+        let mut rec = Vec::with_capacity(8 + v.len());
+        rec.extend_from_slice(&epoch.to_le_bytes());
+        rec.extend_from_slice(v);
+        let ttl = ttl.max(Duration::from_millis(1));
+        self.inner
+            .l1
+            .set_opt(k, &Raw(&rec), &WriteOptions::new().ttl(Some(ttl)))
+    }
+
+    /// An L1 entry, verified or not, that expired less than `max_stale`
+    /// ago (Redis is unreachable).
+    fn stale(&self, k: &[u8]) -> Result<Option<TieredValue<'_>>, Error> {
+        let i = &*self.inner;
+        let Some(g) = i.l1.get_stale::<Raw>(k)? else {
+            return Ok(None);
+        };
+        if g.len() < 8 {
+            return Ok(None);
+        }
+        let within = match g.meta().expires() {
+            None => true,
+            Some(exp) => exp + i.opts.max_stale > std::time::SystemTime::now(),
+        };
+        if !within {
+            return Ok(None);
+        }
+        bump(&i.stats.stale_served);
+        Ok(Some(TieredValue::Near(NearGuard {
+            guard: g,
+            stale: true,
+        })))
+    }
+
+    /// Writes `value` to Redis (with `ttl`, or
+    /// [`l1_ttl`](TieredOptions::l1_ttl) when `None`), then to L1. Redis
+    /// unreachable: an error, and this host's L1 no longer holds the key.
+    pub fn set(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), TieredError> {
+        let i = &*self.inner;
+        let k = self.full_key(key);
+        let ttl = ttl.unwrap_or(i.opts.l1_ttl);
+        if let Err(e) = i.l2.set(&k, value, Some(ms(ttl))) {
+            bump(&i.stats.l2_errors);
+            i.invalidate_local(&k);
+            return Err(e.into());
+        }
+        // Fills of the old value in flight on this host are refused.
+        i.invalidate_local(&k);
+        let seq = i.seq(&k);
+        let (epoch, _) = i.epoch_now();
+        self.fill(&k, value, Some(ms(ttl)), seq, epoch)?;
+        Ok(())
+    }
+
+    /// Deletes `key` from Redis, then from L1 (and voids any lease on it).
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<(), TieredError> {
+        let i = &*self.inner;
+        let k = self.full_key(key);
+        let r = i.l2.delete(&k);
+        i.invalidate_local(&k);
+        if r.is_err() {
+            bump(&i.stats.l2_errors);
+        }
+        Ok(r?)
+    }
+
+    /// The value of `key`, or the one `creator` makes — with one creator
+    /// per key across the fleet while Redis is up (the host's regeneration
+    /// lock, then a lease in Redis), and at most one per key per host while
+    /// it is down. `ttl`: the value's TTL in Redis (default
+    /// [`l1_ttl`](TieredOptions::l1_ttl)); L1 keeps it at most that long.
+    ///
+    /// Waiting for another host's creator is bounded by
+    /// [`fleet_wait`](TieredOptions::fleet_wait) ([`Error::LockTimeout`]);
+    /// with [`serve_stale`](TieredOptions::serve_stale) an old L1 value is
+    /// returned at once meanwhile.
+    pub fn get_or_create<E>(
+        &self,
+        key: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+        creator: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<TieredValue<'_>, CreateError<E>> {
+        let i = &*self.inner;
+        let k = self.full_key(key);
+        match self.lookup(&k)? {
+            Lookup::Hit(v) => return Ok(v),
+            Lookup::Down => {
+                if let Some(v) = self.stale(&k)? {
+                    return Ok(v);
+                }
+            }
+            Lookup::Miss { leased } => {
+                if leased && i.opts.serve_stale {
+                    if let Some(v) = self.stale(&k)? {
+                        return Ok(v);
+                    }
+                }
+            }
+        }
+        // The host's regeneration lock on a key of its own: one process of
+        // this host asks the fleet (or, Redis down, creates).
+        let mut lock_key = b"\0slotcache-tiered\0".to_vec();
+        lock_key.extend_from_slice(&k);
+        let never = |_: &Raw<Vec<u8>>| false;
+        let opts = CreateOptions::new()
+            .lock_timeout(i.opts.fleet_wait)
+            .stale_policy(StalePolicy::Block)
+            .should_cache(&never);
+        let mut out = None;
+        let mut creator = Some(creator);
+        let r =
+            i.l1.get_or_try_create_opt::<Raw<Vec<u8>>, (), _>(&lock_key, &opts, || {
+                out = Some(self.fleet_create(&k, ttl, &mut creator));
+                Err(())
+            });
+        match (r, out) {
+            (_, Some(res)) => res,
+            (Err(CreateError::Cache(e)), None) => Err(CreateError::Cache(e)),
+            // Never stored, so never found cached.
+            (_, None) => Err(CreateError::Cache(Error::LockTimeout {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                waited_ms: 0,
+            })),
+        }
+    }
+
+    /// With the host lock: look again, then take the fleet lease or wait
+    /// for its holder's fill.
+    fn fleet_create<E>(
+        &self,
+        k: &[u8],
+        ttl: Option<Duration>,
+        creator: &mut Option<impl FnOnce() -> Result<Vec<u8>, E>>,
+    ) -> Result<TieredValue<'_>, CreateError<E>> {
+        let i = &*self.inner;
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(5);
+        let mut lost_once = false;
+        loop {
+            match self.lookup(k)? {
+                Lookup::Hit(v) => return Ok(v),
+                Lookup::Down => {
+                    if let Some(v) = self.stale(k)? {
+                        return Ok(v);
+                    }
+                    return self.create_degraded(k, ttl, creator);
+                }
+                Lookup::Miss { leased } => {
+                    if !leased {
+                        let token = lease_token();
+                        match i.l2.take_lease(k, &token, ms(i.opts.lease)) {
+                            Ok(true) => {
+                                bump(&i.stats.leases_won);
+                                return self.create_leased(k, ttl, &token, creator);
+                            }
+                            Ok(false) => {}
+                            Err(_) => {
+                                bump(&i.stats.l2_errors);
+                                return self.create_degraded(k, ttl, creator);
+                            }
+                        }
+                    }
+                    if !lost_once {
+                        lost_once = true;
+                        bump(&i.stats.leases_lost);
+                    }
+                    if i.opts.serve_stale {
+                        if let Some(v) = self.stale(k)? {
+                            return Ok(v);
+                        }
+                    }
+                }
+            }
+            if start.elapsed() >= i.opts.fleet_wait {
+                return Err(CreateError::Cache(Error::LockTimeout {
+                    key: String::from_utf8_lossy(k).into_owned(),
+                    waited_ms: ms(start.elapsed()),
+                }));
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 3 / 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Holding the lease: run the creator (extending the lease meanwhile),
+    /// write the value only if the key still holds our token, fill L1.
+    fn create_leased<E>(
+        &self,
+        k: &[u8],
+        ttl: Option<Duration>,
+        token: &[u8],
+        creator: &mut Option<impl FnOnce() -> Result<Vec<u8>, E>>,
+    ) -> Result<TieredValue<'_>, CreateError<E>> {
+        let i = &*self.inner;
+        let create = creator.take().expect("the creator runs once");
+        bump(&i.stats.creates);
+        let lease_ms = ms(i.opts.lease);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let made = std::thread::scope(|s| {
+            s.spawn(move || {
+                let every = i.opts.lease / 3;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    if !matches!(i.l2.extend_lease(k, token, lease_ms), Ok(true)) {
+                        return; // voided, expired or Redis down: stop extending
+                    }
+                }
+            });
+            let made = create();
+            drop(tx);
+            made
+        });
+        let value = match made {
+            Ok(v) => v,
+            Err(e) => {
+                // Give the lease back so that another host may try at once.
+                let _ = i.l2.with(|c| {
+                    redis::Script::new(
+                        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                    )
+                    .key(k)
+                    .arg(token)
+                    .invoke::<i64>(c)
+                });
+                return Err(CreateError::Creator(e));
+            }
+        };
+        let ttl = ttl.unwrap_or(i.opts.l1_ttl);
+        let seq = i.seq(k);
+        let (epoch, _) = i.epoch_now();
+        match i.l2.fill_leased(k, token, &value, Some(ms(ttl))) {
+            Ok(true) => {
+                self.fill(k, &value, Some(ms(ttl)), seq, epoch)?;
+            }
+            Ok(false) => bump(&i.stats.leases_voided),
+            Err(_) => bump(&i.stats.l2_errors),
+        }
+        Ok(TieredValue::Owned(value))
+    }
+
+    /// Redis unreachable, holding the host lock: create and keep the value
+    /// in L1 only, unverified (served while Redis is down, within
+    /// `max_stale`).
+    fn create_degraded<E>(
+        &self,
+        k: &[u8],
+        ttl: Option<Duration>,
+        creator: &mut Option<impl FnOnce() -> Result<Vec<u8>, E>>,
+    ) -> Result<TieredValue<'_>, CreateError<E>> {
+        let i = &*self.inner;
+        let create = creator.take().expect("the creator runs once");
+        bump(&i.stats.creates);
+        bump(&i.stats.creates_degraded);
+        let value = create().map_err(CreateError::Creator)?;
+        let ttl = ttl.unwrap_or(i.opts.l1_ttl).min(i.opts.l1_ttl);
+        self.put_l1(k, &value, UNVERIFIED, ttl)?;
+        Ok(TieredValue::Owned(value))
+    }
+}
+
+/// A fresh lease token: the magic, then process, time and a counter.
+fn lease_token() -> Vec<u8> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut t = LEASE_MAGIC.to_vec();
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    t.extend_from_slice(format!("{}-{}-{n}", std::process::id(), now_ns()).as_bytes());
+    t
+}
+
+impl Drop for TieredCache {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.candidate.take() {
+            let _ = h.join();
+        }
+    }
+}
