@@ -1,16 +1,20 @@
-//! The public handle: [`Cache`].
+//! The public handle: [`Cache`], with its reads (the lookup itself is
+//! `crate::read`'s), writes, maintenance (`verify`, `repair`, `clear`,
+//! `invalidate`) and the reports they return.
 
+use crate::clock::now_ns;
 use crate::codec::{schema_fingerprint, Encoded, FromView, Value};
 use crate::error::{Error, Result};
-use crate::guard::{EntryMeta, Guard};
-use crate::index::{self, Buckets, KeyHash};
-use crate::layout::{hdr, kind, reader, stripe, MAX_KEY_LEN};
-use crate::log::{NewRecord, StripeWriter};
+use crate::guard::Guard;
+use crate::index::{Buckets, KeyHash};
+use crate::layout::reader::{self, Counter};
+use crate::layout::{kind, MAX_KEY_LEN, RECORD_ALIGN};
+use crate::log::{NewRecord, StripeCheck, StripeWriter};
 use crate::options::Options;
 use crate::options::{DogpileDefaults, WriteOptions};
-use crate::readers::{count_local, entry_meta, read_at, Pin, PinnedRecord, ReadAt, ThreadSlot};
-use crate::record::RecordHeader;
-use crate::shared::{self, now_ns, Shared};
+use crate::read::{self, Found};
+use crate::readers::FileReaders;
+use crate::shared::Shared;
 use crate::stats::Stats;
 use rkyv::Archive;
 use std::path::Path;
@@ -87,6 +91,17 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// Adds one stripe's findings.
+    fn add(&mut self, c: &StripeCheck) {
+        self.records_scanned += c.records_scanned;
+        self.bad_checksums += c.bad_checksums;
+        self.unreachable_bad_checksums += c.unreachable_bad_checksums;
+        self.dangling_slots += c.dangling_slots;
+        self.damaged_stripes += c.damaged as u64;
+        self.live_entries += c.live_entries;
+        self.entries_drift = self.entries_drift.saturating_add(c.entries_drift);
+    }
+
     /// No damaged stripe, no bad checksum a lookup can reach and no
     /// dangling slot.
     pub fn is_clean(&self) -> bool {
@@ -126,14 +141,6 @@ pub struct Placement {
 /// How many items ahead a batch (`get_many`, `set_many`) prefetches index
 /// lines (and, half as far ahead, the records they name).
 const PREFETCH_AHEAD: usize = 16;
-
-/// A record found by a lookup: pinned, checksummed and of the right key.
-struct Found<'c> {
-    pin: Pin<'c>,
-    rh: RecordHeader,
-    value: &'c [u8],
-    meta: EntryMeta,
-}
 
 /// A cache file shared by every process that opens it.
 ///
@@ -192,7 +199,7 @@ impl Cache {
     /// whatever the file's size) and adopts its geometry. A file this
     /// process cannot write is opened read-only.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Cache> {
-        let shared = shared::open(path.as_ref(), &options)?;
+        let shared = crate::open::open(path.as_ref(), &options)?;
         let default_ttl = match options.default_ttl {
             Some(d) => crate::options::saturating_ns(d).max(1),
             None => shared.header.default_ttl,
@@ -221,7 +228,7 @@ impl Cache {
             stripes: g.stripes,
             segments: g.segments,
             segment_size: g.segment_size,
-            index_slots: g.stripes as u64 * g.buckets as u64 * 8,
+            index_slots: g.stripes as u64 * g.buckets as u64 * crate::layout::BUCKET_SLOTS as u64,
             reader_slots: g.reader_slots,
             read_only: self.read_only_handle || self.shared.read_only.is_some(),
             created: std::time::UNIX_EPOCH + Duration::from_nanos(self.shared.header.created),
@@ -274,15 +281,15 @@ impl Cache {
         &self.shared
     }
 
-    pub(crate) fn shared_arc(&self) -> &Arc<Shared> {
-        &self.shared
+    /// The header page of the file (its shared words, format.md §2.1),
+    /// for the tiered cache's epoch and invalidation words.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared_header(&self) -> &crate::layout::header::SharedHeader {
+        self.shared.map.header()
     }
 
-    /// An atomic word of the header (the reserved words some modules use,
-    /// format.md §2.1).
-    #[allow(dead_code)]
-    pub(crate) fn header_word(&self, off: usize) -> &std::sync::atomic::AtomicU64 {
-        self.shared.map.atomic(off as u64)
+    pub(crate) fn shared_arc(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     pub(crate) fn seed(&self) -> u64 {
@@ -294,12 +301,8 @@ impl Cache {
     }
 
     /// Counts an event in the calling thread's reader slot.
-    pub(crate) fn count(&self, field: u64) {
-        if self.shared.read_only.is_some() {
-            count_local(&self.shared, field);
-        } else if let Ok(slot) = ThreadSlot::get(&self.shared) {
-            slot.count(&self.shared, field);
-        }
+    pub(crate) fn count(&self, field: Counter) {
+        crate::readers::count(&self.shared, field);
     }
 
     /// Finds `key`: lock-free, no system call (for a read-write handle), no
@@ -315,43 +318,7 @@ impl Cache {
     /// [`lookup`](Self::lookup) of a checked key whose hash is known.
     #[inline]
     fn lookup_hashed(&self, key: &[u8], kh: &KeyHash, stale_ok: bool) -> Result<Option<Found<'_>>> {
-        let sh = &self.shared;
-        let geo = &sh.geo;
-        let tail = sh
-            .map
-            .atomic(geo.stripe_entry(kh.stripe) + stripe::TAIL)
-            .load(Ordering::Relaxed);
-        let bucket = Buckets::of(&sh.map, geo, kh);
-        for (slot, w) in bucket.candidates(kh.tag, tail) {
-            // Another key with the same tag is skipped before its checksum.
-            let this_key = |rh: &RecordHeader, all: &[u8]| rh.hash == kh.hash && rh.key(all) == key;
-            let PinnedRecord { pin, rh, all } =
-                match read_at(sh, kh.stripe, index::word_pos(w), this_key)? {
-                    ReadAt::Found(r) => r,
-                    ReadAt::Skip => continue,
-                    ReadAt::Corrupt => {
-                        self.count(reader::CORRUPT);
-                        continue;
-                    }
-                };
-            let (meta, hard) = entry_meta(sh, &rh);
-            if hard || (!stale_ok && meta.is_stale()) {
-                pin.count(reader::EXPIRED);
-                pin.count(reader::MISSES);
-                return Ok(None);
-            }
-            if sh.map.writable() {
-                index::mark_visited(slot, w);
-            }
-            return Ok(Some(Found {
-                pin,
-                rh,
-                value: rh.value(all),
-                meta,
-            }));
-        }
-        self.count(reader::MISSES);
-        Ok(None)
+        read::lookup(&self.shared, key, kh, stale_ok)
     }
 
     /// Hands out a found record as a `V` (a counted hit), or counts why
@@ -401,9 +368,8 @@ impl Cache {
     /// (validated with `bytecheck`), `[u8]` for [`Raw`](crate::Raw) bytes.
     /// A missing, expired, corrupt or differently typed entry is `Ok(None)`.
     ///
-    /// Validation is cheap next to the lookup: for a 100-byte archive it
-    /// measured about 10 ns (`cargo bench --bench core -- rkyv_access`),
-    /// against roughly 500 ns for a random lookup over a million keys.
+    /// Validation is cheap next to the lookup (figures: `BENCHMARKS.md`,
+    /// "Figures the source refers to").
     ///
     /// ```
     /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-get-{}", std::process::id()));
@@ -426,7 +392,7 @@ impl Cache {
     }
 
     /// Like [`get`](Self::get), but also returns expired and
-    /// soft-invalidated entries (see [`EntryMeta::is_stale`]). Hard
+    /// soft-invalidated entries (see [`EntryMeta::is_stale`](crate::EntryMeta::is_stale)). Hard
     /// invalidation still hides them.
     pub fn get_stale<V: Value>(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, V::View>>> {
         let found = self.lookup(key.as_ref(), true)?;
@@ -445,7 +411,7 @@ impl Cache {
         &self,
         key: impl AsRef<[u8]>,
     ) -> Result<Option<Guard<'_, T::Archived>>> {
-        if std::mem::align_of::<T::Archived>() > crate::layout::RECORD_ALIGN as usize {
+        if std::mem::align_of::<T::Archived>() > RECORD_ALIGN as usize {
             // Values are 16-aligned in the log; a type that needs more
             // cannot be referenced in place (`get` reports it as corrupt).
             return Ok(None);
@@ -548,13 +514,13 @@ impl Cache {
     /// overlaps those misses across the batch.
     #[inline]
     fn prefetch_ahead<'k>(&self, j: usize, item: impl Fn(usize) -> Option<&'k KeyHash>) {
-        let (map, geo) = (&self.shared.map, &self.shared.geo);
+        let map = &self.shared.map;
         let first = if j == 0 { 0 } else { j + PREFETCH_AHEAD };
         for kh in (first..=j + PREFETCH_AHEAD).filter_map(&item) {
-            Buckets::prefetch_lines(map, geo, kh);
+            Buckets::prefetch_lines(map, kh);
         }
         if let Some(kh) = item(j + PREFETCH_AHEAD / 2) {
-            Buckets::of(map, geo, kh).prefetch_records(map, geo, kh);
+            Buckets::of(map, kh).prefetch_records(map, kh);
         }
     }
 
@@ -616,10 +582,11 @@ impl Cache {
         let _locks = pr
             .lock_stripes(&stripes)
             .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
+        let readers = self.file_readers(pr);
         let mut j = 0;
         for group in groups {
             let s = group[0].0.stripe;
-            let mut w = StripeWriter::new(&self.shared, pr, s, self.pin_wait, now);
+            let mut w = StripeWriter::new(&self.shared.map, &readers, s, self.pin_wait, now);
             for (kh, key, value) in group {
                 self.prefetch_ahead(j, |i| placed.get(i).map(|p| &p.0));
                 j += 1;
@@ -740,10 +707,15 @@ impl Cache {
         let _lock = pr
             .lock_stripe(kh.stripe)
             .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
-        Ok(
-            StripeWriter::new(&self.shared, pr, kh.stripe, self.pin_wait, now_ns())
-                .delete(&kh, key),
+        let readers = self.file_readers(pr);
+        Ok(StripeWriter::new(
+            &self.shared.map,
+            &readers,
+            kh.stripe,
+            self.pin_wait,
+            now_ns(),
         )
+        .delete(&kh, key))
     }
 
     /// Checks the whole file and reports what is damaged, **without
@@ -784,7 +756,7 @@ impl Cache {
     /// ```
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
-        self.each_stripe(&mut report, |w, r| w.verify(r))?;
+        self.each_stripe(&mut report, |w, r| r.add(&w.verify()))?;
         Ok(report)
     }
 
@@ -815,7 +787,8 @@ impl Cache {
         let mut before = VerifyReport::default();
         let (mut reset, mut cleared, mut fixed) = (0, 0, 0);
         self.each_stripe(&mut before, |w, r| {
-            let done = w.repair(r);
+            let (found, done) = w.repair();
+            r.add(&found);
             reset += done.reset as u64;
             cleared += done.cleared;
             fixed += done.entries_fixed as u64;
@@ -845,7 +818,9 @@ impl Cache {
             let _lock = pr
                 .lock_stripe(s)
                 .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
-            let mut w = StripeWriter::unchecked(&self.shared, pr, s, self.pin_wait, now_ns());
+            let readers = self.file_readers(pr);
+            let mut w =
+                StripeWriter::unchecked(&self.shared.map, &readers, s, self.pin_wait, now_ns());
             f(&mut w, report);
         }
         Ok(())
@@ -859,11 +834,13 @@ impl Cache {
             let _lock = pr
                 .lock_stripe(s)
                 .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
-            StripeWriter::new(&self.shared, pr, s, self.pin_wait, now_ns()).clear();
+            let readers = self.file_readers(pr);
+            StripeWriter::new(&self.shared.map, &readers, s, self.pin_wait, now_ns()).clear();
         }
         self.shared
             .map
-            .atomic(hdr::CLEARS as u64)
+            .header()
+            .clears
             .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -872,15 +849,18 @@ impl Cache {
     /// file (the time is stored in the header).
     pub fn invalidate(&self, how: Invalidation) -> Result<()> {
         self.writable("invalidate")?;
-        let field = match how {
-            Invalidation::Hard => hdr::HARD_INVALIDATE,
-            Invalidation::Soft => hdr::SOFT_INVALIDATE,
-        };
-        self.shared
-            .map
-            .atomic(field as u64)
+        self.invalidation_word(how)
             .fetch_max(now_ns(), Ordering::AcqRel);
         Ok(())
+    }
+
+    /// The header word holding the time of the last `how` invalidation.
+    pub(crate) fn invalidation_word(&self, how: Invalidation) -> &std::sync::atomic::AtomicU64 {
+        let header = self.shared.map.header();
+        match how {
+            Invalidation::Hard => &header.hard_invalidate,
+            Invalidation::Soft => &header.soft_invalidate,
+        }
     }
 
     /// Writes dirty pages to the file and waits for the disk (`msync`).
@@ -895,49 +875,14 @@ impl Cache {
 
     /// Sums the counters of every stripe and every reader slot.
     pub fn stats(&self) -> Stats {
-        let sh = &self.shared;
-        let geo = &sh.geo;
-        let a = |off: u64| sh.map.atomic(off).load(Ordering::Relaxed);
-        let mut st = Stats {
-            capacity: geo.stripes as u64 * geo.ring_size(),
-            ..Stats::default()
-        };
-        for s in 0..geo.stripes {
-            let c = crate::inspect::stripe_counters(sh, s);
-            st.entries = st.entries.wrapping_add(c.entries);
-            st.bytes_used = st.bytes_used.wrapping_add(c.bytes_used);
-            st.inserts = st.inserts.wrapping_add(c.inserts);
-            st.evictions = st.evictions.wrapping_add(c.evictions);
-            st.index_evictions = st.index_evictions.wrapping_add(c.index_evictions);
-            st.reinserts = st.reinserts.wrapping_add(c.reinserts);
-            st.deletes = st.deletes.wrapping_add(c.deletes);
-            st.pin_waits = st.pin_waits.wrapping_add(c.pin_waits);
-            st.stripe_repairs = st.stripe_repairs.wrapping_add(c.repairs);
+        Stats::collect(&self.shared)
+    }
+
+    /// The readers of this file as its writers see them.
+    fn file_readers<'p>(&'p self, pr: &'p crate::process::Process) -> FileReaders<'p> {
+        FileReaders {
+            shared: &self.shared,
+            process: pr,
         }
-        if (st.entries as i64) < 0 {
-            st.entries = 0;
-        }
-        let hwm = a(hdr::READER_HWM as u64).min(geo.reader_slots as u64) as u32;
-        for i in 0..hwm {
-            let r = geo.reader_slot(i);
-            st.hits = st.hits.wrapping_add(a(r + reader::HITS));
-            st.misses = st.misses.wrapping_add(a(r + reader::MISSES));
-            st.expired = st.expired.wrapping_add(a(r + reader::EXPIRED));
-            st.corrupt = st.corrupt.wrapping_add(a(r + reader::CORRUPT));
-            st.mismatched = st.mismatched.wrapping_add(a(r + reader::MISMATCHED));
-            st.creates = st.creates.wrapping_add(a(r + reader::CREATES));
-            st.stale_served = st.stale_served.wrapping_add(a(r + reader::STALE_SERVED));
-            st.waits = st.waits.wrapping_add(a(r + reader::WAITS));
-            st.lock_timeouts = st.lock_timeouts.wrapping_add(a(r + reader::LOCK_TIMEOUTS));
-        }
-        let l = &sh.local;
-        st.hits = st.hits.wrapping_add(l.hits.load(Ordering::Relaxed));
-        st.misses = st.misses.wrapping_add(l.misses.load(Ordering::Relaxed));
-        st.expired = st.expired.wrapping_add(l.expired.load(Ordering::Relaxed));
-        st.corrupt = st.corrupt.wrapping_add(l.corrupt.load(Ordering::Relaxed));
-        st.mismatched = st
-            .mismatched
-            .wrapping_add(l.mismatched.load(Ordering::Relaxed));
-        st
     }
 }

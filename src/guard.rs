@@ -3,61 +3,12 @@
 //! detached form, which any thread may hold and drop.
 
 use crate::error::Result;
+use crate::layout::RECORD_ALIGN;
 use crate::readers::{DetachedPin, Pin};
 use std::fmt;
 use std::ops::Deref;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Metadata of a stored entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EntryMeta {
-    pub(crate) created: u64,
-    pub(crate) expires: u64,
-    /// The clock when the entry was read; 0 when the lookup did not read it
-    /// (entries without a TTL), and [`age`](EntryMeta::age) reads it then.
-    pub(crate) now: u64,
-    pub(crate) soft: u64,
-    /// Older than the `expiration` age of the `get_or_create` call that
-    /// served it (which then treated it as stale).
-    pub(crate) aged: bool,
-}
-
-impl EntryMeta {
-    /// When the entry was written (wall clock of the writing process).
-    pub fn created(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_nanos(self.created)
-    }
-
-    /// When the entry expires, if it has a TTL.
-    pub fn expires(&self) -> Option<SystemTime> {
-        (self.expires != 0).then(|| UNIX_EPOCH + Duration::from_nanos(self.expires))
-    }
-
-    /// Whether the TTL had run out when the entry was read.
-    pub fn is_expired(&self) -> bool {
-        self.expires != 0 && self.now >= self.expires
-    }
-
-    /// Whether the entry was stale when read: expired, soft-invalidated,
-    /// or (for a value served by `get_or_create`) older than that call's
-    /// `expiration` age. A stale value is still usable while a fresh one
-    /// is made.
-    pub fn is_stale(&self) -> bool {
-        self.is_expired() || self.created <= self.soft || self.aged
-    }
-
-    /// Age of the entry: when it was read for an entry with a TTL, now for
-    /// one without (whose lookup reads no clock); zero if the clock went
-    /// backwards.
-    pub fn age(&self) -> Duration {
-        let now = if self.now != 0 {
-            self.now
-        } else {
-            crate::shared::now_ns()
-        };
-        Duration::from_nanos(now.saturating_sub(self.created))
-    }
-}
+pub use crate::read::EntryMeta;
 
 /// A value read from the cache, borrowed straight from the shared mapping.
 ///
@@ -132,7 +83,9 @@ impl<V: ?Sized + Detach> Guard<'_, V> {
         let hold = match self._pin.detach()? {
             Some(pin) => Hold::Pinned(pin),
             None => {
-                let mut copy = rkyv::util::AlignedVec::<16>::with_capacity(self.bytes.len());
+                let mut copy = rkyv::util::AlignedVec::<{ RECORD_ALIGN as usize }>::with_capacity(
+                    self.bytes.len(),
+                );
                 copy.extend_from_slice(self.bytes);
                 Hold::Copied(copy)
             }
@@ -189,7 +142,7 @@ enum Hold {
     Pinned(DetachedPin),
     /// A copy (16-byte aligned), made when the record could no longer be
     /// pinned safely.
-    Copied(rkyv::util::AlignedVec<16>),
+    Copied(rkyv::util::AlignedVec<{ RECORD_ALIGN as usize }>),
 }
 
 /// A detached [`Guard`] (see [`Guard::detach`]): derefs to the value in the

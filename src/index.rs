@@ -1,22 +1,22 @@
-//! The index: per stripe, `buckets` cache-line buckets of eight atomic
-//! slots. A key may live in one of two buckets of its stripe (two-choice
+//! The index (format.md §2.4): where a key lives ([`KeyHash`]: its stripe,
+//! its two buckets and its tag), and the operations on a key's buckets —
+//! the lookup's candidates, the writer's free slot or victim, the visited
+//! bit. A key may live in one of two buckets of its stripe (two-choice
 //! hashing: a new key goes to the one with more free slots), so a lookup
 //! loads two cache lines, independently and therefore in parallel, and a
 //! writer holding the stripe lock owns every bucket its keys can be in.
-//!
-//! Slot word (`u64`): bit 63 = visited (read since written), bits 51..=62 =
-//! 12-bit tag from the key hash, bits 0..=50 = log position / 16 + 1.
-//! Zero is an empty slot.
+//! The bucket line, the slot-word codec and the hash bits are
+//! [`layout::index`](crate::layout::index)'s.
 
-use crate::layout::{Geometry, BUCKET_SLOTS, RECORD_ALIGN};
+use crate::layout::index::{
+    self as lx, ALT_MULTIPLIER, BUCKET_BITS, BUCKET_SLOTS, POS_MASK, STRIPE_BITS, TAG_HASH_SHIFT,
+    TAG_MASK,
+};
+use crate::layout::{Geometry, RECORD_ALIGN};
 use crate::map::Map;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Set by a reader the first time it hits the entry.
-pub(crate) const VISITED: u64 = 1 << 63;
-const TAG_SHIFT: u32 = 51;
-const TAG_MASK: u64 = 0xFFF;
-const POS_MASK: u64 = (1 << TAG_SHIFT) - 1;
+pub(crate) use crate::layout::index::{occupied, slot_word, word_pos, word_tag, VISITED};
 
 /// Where a key lives: its hash, stripe, bucket and tag.
 #[derive(Clone, Copy, Debug)]
@@ -56,7 +56,7 @@ impl KeyHash {
             stripe: range(hash & STRIPE_FIELD, STRIPE_BITS, geo.stripes as u64) as u32,
             bucket: bucket as u32,
             alt: alt_bucket(hash, bucket, buckets) as u32,
-            tag: (hash >> 52) & TAG_MASK,
+            tag: (hash >> TAG_HASH_SHIFT) & TAG_MASK,
         }
     }
 
@@ -67,11 +67,7 @@ impl KeyHash {
     }
 }
 
-/// Bits of the hash that choose the stripe: bits 0..24.
-const STRIPE_BITS: u32 = 24;
 const STRIPE_FIELD: u64 = (1 << STRIPE_BITS) - 1;
-/// Bits that choose the first bucket: bits 24..52 (the tag is 52..64).
-const BUCKET_BITS: u32 = 28;
 
 /// Maps a `bits`-bit value uniformly onto `0..n` with a multiplication and
 /// a shift (Lemire's "fast range"), not a division: `x * n >> bits`.
@@ -88,43 +84,13 @@ fn alt_bucket(hash: u64, bucket: u64, buckets: u64) -> u64 {
     if buckets < 2 {
         return bucket;
     }
-    let m = range(
-        hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32,
-        32,
-        buckets - 1,
-    );
+    let m = range(hash.wrapping_mul(ALT_MULTIPLIER) >> 32, 32, buckets - 1);
     let b = bucket + 1 + m;
     if b >= buckets {
         b - buckets
     } else {
         b
     }
-}
-
-/// Builds a slot word naming `pos` (not visited).
-#[inline]
-pub(crate) fn slot_word(tag: u64, pos: u64) -> u64 {
-    debug_assert_eq!(pos % RECORD_ALIGN, 0);
-    (tag << TAG_SHIFT) | (pos / RECORD_ALIGN + 1)
-}
-
-/// Whether a slot word names a position (zero, or a corrupt word with no
-/// position bits, is an empty slot).
-#[inline]
-pub(crate) fn occupied(w: u64) -> bool {
-    w & POS_MASK != 0
-}
-
-/// Tag of a non-empty slot word.
-#[inline]
-pub(crate) fn word_tag(w: u64) -> u64 {
-    (w >> TAG_SHIFT) & TAG_MASK
-}
-
-/// Log position named by a non-empty slot word.
-#[inline]
-pub(crate) fn word_pos(w: u64) -> u64 {
-    ((w & POS_MASK) - 1) * RECORD_ALIGN
 }
 
 /// The eight slots of one bucket.
@@ -136,10 +102,9 @@ pub(crate) struct Bucket<'m> {
 impl<'m> Bucket<'m> {
     /// Bucket `b` of stripe `s`.
     #[inline]
-    pub(crate) fn at(map: &'m Map, geo: &Geometry, s: u32, b: u32) -> Bucket<'m> {
-        Bucket {
-            slots: map.line(geo.bucket(s, b)),
-        }
+    pub(crate) fn at(map: &'m Map, s: u32, b: u32) -> Bucket<'m> {
+        let line: &'m lx::Bucket = map.bucket(s, b);
+        Bucket { slots: &line.slots }
     }
 
     /// Slot `i` (0..8).
@@ -172,15 +137,15 @@ pub(crate) struct Buckets<'m> {
 impl<'m> Buckets<'m> {
     /// The buckets `kh` may live in.
     #[inline]
-    pub(crate) fn of(map: &'m Map, geo: &Geometry, kh: &KeyHash) -> Buckets<'m> {
+    pub(crate) fn of(map: &'m Map, kh: &KeyHash) -> Buckets<'m> {
         let n = if kh.alt == kh.bucket {
             BUCKET_SLOTS
         } else {
             PAIR_SLOTS
         };
         Buckets {
-            first: Bucket::at(map, geo, kh.stripe, kh.bucket),
-            second: Bucket::at(map, geo, kh.stripe, kh.alt),
+            first: Bucket::at(map, kh.stripe, kh.bucket),
+            second: Bucket::at(map, kh.stripe, kh.alt),
             n,
         }
     }
@@ -189,16 +154,16 @@ impl<'m> Buckets<'m> {
     /// live or not: a prefetch is only a hint), for a writer that will soon
     /// compare the key against them. Reads the index lines, so they should
     /// be in cache already ([`Buckets::prefetch_lines`]).
-    pub(crate) fn prefetch_records(&self, map: &Map, geo: &Geometry, kh: &KeyHash) {
+    pub(crate) fn prefetch_records(&self, map: &Map, kh: &KeyHash) {
         for (_, w) in self.candidates(kh.tag, 0) {
-            map.prefetch(geo.data(kh.stripe, word_pos(w)));
+            map.prefetch(map.geo().data(kh.stripe, word_pos(w)));
         }
     }
 
     /// Starts loading both index lines.
-    pub(crate) fn prefetch_lines(map: &Map, geo: &Geometry, kh: &KeyHash) {
-        map.prefetch(geo.bucket(kh.stripe, kh.bucket));
-        map.prefetch(geo.bucket(kh.stripe, kh.alt));
+    pub(crate) fn prefetch_lines(map: &Map, kh: &KeyHash) {
+        map.prefetch(map.geo().bucket(kh.stripe, kh.bucket));
+        map.prefetch(map.geo().bucket(kh.stripe, kh.alt));
     }
 
     /// Slot `i` of the pair (0..16).
@@ -328,5 +293,55 @@ mod tests {
             assert!(a.alt < geo.buckets && a.alt != a.bucket);
             assert_ne!(a.hash, KeyHash::new(&k, 2, &geo).hash);
         }
+    }
+
+    /// Two keys of the same stripe with different bucket pairs.
+    fn two_choice_key(geo: &Geometry) -> KeyHash {
+        (0u32..)
+            .map(|i| KeyHash::new(&i.to_le_bytes(), 3, geo))
+            .find(|k| k.bucket != k.alt)
+            .unwrap()
+    }
+
+    #[test]
+    fn buckets_on_a_bare_map_pick_free_slots_then_the_oldest_unvisited() {
+        let map = crate::testing::bare_map(1 << 20, 1, 4, 64);
+        let kh = two_choice_key(map.geo());
+        let b = Buckets::of(&map, &kh);
+        // Empty: the first choice's first slot, no eviction.
+        let (slot, evicts) = b.free_or_victim(0);
+        assert!(!evicts);
+        assert!(std::ptr::eq(slot, b.slot(0)));
+        // Fill the first bucket: the second (emptier) one is chosen.
+        for i in 0..BUCKET_SLOTS {
+            b.slot(i)
+                .store(slot_word(kh.tag, 16 * (i as u64 + 1)), Ordering::SeqCst);
+        }
+        let (slot, evicts) = b.free_or_victim(0);
+        assert!(!evicts && std::ptr::eq(slot, b.slot(BUCKET_SLOTS)));
+        for i in BUCKET_SLOTS..2 * BUCKET_SLOTS {
+            b.slot(i)
+                .store(slot_word(kh.tag, 16 * (i as u64 + 1)), Ordering::SeqCst);
+        }
+        // Full: the oldest entry not visited is the victim.
+        mark_visited(b.slot(0), b.slot(0).load(Ordering::SeqCst));
+        let (slot, evicts) = b.free_or_victim(0);
+        assert!(
+            evicts && std::ptr::eq(slot, b.slot(1)),
+            "slot 0 was visited"
+        );
+        // Positions below the tail are free again.
+        let (slot, evicts) = b.free_or_victim(16 * 3);
+        assert!(!evicts && std::ptr::eq(slot, b.slot(0)));
+        // Candidates: the key's tag at or above the tail, first choice first.
+        let found: Vec<u64> = b
+            .candidates(kh.tag, 16 * 15)
+            .map(|(_, w)| word_pos(w))
+            .collect();
+        assert_eq!(found, [16 * 15, 16 * 16]);
+        assert!(b.candidates(kh.tag ^ 1, 0).next().is_none(), "another tag");
+        assert_eq!(b.find_pos(16 * 9).map(|(_, w)| word_pos(w)), Some(16 * 9));
+        Bucket::at(&map, kh.stripe, kh.bucket).clear();
+        assert_eq!(b.candidates(kh.tag, 0).count(), BUCKET_SLOTS);
     }
 }

@@ -7,11 +7,13 @@
 use crate::cache::Cache;
 use crate::codec::ValueKind;
 use crate::error::{Error, Result};
-use crate::layout::{hdr, kind, reader, stripe};
+use crate::layout::kind;
 use crate::options::WriteOptions;
 use crate::readers::{pin_holder, ThreadSlot};
-use crate::shared::Shared;
+use crate::stats::stripe_counters;
 use std::sync::atomic::Ordering;
+
+pub use crate::stats::StripeStats;
 
 /// One reader slot of the file's reader table (format.md §2.3), as
 /// returned by [`Cache::readers`].
@@ -30,51 +32,6 @@ pub struct ReaderInfo {
     /// entries) of the owning thread alive now. A dead slot's leftover pins
     /// protect nothing; writers ignore them.
     pub pinned_stripes: u32,
-}
-
-/// The counters of one stripe (format.md §2.2), as returned by
-/// [`Cache::stripe_stats`]. [`Cache::stats`] sums the same words.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StripeStats {
-    /// The stripe's index.
-    pub stripe: u32,
-    /// Live index slots (approximate after a process died mid-write).
-    pub entries: u64,
-    /// Log bytes between the stripe's tail and head.
-    pub bytes_used: u64,
-    /// Records written.
-    pub inserts: u64,
-    /// Entries evicted to make room.
-    pub evictions: u64,
-    /// Entries copied forward on eviction because they had been read.
-    pub reinserts: u64,
-    /// Entries deleted.
-    pub deletes: u64,
-    /// Writes that found a live pin on the space to reuse.
-    pub pin_waits: u64,
-    /// Of `evictions`, those made because both index buckets were full.
-    pub index_evictions: u64,
-    /// Times the stripe was found damaged and reset empty.
-    pub repairs: u64,
-}
-
-/// Reads stripe `s`'s counters (relaxed loads, as `stats` does).
-pub(crate) fn stripe_counters(sh: &Shared, s: u32) -> StripeStats {
-    let e = sh.geo.stripe_entry(s);
-    let a = |off: u64| sh.map.atomic(e + off).load(Ordering::Relaxed);
-    StripeStats {
-        stripe: s,
-        entries: a(stripe::ENTRIES),
-        bytes_used: a(stripe::HEAD).saturating_sub(a(stripe::TAIL)),
-        inserts: a(stripe::INSERTS),
-        evictions: a(stripe::EVICTIONS),
-        reinserts: a(stripe::REINSERTS),
-        deletes: a(stripe::DELETES),
-        pin_waits: a(stripe::PIN_WAITS),
-        index_evictions: a(stripe::INDEX_EVICTIONS),
-        repairs: a(stripe::REPAIRS),
-    }
 }
 
 impl Cache {
@@ -108,19 +65,19 @@ impl Cache {
         let me = ThreadSlot::current_index(sh);
         let hwm = sh
             .map
-            .atomic(hdr::READER_HWM as u64)
+            .header()
+            .reader_hwm
             .load(Ordering::Relaxed)
             .min(geo.reader_slots as u64) as u32;
-        let a = |off: u64| sh.map.atomic(off).load(Ordering::Relaxed);
+        let a = |w: &std::sync::atomic::AtomicU64| w.load(Ordering::Relaxed);
         (0..hwm)
-            .filter(|&i| a(geo.reader_slot(i) + reader::OWNER_PID) != 0)
+            .filter(|&i| a(&sh.map.reader(i).counters.owner_pid) != 0)
             .map(|i| {
-                let pinned_stripes = (0..geo.stripes)
-                    .filter(|&s| a(geo.pin_word(i, s)) != 0)
-                    .count() as u32;
+                let slot = sh.map.reader(i);
+                let pinned_stripes = slot.pins.iter().filter(|&p| a(p) != 0).count() as u32;
                 Ok(ReaderInfo {
                     slot: i,
-                    owner_pid: a(geo.reader_slot(i) + reader::OWNER_PID) as u32,
+                    owner_pid: a(&slot.counters.owner_pid) as u32,
                     live: pin_holder(sh, pr, me, i)?.is_some(),
                     pinned_stripes,
                 })
@@ -150,7 +107,7 @@ impl Cache {
     pub fn stripe_stats(&self) -> Vec<StripeStats> {
         let sh = self.shared_ref();
         (0..sh.geo.stripes)
-            .map(|s| stripe_counters(sh, s))
+            .map(|s| stripe_counters(&sh.map, s))
             .collect()
     }
 
@@ -225,12 +182,8 @@ mod tests {
     use crate::{schema_fingerprint, Cache, Error, Options, Raw, ValueKind, WriteOptions};
     use std::time::Duration;
 
-    fn dir(name: &str) -> std::path::PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("slotcache-inspect-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn dir(name: &str) -> crate::testing::TestDir {
+        crate::testing::TestDir::new(&format!("inspect-{name}"))
     }
 
     #[test]
@@ -262,7 +215,6 @@ mod tests {
             "200 keys reach every stripe"
         );
         drop(c);
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
@@ -294,7 +246,6 @@ mod tests {
         let ro = Cache::open(d.join("c"), Options::new().read_only(true)).unwrap();
         assert_eq!(ro.readers().unwrap().len(), idle.len());
         drop((c, ro));
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
@@ -344,6 +295,5 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::ReadOnly { .. }), "{e}");
         drop((c, ro));
-        std::fs::remove_dir_all(d).unwrap();
     }
 }

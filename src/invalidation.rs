@@ -4,7 +4,6 @@
 //! process sees.
 
 use crate::cache::{Cache, Invalidation};
-use crate::layout::hdr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,15 +26,7 @@ impl Cache {
     /// # Ok::<(), slotcache::Error>(())
     /// ```
     pub fn invalidated_at(&self, how: Invalidation) -> Option<SystemTime> {
-        let field = match how {
-            Invalidation::Hard => hdr::HARD_INVALIDATE,
-            Invalidation::Soft => hdr::SOFT_INVALIDATE,
-        };
-        let ns = self
-            .shared_ref()
-            .map
-            .atomic(field as u64)
-            .load(Ordering::Acquire);
+        let ns = self.invalidation_word(how).load(Ordering::Acquire);
         (ns != 0).then(|| UNIX_EPOCH + Duration::from_nanos(ns))
     }
 }

@@ -4,11 +4,11 @@
 use crate::cache::Cache;
 use crate::codec::{Value, ValueKind};
 use crate::error::Result;
-use crate::guard::EntryMeta;
 use crate::index::{self, Bucket, KeyHash};
-use crate::layout::{stripe, BUCKET_SLOTS};
-use crate::readers::{entry_meta, read_at, Pin, PinnedRecord, ReadAt};
-use crate::record::RecordHeader;
+use crate::layout::record::RecordHeader;
+use crate::layout::BUCKET_SLOTS;
+use crate::read::{entry_meta, read_at, EntryMeta, PinnedRecord, ReadAt};
+use crate::readers::Pin;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{fence, Ordering};
@@ -169,12 +169,9 @@ impl<'c> Iter<'c> {
         self.slots.clear();
         self.seen.clear();
         self.at = 0;
-        let tail = sh
-            .map
-            .atomic(geo.stripe_entry(s) + stripe::TAIL)
-            .load(Ordering::Relaxed);
+        let tail = sh.map.stripe(s).tail.load(Ordering::Relaxed);
         for b in 0..geo.buckets {
-            let bucket = Bucket::at(&sh.map, geo, s, b);
+            let bucket = Bucket::at(&sh.map, s, b);
             for i in 0..BUCKET_SLOTS {
                 // Relaxed + fence: a read-only mapping may only be loaded Relaxed.
                 let w = bucket.slot(i).load(Ordering::Relaxed);
@@ -327,9 +324,7 @@ mod tests {
         for s in 0..sh.geo.stripes {
             for b in 0..sh.geo.buckets {
                 for i in 0..BUCKET_SLOTS {
-                    let w = Bucket::at(&sh.map, &sh.geo, s, b)
-                        .slot(i)
-                        .load(Ordering::SeqCst);
+                    let w = Bucket::at(&sh.map, s, b).slot(i).load(Ordering::SeqCst);
                     live += index::occupied(w) as usize;
                     seen += (w & VISITED != 0) as usize;
                 }
@@ -340,10 +335,12 @@ mod tests {
 
     #[test]
     fn iteration_sets_no_visited_bit_and_counts_nothing() {
-        let d = std::env::temp_dir().join(format!("slotcache-iter-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        let c = Cache::open(d.join("c"), Options::new().capacity(1 << 20).stripes(2)).unwrap();
+        let d = crate::testing::TestDir::new("iter");
+        let c = Cache::open(
+            d.path().join("c"),
+            Options::new().capacity(1 << 20).stripes(2),
+        )
+        .unwrap();
         for i in 0..100u32 {
             c.set(i.to_le_bytes(), &Raw(b"v")).unwrap();
         }
@@ -354,7 +351,5 @@ mod tests {
         // The check above can fail: a lookup does set the bit.
         assert!(c.get::<Raw>(7u32.to_le_bytes()).unwrap().is_some());
         assert_eq!(visited(&c), (100, 1));
-        drop(c);
-        std::fs::remove_dir_all(d).unwrap();
     }
 }

@@ -17,14 +17,17 @@
 
 use crate::error::{Error, PinHolder, Result};
 use crate::index::{self, Bucket, Buckets, KeyHash, VISITED};
-use crate::layout::{hdr, stripe, Geometry, MAX_POSITION, RECORD_HEADER};
-use crate::process::Process;
-use crate::readers::{find_pin, Holder};
-use crate::record::{self, RecordHeader};
-use crate::shared::Shared;
-use crate::VerifyReport;
+use crate::layout::record::{self, RecordHeader, RECORD_HEADER};
+use crate::layout::stripe::StripeEntry;
+use crate::layout::{Geometry, BUCKET_SLOTS, MAX_POSITION, RECORD_ALIGN};
+use crate::map::Map;
+use crate::read::record_at;
+use crate::readers::{Holder, PinScan};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// How often a writer polls a pin it waits for (format.md §5.7).
+const PIN_POLL: Duration = Duration::from_micros(200);
 
 /// A record about to be appended.
 pub(crate) struct NewRecord<'a> {
@@ -42,6 +45,26 @@ pub(crate) struct NewRecord<'a> {
     pub expires: u64,
 }
 
+/// What [`StripeWriter::verify`] found in one stripe (the facade sums
+/// them into its report).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StripeCheck {
+    /// Records walked in the live log.
+    pub records_scanned: u64,
+    /// Live slots naming a record whose CRC does not match.
+    pub bad_checksums: u64,
+    /// Unnamed records of the live log whose CRC does not match.
+    pub unreachable_bad_checksums: u64,
+    /// Live slots not naming a well-formed record of their placement.
+    pub dangling_slots: u64,
+    /// The stripe failed its head/tail invariants (nothing else was walked).
+    pub damaged: bool,
+    /// Live index slots.
+    pub live_entries: u64,
+    /// |entries counter − live slots|.
+    pub entries_drift: u64,
+}
+
 /// What [`StripeWriter::repair`] changed in one stripe.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct StripeRepair {
@@ -55,24 +78,26 @@ pub(crate) struct StripeRepair {
 
 /// Mutates one stripe. Only exists while the stripe's write lock is held.
 pub(crate) struct StripeWriter<'a> {
-    shared: &'a Shared,
-    process: &'a Process,
+    map: &'a Map,
     geo: &'a Geometry,
+    entry: &'a StripeEntry,
+    pins: &'a dyn PinScan,
     s: u32,
     pin_wait: Duration,
     now: u64,
 }
 
 impl<'a> StripeWriter<'a> {
-    /// A writer for stripe `s`. The caller holds the stripe's write lock.
+    /// A writer for stripe `s` of the file mapped as `map`, whose readers'
+    /// pins `pins` finds. The caller holds the stripe's write lock.
     pub(crate) fn new(
-        shared: &'a Shared,
-        process: &'a Process,
+        map: &'a Map,
+        pins: &'a dyn PinScan,
         s: u32,
         pin_wait: Duration,
         now: u64,
     ) -> Self {
-        let w = Self::unchecked(shared, process, s, pin_wait, now);
+        let w = Self::unchecked(map, pins, s, pin_wait, now);
         w.check();
         w
     }
@@ -82,16 +107,17 @@ impl<'a> StripeWriter<'a> {
     /// not write, and [`repair`](Self::repair), which repairs and reports.
     /// The caller holds the stripe's write lock.
     pub(crate) fn unchecked(
-        shared: &'a Shared,
-        process: &'a Process,
+        map: &'a Map,
+        pins: &'a dyn PinScan,
         s: u32,
         pin_wait: Duration,
         now: u64,
     ) -> Self {
         StripeWriter {
-            shared,
-            process,
-            geo: &shared.geo,
+            map,
+            geo: map.geo(),
+            entry: map.stripe(s),
+            pins,
             s,
             pin_wait,
             now,
@@ -120,7 +146,11 @@ impl<'a> StripeWriter<'a> {
     fn sane(&self) -> bool {
         let (h, t) = (self.head(), self.tail());
         let ring = self.geo.ring_size();
-        t <= h && h - t <= ring && h < MAX_POSITION && h % 16 == 0 && t % 16 == 0
+        t <= h
+            && h - t <= ring
+            && h < MAX_POSITION
+            && h % RECORD_ALIGN == 0
+            && t % RECORD_ALIGN == 0
     }
 
     /// Empties a damaged stripe and restarts it at the next segment
@@ -135,54 +165,32 @@ impl<'a> StripeWriter<'a> {
         self.clear_index();
         self.set_tail(restart);
         self.set_head(restart);
-        self.bump(stripe::REPAIRS, 1);
-    }
-
-    fn field(&self, f: u64) -> &'a AtomicU64 {
-        self.shared.map.atomic(self.geo.stripe_entry(self.s) + f)
-    }
-
-    fn bump(&self, f: u64, by: i64) {
-        let a = self.field(f);
-        a.store(
-            a.load(Ordering::Relaxed).wrapping_add(by as u64),
-            Ordering::Relaxed,
-        );
+        bump(&self.entry.repairs, 1);
     }
 
     fn tail(&self) -> u64 {
-        self.field(stripe::TAIL).load(Ordering::SeqCst)
+        self.entry.tail.load(Ordering::SeqCst)
     }
 
     fn head(&self) -> u64 {
-        self.field(stripe::HEAD).load(Ordering::Acquire)
+        self.entry.head.load(Ordering::Acquire)
     }
 
     fn set_head(&self, h: u64) {
-        self.field(stripe::HEAD).store(h, Ordering::Release);
+        self.entry.head.store(h, Ordering::Release);
     }
 
     fn set_tail(&self, t: u64) {
-        self.field(stripe::TAIL).store(t, Ordering::SeqCst);
+        self.entry.tail.store(t, Ordering::SeqCst);
     }
 
     /// The header of the record at `pos` and the whole record's bytes, if
     /// `pos` holds a well-formed record within its segment.
     fn record_at(&self, pos: u64) -> Option<(RecordHeader, &'a [u8])> {
-        let seg = self.geo.segment_size;
-        let room = seg - pos % seg;
-        if room < RECORD_HEADER {
-            return None;
-        }
-        let off = self.geo.data(self.s, pos);
         // SAFETY: we hold the stripe's write lock and `pos` is at or above
-        // the tail and below the head (callers check), so the record is
-        // published and only a holder of this lock could overwrite it.
-        let h = unsafe { self.shared.map.bytes(off, RECORD_HEADER)? };
-        let rh = RecordHeader::decode(h, room)?;
-        // SAFETY: as above; `decode` checked the record fits in its segment.
-        let all = unsafe { self.shared.map.bytes(off, rh.size())? };
-        Some((rh, all))
+        // the tail (callers check): only a holder of this lock writes the
+        // stripe's log, so nobody writes these bytes while we read them.
+        unsafe { record_at(self.map, self.s, pos, u64::MAX) }
     }
 
     /// The slot holding `key`, if the key is live in this stripe.
@@ -220,11 +228,11 @@ impl<'a> StripeWriter<'a> {
         .encode(rec.key, rec.value);
         let base = self.geo.data(self.s, pos);
         let voff = record::value_offset(rec.key.len());
-        let zeros = [0u8; 16];
+        let zeros = [0u8; RECORD_ALIGN as usize];
         // SAFETY: `reserve` returned space at the head of a segment that no
         // reader pins and no slot names; we hold the stripe's write lock.
         unsafe {
-            let m = &self.shared.map;
+            let m = self.map;
             m.write(base, &header);
             m.write(base + RECORD_HEADER, rec.key);
             m.write(
@@ -242,32 +250,32 @@ impl<'a> StripeWriter<'a> {
         // record a reader may already have found.
         self.set_head(pos + size);
         let word = index::slot_word(kh.tag, pos);
-        let bucket = Buckets::of(&self.shared.map, self.geo, kh);
+        let bucket = Buckets::of(self.map, kh);
         match self.find_key(&bucket, kh, rec.key) {
             Some((slot, _)) => slot.store(word, Ordering::Release),
             None => {
                 let (slot, evicts) = bucket.free_or_victim(self.tail());
                 slot.store(word, Ordering::Release);
                 if evicts {
-                    self.bump(stripe::EVICTIONS, 1);
-                    self.bump(stripe::INDEX_EVICTIONS, 1);
+                    bump(&self.entry.evictions, 1);
+                    bump(&self.entry.index_evictions, 1);
                 } else {
-                    self.bump(stripe::ENTRIES, 1);
+                    bump(&self.entry.entries, 1);
                 }
             }
         }
-        self.bump(stripe::INSERTS, 1);
+        bump(&self.entry.inserts, 1);
         Ok(())
     }
 
     /// Removes `key`. Returns whether it was present.
     pub(crate) fn delete(&mut self, kh: &KeyHash, key: &[u8]) -> bool {
-        let bucket = Buckets::of(&self.shared.map, self.geo, kh);
+        let bucket = Buckets::of(self.map, kh);
         match self.find_key(&bucket, kh, key) {
             Some((slot, _)) => {
                 slot.store(0, Ordering::Release);
-                self.bump(stripe::ENTRIES, -1);
-                self.bump(stripe::DELETES, 1);
+                bump(&self.entry.entries, -1);
+                bump(&self.entry.deletes, 1);
                 true
             }
             None => false,
@@ -283,9 +291,9 @@ impl<'a> StripeWriter<'a> {
     /// Empties every index bucket of the stripe and zeroes its entry count.
     fn clear_index(&self) {
         for b in 0..self.geo.buckets {
-            Bucket::at(&self.shared.map, self.geo, self.s, b).clear();
+            Bucket::at(self.map, self.s, b).clear();
         }
-        self.field(stripe::ENTRIES).store(0, Ordering::Relaxed);
+        self.entry.entries.store(0, Ordering::Relaxed);
     }
 
     /// Checks the stripe against its invariants (the caller holds the
@@ -297,28 +305,29 @@ impl<'a> StripeWriter<'a> {
     /// tag (else it is dangling), whose CRC verifies (else a bad checksum);
     /// the live log is walked and its records no slot names are
     /// CRC-checked too (bad ones are unreachable damage). O(stripe size).
-    pub(crate) fn verify(&self, report: &mut VerifyReport) {
-        self.examine(report, false);
+    pub(crate) fn verify(&self) -> StripeCheck {
+        self.examine(false).0
     }
 
     /// [`verify`](Self::verify), then repairs what it found: a damaged
     /// stripe is reset as [`check`](Self::check) does (and counted in
     /// `repairs`), slots naming records that fail their checks are zeroed,
-    /// and the entry counter is set to the live count. `report` receives
-    /// what was found before repairing.
-    pub(crate) fn repair(&mut self, report: &mut VerifyReport) -> StripeRepair {
-        self.examine(report, true)
+    /// and the entry counter is set to the live count. Returns what was
+    /// found before repairing, and what was repaired.
+    pub(crate) fn repair(&mut self) -> (StripeCheck, StripeRepair) {
+        self.examine(true)
     }
 
-    fn examine(&self, report: &mut VerifyReport, fix: bool) -> StripeRepair {
+    fn examine(&self, fix: bool) -> (StripeCheck, StripeRepair) {
+        let mut report = StripeCheck::default();
         let mut done = StripeRepair::default();
         if !self.sane() {
-            report.damaged_stripes += 1;
+            report.damaged = true;
             if fix {
                 self.reset();
                 done.reset = true;
             }
-            return done;
+            return (report, done);
         }
         let (head, tail) = (self.head(), self.tail());
         let seg = self.geo.segment_size;
@@ -339,8 +348,8 @@ impl<'a> StripeWriter<'a> {
         }
         let mut live = 0u64;
         for b in 0..self.geo.buckets {
-            let bucket = Bucket::at(&self.shared.map, self.geo, self.s, b);
-            for i in 0..crate::layout::BUCKET_SLOTS {
+            let bucket = Bucket::at(self.map, self.s, b);
+            for i in 0..BUCKET_SLOTS {
                 let slot = bucket.slot(i);
                 let w = slot.load(Ordering::Acquire);
                 if !index::occupied(w) || index::word_pos(w) < tail {
@@ -377,15 +386,14 @@ impl<'a> StripeWriter<'a> {
             }
         }
         // The report describes the stripe as it was found.
-        report.live_entries += live + done.cleared;
-        let counted = self.field(stripe::ENTRIES).load(Ordering::Relaxed);
-        let drift = counted.abs_diff(live + done.cleared);
-        report.entries_drift = report.entries_drift.saturating_add(drift);
+        report.live_entries = live + done.cleared;
+        let counted = self.entry.entries.load(Ordering::Relaxed);
+        report.entries_drift = counted.abs_diff(live + done.cleared);
         if fix && counted != live {
-            self.field(stripe::ENTRIES).store(live, Ordering::Relaxed);
+            self.entry.entries.store(live, Ordering::Relaxed);
             done.entries_fixed = true;
         }
-        done
+        (report, done)
     }
 
     /// Whether a slot of the record's own buckets names position `p` with
@@ -393,7 +401,7 @@ impl<'a> StripeWriter<'a> {
     fn named(&self, p: u64, rh: &RecordHeader) -> bool {
         let kh = KeyHash::from_hash(rh.hash, self.geo);
         kh.stripe == self.s
-            && Buckets::of(&self.shared.map, self.geo, &kh)
+            && Buckets::of(self.map, &kh)
                 .find_pos(p)
                 .is_some_and(|(_, w)| index::word_tag(w) == kh.tag)
     }
@@ -407,8 +415,7 @@ impl<'a> StripeWriter<'a> {
             // SAFETY: [h, h+16) is at the head, inside the current segment
             // (records are 16-aligned, so at least 16 bytes remain).
             unsafe {
-                self.shared
-                    .map
+                self.map
                     .write(self.geo.data(self.s, h), &record::end_marker())
             };
             h = (h / seg + 1) * seg;
@@ -456,11 +463,11 @@ impl<'a> StripeWriter<'a> {
         let start = Instant::now();
         let mut waited = false;
         loop {
-            let holder = find_pin(self.shared, self.process, self.s, end, phys)?;
+            let holder = self.pins.find_pin(self.s, end, phys)?;
             let Some(holder) = holder else { return Ok(()) };
             if !waited {
                 waited = true;
-                self.bump(stripe::PIN_WAITS, 1);
+                bump(&self.entry.pin_waits, 1);
             }
             let elapsed = start.elapsed();
             let holder = match holder {
@@ -475,7 +482,7 @@ impl<'a> StripeWriter<'a> {
                     waited_ms: elapsed.as_millis() as u64,
                 });
             }
-            std::thread::sleep(Duration::from_micros(200).min(self.pin_wait));
+            std::thread::sleep(PIN_POLL.min(self.pin_wait));
         }
     }
 
@@ -485,16 +492,9 @@ impl<'a> StripeWriter<'a> {
     /// rest lose their index slot.
     fn evict(&mut self, from: u64, to: u64, mut budget: u64) {
         let seg = self.geo.segment_size;
-        let hard = self
-            .shared
-            .map
-            .atomic(hdr::HARD_INVALIDATE as u64)
-            .load(Ordering::Acquire);
-        let soft = self
-            .shared
-            .map
-            .atomic(hdr::SOFT_INVALIDATE as u64)
-            .load(Ordering::Acquire);
+        let header = self.map.header();
+        let hard = header.hard_invalidate.load(Ordering::Acquire);
+        let soft = header.soft_invalidate.load(Ordering::Acquire);
         let head_before = self.head();
         let mut p = from;
         while p < to {
@@ -514,7 +514,7 @@ impl<'a> StripeWriter<'a> {
                 p = seg_end; // a corrupt record: never touch another stripe's index
                 continue;
             }
-            let bucket = Buckets::of(&self.shared.map, self.geo, &kh);
+            let bucket = Buckets::of(self.map, &kh);
             if let Some((slot, w)) = bucket
                 .find_pos(p)
                 .filter(|&(_, w)| index::word_tag(w) == kh.tag)
@@ -529,7 +529,7 @@ impl<'a> StripeWriter<'a> {
                     // a published record in an older segment; they cannot
                     // overlap because they lie in different segments.
                     unsafe {
-                        self.shared.map.copy_within(
+                        self.map.copy_within(
                             self.geo.data(self.s, p),
                             self.geo.data(self.s, to_pos),
                             size,
@@ -538,11 +538,11 @@ impl<'a> StripeWriter<'a> {
                     self.set_head(to_pos + size);
                     slot.store(index::slot_word(kh.tag, to_pos), Ordering::Release);
                     budget -= size;
-                    self.bump(stripe::REINSERTS, 1);
+                    bump(&self.entry.reinserts, 1);
                 } else {
                     slot.store(0, Ordering::Release);
-                    self.bump(stripe::ENTRIES, -1);
-                    self.bump(stripe::EVICTIONS, 1);
+                    bump(&self.entry.entries, -1);
+                    bump(&self.entry.evictions, 1);
                 }
             }
             p += size;
@@ -551,29 +551,133 @@ impl<'a> StripeWriter<'a> {
     }
 }
 
+/// Adds `by` to a counter of the stripe entry. Only the holder of the
+/// stripe's write lock writes them, so a plain load and store do.
+fn bump(a: &AtomicU64, by: i64) {
+    a.store(
+        a.load(Ordering::Relaxed).wrapping_add(by as u64),
+        Ordering::Relaxed,
+    );
+}
+
 #[cfg(test)]
 mod tests {
+    use super::{NewRecord, StripeWriter};
     use crate::index::{self, Buckets, KeyHash};
-    use crate::layout::stripe;
-    use crate::record;
+    use crate::layout::{kind, record};
+    use crate::map::Map;
+    use crate::testing::{bare_map, NoPins, TestDir};
     use crate::{Cache, Options, Raw};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
 
-    fn cache(name: &str, opts: Options) -> (std::path::PathBuf, Cache) {
-        let d = std::env::temp_dir().join(format!("slotcache-log-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        let c = Cache::open(d.join("c"), opts).unwrap();
+    fn cache(name: &str, opts: Options) -> (TestDir, Cache) {
+        let d = TestDir::new(&format!("log-{name}"));
+        let c = Cache::open(d.path().join("c"), opts).unwrap();
         (d, c)
     }
 
     fn head_tail(c: &Cache, s: u32) -> (u64, u64) {
-        let sh = c.shared();
-        let e = sh.geo.stripe_entry(s);
-        (
-            sh.map.atomic(e + stripe::HEAD).load(Ordering::SeqCst),
-            sh.map.atomic(e + stripe::TAIL).load(Ordering::SeqCst),
-        )
+        map_head_tail(&c.shared().map, s)
+    }
+
+    fn map_head_tail(map: &Map, s: u32) -> (u64, u64) {
+        let e = map.stripe(s);
+        (e.head.load(Ordering::SeqCst), e.tail.load(Ordering::SeqCst))
+    }
+
+    /// The ring's invariants after append `i` (format.md §2.2 and §5.4):
+    /// head and tail aligned, at most a ring apart, and one free segment
+    /// ahead of the head's.
+    fn assert_ring((h, t): (u64, u64), seg: u64, n: u64, i: u32) {
+        let k = if h % seg == 0 { h / seg - 1 } else { h / seg };
+        assert!(t <= h && h - t <= seg * n, "i={i} head={h} tail={t}");
+        assert!(
+            t >= (k + 2).saturating_sub(n) * seg,
+            "one free segment ahead: i={i} head={h} tail={t}"
+        );
+        assert_eq!((h % 16, t % 16), (0, 0), "i={i}");
+    }
+
+    /// Writes `key` = `value` into its stripe of a bare map (no file, no
+    /// locks: the test is the only writer), returning the new record's
+    /// position.
+    fn put(map: &Map, key: &[u8], value: &[u8], now: u64) -> u64 {
+        let kh = KeyHash::new(key, 7, map.geo());
+        let mut w = StripeWriter::new(map, &NoPins, kh.stripe, Duration::ZERO, now);
+        let rec = NewRecord {
+            kind: kind::BYTES,
+            schema: 0,
+            key,
+            value,
+            created: now,
+            expires: 0,
+        };
+        w.put(&kh, &rec).unwrap();
+        let (h, _) = map_head_tail(map, kh.stripe);
+        h - record::record_size(key.len(), value.len())
+    }
+
+    /// The value of `key` in a bare map, read the way the writer finds
+    /// keys (index candidates, then the record's hash and key).
+    fn value_of(map: &Map, key: &[u8]) -> Option<Vec<u8>> {
+        let kh = KeyHash::new(key, 7, map.geo());
+        let (head, tail) = map_head_tail(map, kh.stripe);
+        Buckets::of(map, &kh)
+            .candidates(kh.tag, tail)
+            .find_map(|(_, w)| {
+                let pos = index::word_pos(w);
+                // SAFETY: the test is the only writer of the map.
+                let (rh, all) = unsafe { crate::read::record_at(map, kh.stripe, pos, head)? };
+                (rh.key(all) == key && rh.verify(all)).then(|| rh.value(all).to_vec())
+            })
+    }
+
+    #[test]
+    fn bare_map_appends_finds_overwrites_and_deletes() {
+        let map = bare_map(1 << 20, 2, 4, 1000);
+        let p1 = put(&map, b"a", b"one", 1);
+        assert_eq!(value_of(&map, b"a").as_deref(), Some(&b"one"[..]));
+        let p2 = put(&map, b"a", b"two", 2);
+        assert!(p2 > p1, "a new record at a higher position");
+        assert_eq!(value_of(&map, b"a").as_deref(), Some(&b"two"[..]));
+        let kh = KeyHash::new(b"a", 7, map.geo());
+        let e = map.stripe(kh.stripe);
+        assert_eq!(
+            e.entries.load(Ordering::SeqCst),
+            1,
+            "overwrite reuses the slot"
+        );
+        assert_eq!(e.inserts.load(Ordering::SeqCst), 2);
+        let mut w = StripeWriter::new(&map, &NoPins, kh.stripe, Duration::ZERO, 3);
+        assert!(w.delete(&kh, b"a"));
+        assert!(!w.delete(&kh, b"a"));
+        assert_eq!(value_of(&map, b"a"), None);
+        assert_eq!(e.deletes.load(Ordering::SeqCst), 1);
+        assert_eq!(w.verify().live_entries, 0);
+    }
+
+    #[test]
+    fn bare_map_ring_wraps_with_one_free_segment_ahead() {
+        let map = bare_map(1 << 20, 1, 6, 10_000);
+        let geo = *map.geo();
+        let (seg, n) = (geo.segment_size, geo.segments as u64);
+        for i in 0..5000u32 {
+            let v = vec![i as u8; (i as usize * 37) % 3000];
+            put(&map, &i.to_le_bytes(), &v, 10);
+            assert_ring(map_head_tail(&map, 0), seg, n, i);
+        }
+        let e = map.stripe(0);
+        assert!(e.evictions.load(Ordering::SeqCst) > 0);
+        assert_eq!(e.reinserts.load(Ordering::SeqCst), 0, "nothing was read");
+        let check = StripeWriter::unchecked(&map, &NoPins, 0, Duration::ZERO, 10).verify();
+        assert!(!check.damaged);
+        assert_eq!((check.bad_checksums, check.dangling_slots), (0, 0));
+        assert_eq!(check.live_entries, e.entries.load(Ordering::SeqCst));
+        assert_eq!(
+            value_of(&map, &4999u32.to_le_bytes()).map(|v| v.len()),
+            Some(4999 * 37 % 3000)
+        );
     }
 
     #[test]
@@ -590,14 +694,7 @@ mod tests {
             if i % 7 == 0 {
                 let _ = c.get::<Raw>((i / 2).to_le_bytes()).unwrap();
             }
-            let (h, t) = head_tail(&c, 0);
-            let k = if h % seg == 0 { h / seg - 1 } else { h / seg };
-            assert!(t <= h && h - t <= seg * n, "i={i} head={h} tail={t}");
-            assert!(
-                t >= (k + 2).saturating_sub(n) * seg,
-                "one free segment ahead: i={i} head={h} tail={t}"
-            );
-            assert_eq!(h % 16, 0);
+            assert_ring(head_tail(&c, 0), seg, n, i);
         }
         let st = c.stats();
         assert!(st.evictions > 0 && st.reinserts > 0, "{st:?}");
@@ -606,8 +703,7 @@ mod tests {
             .filter(|i| c.get::<Raw>(i.to_le_bytes()).unwrap().is_some())
             .count();
         assert_eq!(live as u64, c.stats().entries);
-        drop(c);
-        std::fs::remove_dir_all(d).unwrap();
+        drop((c, d));
     }
 
     #[test]
@@ -624,9 +720,9 @@ mod tests {
             (0u32, (u64::MAX - 5, 0u64)),
             (1, (10 * sh.geo.ring_size(), 0)),
         ] {
-            let e = sh.geo.stripe_entry(s);
-            sh.map.atomic(e + stripe::HEAD).store(h, Ordering::SeqCst);
-            sh.map.atomic(e + stripe::TAIL).store(t, Ordering::SeqCst);
+            let e = sh.map.stripe(s);
+            e.head.store(h, Ordering::SeqCst);
+            e.tail.store(t, Ordering::SeqCst);
         }
         // Writes to both stripes work and stay bounded; no panic, no endless walk.
         for i in 1000..3000u32 {
@@ -641,8 +737,7 @@ mod tests {
             &[7u8; 300][..]
         );
         assert_eq!(c.stats().stripe_repairs, 2, "each reset is counted once");
-        drop(c);
-        std::fs::remove_dir_all(d).unwrap();
+        drop((c, d));
     }
 
     /// A key of stripe `s`.
@@ -657,7 +752,7 @@ mod tests {
     fn slot_of<'c>(c: &'c Cache, key: &str) -> (&'c AtomicU64, u64) {
         let sh = c.shared();
         let kh = KeyHash::new(key.as_bytes(), sh.header.seed, &sh.geo);
-        let b = Buckets::of(&sh.map, &sh.geo, &kh);
+        let b = Buckets::of(&sh.map, &kh);
         let mut found = b.candidates(kh.tag, 0);
         let hit = found.next().expect("the key has a slot");
         assert!(found.next().is_none(), "one slot with the key's tag");
@@ -677,10 +772,7 @@ mod tests {
         // Damage stripe 0 from outside: head below tail.
         let (h, _) = head_tail(&c, 0);
         let sh = c.shared();
-        let e = sh.geo.stripe_entry(0);
-        sh.map
-            .atomic(e + stripe::TAIL)
-            .store(h + 4096, Ordering::SeqCst);
+        sh.map.stripe(0).tail.store(h + 4096, Ordering::SeqCst);
         let before = std::fs::read(&path).unwrap();
         let r1 = c.verify().unwrap();
         let r2 = c.verify().unwrap();
@@ -712,8 +804,7 @@ mod tests {
         );
         c.set(&k0, &Raw(b"again")).unwrap();
         assert_eq!(c.stats().stripe_repairs, 1, "a repaired stripe stays sane");
-        drop(c);
-        std::fs::remove_dir_all(d).unwrap();
+        drop((c, d));
     }
 
     #[test]
@@ -740,7 +831,7 @@ mod tests {
         let (slot, w) = slot_of(&c, "dangling");
         slot.store(w ^ (1 << 51), Ordering::SeqCst);
         // An entry counter that drifted.
-        let entries = sh.map.atomic(sh.geo.stripe_entry(0) + stripe::ENTRIES);
+        let entries = &sh.map.stripe(0).entries;
         entries.store(7, Ordering::SeqCst);
         let before = std::fs::read(&path).unwrap();
         let r1 = c.verify().unwrap();
@@ -773,8 +864,7 @@ mod tests {
         assert_eq!(&*c.get::<Raw>("fine").unwrap().unwrap(), b"value of fine");
         assert!(c.get::<Raw>("crc").unwrap().is_none());
         assert_eq!(c.repair().unwrap().slots_cleared, 0, "nothing left to do");
-        drop(c);
-        std::fs::remove_dir_all(d).unwrap();
+        drop((c, d));
     }
 
     #[test]
@@ -798,7 +888,7 @@ mod tests {
         // Simulate a writer killed before it stored the new tail: move the
         // tail back one segment (the slots it had cleared stay cleared).
         let sh = c.shared();
-        let tail = sh.map.atomic(sh.geo.stripe_entry(0) + stripe::TAIL);
+        let tail = &sh.map.stripe(0).tail;
         tail.store(tail.load(Ordering::SeqCst) - seg, Ordering::SeqCst);
         for j in 0..3000u32 {
             c.set((100_000 + j).to_le_bytes(), &Raw(&v)).unwrap();
@@ -810,7 +900,6 @@ mod tests {
             .filter(|k| c.contains(k.to_le_bytes()).unwrap())
             .count() as u64;
         assert!(live <= entries, "live {live} entries {entries}");
-        drop(c);
-        std::fs::remove_dir_all(d).unwrap();
+        drop((c, d));
     }
 }

@@ -1,30 +1,60 @@
-//! The shared mapping. This module and `record` are where raw pointers into
-//! the file are turned into references; every such place says why it is
-//! sound.
+//! The shared mapping, and the one place where offsets into it become
+//! references ([`Map::view`]) — typed views of the tables of
+//! [`layout`](crate::layout): `map.header()`, `map.stripe(s)`,
+//! `map.reader(i)`, `map.pin(i, s)`, `map.bucket(s, b)` — and byte slices
+//! of log records (`bytes`, `write`, `copy_within`). Every such place says
+//! why it is sound.
 //!
 //! The rule the whole crate follows: bytes that another process may write
-//! are only ever touched through atomics ([`Map::atomic`]). Plain byte
-//! slices ([`Map::bytes`]) are formed only over log records that are
-//! published (hence immutable) and pinned, or over the header's immutable
-//! part; plain writes ([`Map::write`]) go only to log space that no index
-//! slot names and no reader has pinned, under the stripe's write lock.
+//! are only ever touched through atomics (every field of the typed views is
+//! an `AtomicU64`). Plain byte slices ([`Map::bytes`]) are formed only over
+//! log records that are published (hence immutable) and pinned; plain
+//! writes ([`Map::write`]) go only to log space that no index slot names
+//! and no reader has pinned, under the stripe's write lock.
+//!
+//! A fork child re-points the mapping at a new open file description of
+//! the same file ([`remap_in_child`]); the fork handler calls it.
 
+use crate::layout::header::SharedHeader;
+use crate::layout::index::Bucket;
+use crate::layout::reader::{ReaderCounters, ReaderSlot};
+use crate::layout::stripe::StripeEntry;
+use crate::layout::{Geometry, PAGE, READER_COUNTERS, WORD};
 use memmap2::MmapRaw;
 use std::sync::atomic::AtomicU64;
 
-/// A shared, writable (or read-only) mapping of the whole cache file.
+/// A shared, writable (or read-only) mapping of the whole cache file, with
+/// the validated geometry that places its tables.
 pub(crate) struct Map {
     raw: MmapRaw,
     len: u64,
+    geo: Geometry,
     writable: bool,
 }
 
 impl Map {
-    /// Wraps a mapping of `len` bytes.
-    pub(crate) fn new(raw: MmapRaw, len: u64, writable: bool) -> Map {
-        assert_eq!(raw.len() as u64, len, "mapping length");
-        assert_eq!(raw.as_ptr() as usize % 4096, 0, "mapping is page aligned");
-        Map { raw, len, writable }
+    /// Wraps a mapping of a file laid out by `geo` (validated: from
+    /// [`Geometry::new`] through `plan` or `Header::decode`).
+    ///
+    /// Panics if the mapping is not page aligned or does not hold the
+    /// tables `geo` places, which every typed view relies on.
+    pub(crate) fn new(raw: MmapRaw, geo: Geometry, writable: bool) -> Map {
+        let len = raw.len() as u64;
+        assert_eq!(len, geo.file_size, "mapping length");
+        assert_eq!(raw.as_ptr() as u64 % PAGE, 0, "mapping is page aligned");
+        geo.assert_fits(len);
+        Map {
+            raw,
+            len,
+            geo,
+            writable,
+        }
+    }
+
+    /// The geometry placing the tables.
+    #[inline]
+    pub(crate) fn geo(&self) -> &Geometry {
+        &self.geo
     }
 
     /// Address of the first byte (for the fork handler's remapping).
@@ -40,29 +70,107 @@ impl Map {
     }
 
     /// Whether stores are allowed.
+    #[inline]
     pub(crate) fn writable(&self) -> bool {
         self.writable
     }
 
-    /// The atomic word at byte offset `off`.
+    /// The `T` at byte offset `off`: the only place an offset becomes a
+    /// reference to shared words. Callers are the typed views below, each
+    /// instantiating `T` with a `#[repr(C)]` type of [`layout`] whose
+    /// every field is an atomic (or an array of them), at an offset
+    /// [`Geometry`] places for an index it checked.
     ///
-    /// Panics if `off` is misaligned or out of bounds (offsets come from a
-    /// validated [`Geometry`](crate::layout::Geometry), so that is a bug).
-    #[inline]
-    pub(crate) fn atomic(&self, off: u64) -> &AtomicU64 {
-        assert!(
-            off % 8 == 0 && off + 8 <= self.len,
-            "atomic at {off} outside mapping"
+    /// [`layout`]: crate::layout
+    #[inline(always)]
+    fn view<T>(&self, off: u64) -> &T {
+        debug_assert!(
+            off % core::mem::align_of::<T>() as u64 == 0
+                && off + core::mem::size_of::<T>() as u64 <= self.len,
+            "view at {off} outside mapping"
         );
-        // SAFETY: the range is inside the mapping (checked above) and 8-byte
-        // aligned (the mapping is page aligned and `off % 8 == 0`). The
-        // mapping lives as long as `self`. Every access to shared mutable
-        // words in the file goes through atomics, so other threads and
-        // processes mutating the same word is not a data race. A read-only
-        // mapping is only ever loaded from (Relaxed, see `index` and
-        // `readers`): read-only handles own no reader slot, set no visited
-        // bit (`Map::writable` is checked) and take no write path.
-        unsafe { &*(self.raw.as_ptr().add(off as usize) as *const AtomicU64) }
+        // SAFETY: in bounds: `Map::new` checked (`Geometry::assert_fits`)
+        // that every table the geometry places lies inside the mapping,
+        // and each caller checked its index against the table's count, so
+        // `off..off + size_of::<T>()` is inside it. Aligned: the mapping is
+        // page aligned and the geometry places tables and their entries at
+        // multiples of their types' alignment (64 for lines, 8 for words;
+        // asserted by `assert_fits`). Alive: the mapping lives as long as
+        // `self`. No data race: every field of `T` is an atomic, and every
+        // process accesses these bytes only through atomics. A read-only
+        // mapping is only ever loaded from (Relaxed): read-only handles own
+        // no reader slot, set no visited bit (`Map::writable` is checked)
+        // and take no write path.
+        unsafe { &*(self.raw.as_ptr().add(off as usize) as *const T) }
+    }
+
+    /// The header page.
+    #[inline]
+    pub(crate) fn header(&self) -> &SharedHeader {
+        self.view(0)
+    }
+
+    /// Stripe `s`'s table entry.
+    ///
+    /// Panics if `s` is not a stripe of the file.
+    #[inline]
+    pub(crate) fn stripe(&self, s: u32) -> &StripeEntry {
+        assert!(s < self.geo.stripes, "stripe {s} out of range");
+        self.view(self.geo.stripe_off + s as u64 * crate::layout::STRIPE_ENTRY)
+    }
+
+    /// Reader slot `i`'s counter line.
+    ///
+    /// Panics if `i` is not a reader slot of the file.
+    #[inline]
+    pub(crate) fn counters(&self, i: u32) -> &ReaderCounters {
+        assert!(i < self.geo.reader_slots, "reader slot {i} out of range");
+        self.view(self.geo.reader_slot(i))
+    }
+
+    /// Reader slot `i`'s pin word for stripe `s`.
+    ///
+    /// Panics if `i` or `s` is out of range.
+    #[inline]
+    pub(crate) fn pin(&self, i: u32, s: u32) -> &AtomicU64 {
+        assert!(
+            i < self.geo.reader_slots && s < self.geo.stripes,
+            "pin word {i}/{s} out of range"
+        );
+        self.view(self.geo.pin_word(i, s))
+    }
+
+    /// Reader slot `i`: its counters and its pin words.
+    ///
+    /// Panics if `i` is not a reader slot of the file.
+    pub(crate) fn reader(&self, i: u32) -> ReaderSlot<'_> {
+        let counters = self.counters(i);
+        let off = self.geo.reader_slot(i) + READER_COUNTERS;
+        debug_assert!(off % WORD == 0);
+        // SAFETY: as for `view`: `assert_fits` checked that a reader slot
+        // has room for one word per stripe after its counter line, so the
+        // `stripes` consecutive words from `off` (8-aligned: the slot is
+        // 64-aligned, the counter line 128 bytes) are inside the mapping,
+        // alive as long as `self`, and only ever accessed atomically.
+        let pins = unsafe {
+            std::slice::from_raw_parts(
+                self.raw.as_ptr().add(off as usize) as *const AtomicU64,
+                self.geo.stripes as usize,
+            )
+        };
+        ReaderSlot { counters, pins }
+    }
+
+    /// Bucket `b` of stripe `s`.
+    ///
+    /// Panics if `s` or `b` is out of range.
+    #[inline]
+    pub(crate) fn bucket(&self, s: u32, b: u32) -> &Bucket {
+        assert!(
+            s < self.geo.stripes && b < self.geo.buckets,
+            "bucket {s}/{b} out of range"
+        );
+        self.view(self.geo.bucket(s, b))
     }
 
     /// Asks the CPU to start loading the cache line at byte offset `off`
@@ -84,22 +192,6 @@ impl Map {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = off;
-    }
-
-    /// The eight atomic words of the 64-byte line at byte offset `off`.
-    ///
-    /// Panics if `off` is not 64-byte aligned or out of bounds (a bug, as
-    /// for [`atomic`](Map::atomic)).
-    #[inline]
-    pub(crate) fn line(&self, off: u64) -> &[AtomicU64; 8] {
-        assert!(
-            off % 64 == 0 && off + 64 <= self.len,
-            "line at {off} outside mapping"
-        );
-        // SAFETY: as for `atomic`: in bounds (checked above), aligned (the
-        // mapping is page aligned and `off % 64 == 0`), alive as long as
-        // `self`, and only ever accessed through atomics.
-        unsafe { &*(self.raw.as_ptr().add(off as usize) as *const [AtomicU64; 8]) }
     }
 
     /// A shared byte slice over `len` bytes at `off`, or `None` when the
@@ -179,4 +271,32 @@ impl Map {
             Ok(())
         }
     }
+}
+
+/// Fork child only: maps the file open as `fd` over the mapping at `addr`
+/// (`len` bytes), with the same protection, so the child's mapping no
+/// longer references the parent's open file description. Returns whether
+/// it did. Async-signal-safe (one `mmap`).
+///
+/// # Safety
+/// `addr` and `len` must be those of a live [`Map`] of the file `fd` is
+/// open on ([`Map::addr`], [`Map::len`]), `writable` its protection.
+#[cfg(target_os = "linux")]
+pub(crate) unsafe fn remap_in_child(addr: usize, len: usize, fd: i32, writable: bool) -> bool {
+    let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+    // SAFETY: the new mapping replaces the old one at the same address and
+    // length, with the same protection, over the same file (the caller's
+    // contract), so every pointer into it stays valid and sees the same
+    // bytes.
+    let m = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            prot,
+            libc::MAP_SHARED | libc::MAP_FIXED,
+            fd,
+            0,
+        )
+    };
+    m != libc::MAP_FAILED
 }

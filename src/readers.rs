@@ -1,5 +1,10 @@
-//! The reader table: one cache-line-padded slot per reading thread, holding
-//! that thread's pins (one word per stripe) and its statistics counters.
+//! The reader table's protocols (format.md §5.6): a thread's slot
+//! ([`ThreadSlot`]: its pins, one word per stripe, and its counters), the
+//! pins of guards ([`Pin`]) and of detached guards ([`DetachedPin`]), and
+//! the writers' question whether a live reader pins space ([`find_pin`],
+//! behind [`PinScan`]). The slot's layout is
+//! [`layout::reader`](crate::layout::reader)'s; claiming and releasing a
+//! slot is [`Process`]'s.
 //!
 //! A slot is owned through a byte-range lock at `LIVE + index`: a thread
 //! claims a slot by taking that lock without waiting, so a slot whose owner
@@ -18,17 +23,16 @@
 //! costs two system calls per guard.
 
 use crate::error::{Error, Result};
-use crate::guard::EntryMeta;
-use crate::layout::{hdr, locks as lk, reader, stripe, RECORD_HEADER};
+use crate::fork::generation;
+use crate::layout::locks::{LIVE, RO_PIN};
+use crate::layout::reader::Counter;
 use crate::locks::{self, Mode};
-use crate::process::{self, Process};
-use crate::record::RecordHeader;
-use crate::shared::{now_ns, Shared};
+use crate::process::{Process, ProcessPinState, ProcessPins};
+use crate::shared::Shared;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::{fence, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, MutexGuard, Weak};
 
 /// A reader slot held by the current thread.
 pub(crate) struct ThreadSlot {
@@ -36,7 +40,6 @@ pub(crate) struct ThreadSlot {
     generation: u64,
     /// Index in the reader table.
     pub index: u32,
-    base: u64,
     counts: Box<[Cell<u32>]>,
     pinned: Box<[Cell<u64>]>,
     owner: Weak<Shared>,
@@ -56,7 +59,7 @@ impl ThreadSlot {
     /// The current thread's slot for `shared`, claiming one on first use.
     #[inline]
     pub(crate) fn get(shared: &Arc<Shared>) -> Result<Rc<ThreadSlot>> {
-        let gen = process::generation();
+        let gen = generation();
         let found = SLOTS
             .try_with(|v| {
                 v.borrow()
@@ -73,7 +76,7 @@ impl ThreadSlot {
 
     /// The index of the current thread's slot for `shared`, if it has one.
     pub(crate) fn current_index(shared: &Shared) -> Option<u32> {
-        let gen = process::generation();
+        let gen = generation();
         SLOTS
             .try_with(|v| {
                 v.borrow()
@@ -89,13 +92,12 @@ impl ThreadSlot {
     fn claim(shared: &Arc<Shared>) -> Result<Rc<ThreadSlot>> {
         let pr = shared.process()?;
         let geo = &shared.geo;
-        let i = claim_slot(shared, pr)?;
+        let i = pr.claim_slot(&shared.map, &shared.path)?;
         {
             let slot = Rc::new(ThreadSlot {
                 shared_id: shared.id,
                 generation: pr.generation,
                 index: i,
-                base: geo.reader_slot(i),
                 counts: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
                 pinned: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
                 owner: Arc::downgrade(shared),
@@ -114,14 +116,14 @@ impl ThreadSlot {
     /// This slot's pin word for stripe `s`.
     #[inline]
     fn pin_word<'s>(&self, shared: &'s Shared, s: u32) -> &'s std::sync::atomic::AtomicU64 {
-        shared.map.atomic(shared.geo.pin_word(self.index, s))
+        shared.map.pin(self.index, s)
     }
 
-    /// Adds one to counter `field` (an offset from [`reader`]). Only this
-    /// thread writes the slot's counters, so a plain load and store do.
+    /// Adds one to counter `field`. Only this thread writes the slot's
+    /// counters, so a plain load and store do.
     #[inline]
-    pub(crate) fn count(&self, shared: &Shared, field: u64) {
-        let c = shared.map.atomic(self.base + field);
+    pub(crate) fn count(&self, shared: &Shared, field: Counter) {
+        let c = shared.map.counters(self.index).get(field);
         c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
@@ -160,7 +162,7 @@ impl ThreadSlot {
     fn unpin(&self, shared: &Shared, s: u32) {
         let c = &self.counts[s as usize];
         c.set(c.get() - 1);
-        if c.get() == 0 && self.generation == process::generation() {
+        if c.get() == 0 && self.generation == generation() {
             self.pin_word(shared, s).store(0, Ordering::Release);
             self.pinned[s as usize].set(0);
         }
@@ -170,86 +172,15 @@ impl ThreadSlot {
 impl Drop for ThreadSlot {
     fn drop(&mut self) {
         // In a fork child the slot is the parent's: leave it alone.
-        if self.generation != process::generation() {
+        if self.generation != generation() {
             return;
         }
         let Some(shared) = self.owner.upgrade() else {
             return;
         };
         let Ok(pr) = shared.process() else { return };
-        for s in 0..shared.geo.stripes {
-            shared
-                .map
-                .atomic(shared.geo.pin_word(self.index, s))
-                .store(0, Ordering::SeqCst);
-        }
-        pr.owned_slots[self.index as usize].store(false, Ordering::Release);
-        let _ = locks::unlock(&pr.file, lk::LIVE + self.index as u64);
+        pr.release_slot(&shared.map, self.index);
     }
-}
-
-/// Claims a free reader slot for this process (a thread's, or the
-/// process-wide slot of detached guards): the first slot from a pid-derived
-/// start whose liveness lock `LIVE + i` nobody holds. Resets the pins a
-/// dead previous owner may have left, records our pid and raises
-/// `reader_hwm`.
-fn claim_slot(shared: &Shared, pr: &Process) -> Result<u32> {
-    let geo = &shared.geo;
-    let n = geo.reader_slots;
-    let _claiming = pr.claim.lock().unwrap_or_else(|p| p.into_inner());
-    let start = (std::process::id().wrapping_mul(2_654_435_761) >> 7) % n;
-    for k in 0..n {
-        let i = (start + k) % n;
-        if pr.owned_slots[i as usize].load(Ordering::Acquire) {
-            continue;
-        }
-        let got = locks::lock(&pr.file, lk::LIVE + i as u64, Mode::Exclusive, false)
-            .map_err(|e| Error::io("locking a reader slot", &shared.path, e))?;
-        if !got {
-            continue;
-        }
-        // Nobody alive holds slot `i`: whatever pins it has belong to a
-        // dead thread. Reset them before we use it.
-        for s in 0..geo.stripes {
-            shared
-                .map
-                .atomic(geo.pin_word(i, s))
-                .store(0, Ordering::SeqCst);
-        }
-        shared
-            .map
-            .atomic(geo.reader_slot(i) + reader::OWNER_PID)
-            .store(pr.pid as u64, Ordering::Relaxed);
-        pr.owned_slots[i as usize].store(true, Ordering::Release);
-        shared
-            .map
-            .atomic(hdr::READER_HWM as u64)
-            .fetch_max(i as u64 + 1, Ordering::SeqCst);
-        return Ok(i);
-    }
-    Err(Error::ReadersFull {
-        path: shared.path.clone(),
-        slots: n,
-    })
-}
-
-/// The pins of detached guards ([`OwnedGuard`](crate::OwnedGuard)): one
-/// reader slot per process, claimed on first use, whose pin word for a
-/// stripe holds the lowest position any detached guard of the process pins
-/// there, plus one. Unlike a thread's slot it is shared by every thread,
-/// so its bookkeeping is behind a mutex, and a detached guard may be
-/// dropped on any thread.
-#[derive(Default)]
-pub(crate) struct ProcessPins {
-    state: Mutex<ProcessPinState>,
-}
-
-#[derive(Default)]
-struct ProcessPinState {
-    /// The reader slot, once claimed.
-    slot: Option<u32>,
-    /// Per stripe: the positions pinned, with how many guards pin each.
-    pinned: HashMap<u32, BTreeMap<u64, u32>>,
 }
 
 impl ProcessPins {
@@ -267,18 +198,17 @@ impl ProcessPins {
         let slot = match st.slot {
             Some(i) => i,
             None => {
-                let i = claim_slot(shared, pr)?;
+                let i = pr.claim_slot(&shared.map, &shared.path)?;
                 st.slot = Some(i);
                 i
             }
         };
-        let word = shared.map.atomic(shared.geo.pin_word(slot, s));
+        let word = shared.map.pin(slot, s);
         let positions = st.pinned.entry(s).or_default();
         *positions.entry(pos).or_insert(0) += 1;
         let lowest = *positions.keys().next().expect("just inserted");
         word.swap(lowest + 1, Ordering::SeqCst);
-        let tail = shared.map.atomic(shared.geo.stripe_entry(s));
-        if tail.load(Ordering::SeqCst) > pos {
+        if shared.map.stripe(s).tail.load(Ordering::SeqCst) > pos {
             Self::remove(&mut st, shared, slot, s, pos);
             return Ok(false);
         }
@@ -304,26 +234,7 @@ impl ProcessPins {
             }
         }
         let word = positions.keys().next().map_or(0, |p| p + 1);
-        shared
-            .map
-            .atomic(shared.geo.pin_word(slot, s))
-            .store(word, Ordering::Release);
-    }
-
-    /// Gives the slot back (the file is being closed in this process: no
-    /// detached guard is left, each holds the file open).
-    pub(crate) fn release(&self, shared: &Shared, pr: &Process) {
-        let mut st = self.state();
-        if let Some(i) = st.slot.take() {
-            for s in 0..shared.geo.stripes {
-                shared
-                    .map
-                    .atomic(shared.geo.pin_word(i, s))
-                    .store(0, Ordering::SeqCst);
-            }
-            pr.owned_slots[i as usize].store(false, Ordering::Release);
-            let _ = locks::unlock(&pr.file, lk::LIVE + i as u64);
-        }
+        shared.map.pin(slot, s).store(word, Ordering::Release);
     }
 }
 
@@ -346,7 +257,7 @@ enum DetachedKind {
 
 impl Drop for DetachedPin {
     fn drop(&mut self) {
-        if self.generation != process::generation() {
+        if self.generation != generation() {
             return;
         }
         let Ok(pr) = self.shared.process() else {
@@ -362,7 +273,7 @@ impl Drop for DetachedPin {
 /// Drops one reference to the read-only pin lock at `off`, unlocking it
 /// with the last one.
 fn release_ro_pin(pr: &Process, off: u64) {
-    if pr.generation != process::generation() {
+    if pr.generation != generation() {
         return;
     }
     let mut pins = pr.ro_pins.lock().unwrap_or_else(|p| p.into_inner());
@@ -405,7 +316,7 @@ impl<'c> Pin<'c> {
     /// slot that changed under it).
     #[inline]
     pub(crate) fn acquire(shared: &'c Arc<Shared>, s: u32, pos: u64) -> Result<Option<Pin<'c>>> {
-        let tail = shared.map.atomic(shared.geo.stripe_entry(s));
+        let tail = &shared.map.stripe(s).tail;
         if shared.read_only.is_none() {
             let slot = ThreadSlot::get(shared)?;
             let prev = slot.pin(shared, s, pos);
@@ -422,7 +333,7 @@ impl<'c> Pin<'c> {
         }
         let pr = shared.process()?;
         let geo = &shared.geo;
-        let off = lk::RO_PIN
+        let off = RO_PIN
             + s as u64 * geo.segments as u64
             + (pos / geo.segment_size) % geo.segments as u64;
         {
@@ -491,7 +402,7 @@ impl<'c> Pin<'c> {
 
     /// Counts an event in this reader's counters.
     #[inline]
-    pub(crate) fn count(&self, field: u64) {
+    pub(crate) fn count(&self, field: Counter) {
         match self {
             Pin::Slot { slot, shared, .. } => slot.count(shared, field),
             Pin::Lock { shared, .. } => count_local(shared, field),
@@ -499,120 +410,28 @@ impl<'c> Pin<'c> {
     }
 }
 
-/// What [`read_at`] found at a position.
-pub(crate) enum ReadAt<'c> {
-    /// Nothing to read: the position fell below the tail, or the record is
-    /// not the one wanted. Try the next slot.
-    Skip,
-    /// The position or record failed its bounds or checksum checks (the
-    /// caller counts it as corrupt if it counts).
-    Corrupt,
-    /// A pinned, bounds-checked, checksummed record.
-    Found(PinnedRecord<'c>),
-}
-
-/// A record that cannot change while `pin` lives.
-pub(crate) struct PinnedRecord<'c> {
-    /// Keeps the record's bytes from being reused.
-    pub pin: Pin<'c>,
-    /// Its decoded header.
-    pub rh: RecordHeader,
-    /// The whole record (header, key, padding, value).
-    pub all: &'c [u8],
-}
-
-/// The one read path shared by lookups and iteration: pins position `pos`
-/// of stripe `s` (named by an index slot just loaded, followed by an
-/// acquire fence), re-checks it is live, decodes the record header within
-/// its segment and below the head, asks `want` whether this is the record
-/// wanted (before paying for the checksum), and verifies the CRC. Loads
-/// nothing else and allocates nothing.
-#[inline]
-pub(crate) fn read_at<'c>(
-    shared: &'c Arc<Shared>,
-    s: u32,
-    pos: u64,
-    want: impl FnOnce(&RecordHeader, &[u8]) -> bool,
-) -> Result<ReadAt<'c>> {
-    let geo = &shared.geo;
-    // Loaded after the slot (whose load is followed by an acquire fence),
-    // so a published record is always below it. A slot at or past the head
-    // can only come from a damaged file: that space is being (re)written,
-    // and a pin there would protect nothing.
-    let head = shared
-        .map
-        .atomic(geo.stripe_entry(s) + stripe::HEAD)
-        .load(Ordering::Relaxed);
-    if pos >= head {
-        return Ok(ReadAt::Corrupt);
+/// Counts an event in the calling thread's reader slot (claiming one if it
+/// has none yet; an event that cannot be counted is not), or in the
+/// process's counters for a read-only handle.
+pub(crate) fn count(shared: &Arc<Shared>, field: Counter) {
+    if shared.read_only.is_some() {
+        count_local(shared, field);
+    } else if let Ok(slot) = ThreadSlot::get(shared) {
+        slot.count(shared, field);
     }
-    let Some(pin) = Pin::acquire(shared, s, pos)? else {
-        return Ok(ReadAt::Skip);
-    };
-    let room = geo.segment_size - geo.seg_div.rem(pos);
-    if room < RECORD_HEADER {
-        return Ok(ReadAt::Corrupt);
-    }
-    let off = geo.data(s, pos);
-    // SAFETY: the record at `pos` is published (its slot was loaded with
-    // Acquire ordering after the writer's Release store, and `pos` is below
-    // the head) and pinned above the tail, so no process writes these bytes
-    // while `pin` lives; the `PinnedRecord` we return carries `pin` with
-    // the slice.
-    let h = unsafe { shared.map.bytes(off, RECORD_HEADER) };
-    let Some(rh) = h.and_then(|h| RecordHeader::decode(h, room)) else {
-        return Ok(ReadAt::Corrupt);
-    };
-    if pos + rh.size() > head {
-        return Ok(ReadAt::Corrupt);
-    }
-    // SAFETY: as above; `decode` checked the record fits its segment.
-    let Some(all) = (unsafe { shared.map.bytes(off, rh.size()) }) else {
-        return Ok(ReadAt::Skip);
-    };
-    if !want(&rh, all) {
-        return Ok(ReadAt::Skip);
-    }
-    if !rh.verify(all) {
-        return Ok(ReadAt::Corrupt);
-    }
-    Ok(ReadAt::Found(PinnedRecord { pin, rh, all }))
-}
-
-/// The metadata of a record read now, and whether it is hard-invalidated
-/// (created at or before the file's `hard_invalidate` time: a miss for
-/// every reader). The clock is read only for entries with a TTL.
-#[inline]
-pub(crate) fn entry_meta(shared: &Shared, rh: &RecordHeader) -> (EntryMeta, bool) {
-    let hard = shared
-        .map
-        .atomic(hdr::HARD_INVALIDATE as u64)
-        .load(Ordering::Relaxed);
-    let soft = shared
-        .map
-        .atomic(hdr::SOFT_INVALIDATE as u64)
-        .load(Ordering::Relaxed);
-    let now = if rh.expires != 0 { now_ns() } else { 0 };
-    let meta = EntryMeta {
-        created: rh.created,
-        expires: rh.expires,
-        now: if now == 0 { 0 } else { now.max(rh.created) },
-        soft,
-        aged: false,
-    };
-    (meta, rh.created <= hard)
 }
 
 /// Counts an event for a reader without a slot (read-only handles).
-pub(crate) fn count_local(shared: &Shared, field: u64) {
+pub(crate) fn count_local(shared: &Shared, field: Counter) {
     let l = &shared.local;
     let c = match field {
-        reader::HITS => &l.hits,
-        reader::MISSES => &l.misses,
-        reader::EXPIRED => &l.expired,
-        reader::CORRUPT => &l.corrupt,
-        reader::MISMATCHED => &l.mismatched,
-        _ => return, // regeneration counters: read-only handles do not regenerate
+        Counter::Hits => &l.hits,
+        Counter::Misses => &l.misses,
+        Counter::Expired => &l.expired,
+        Counter::Corrupt => &l.corrupt,
+        Counter::Mismatched => &l.mismatched,
+        // Regeneration counters: read-only handles do not regenerate.
+        Counter::Creates | Counter::StaleServed | Counter::Waits | Counter::LockTimeouts => return,
     };
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -645,9 +464,10 @@ pub(crate) enum Holder {
     ReadOnly,
 }
 
-/// The reader slots a writer must scan: all of them. (`reader_hwm` would
-/// be shorter, but a damaged high-water mark could then hide a live pin.)
-fn claimed_slots(shared: &Shared) -> u32 {
+/// How many reader slots a writer scans for pins: every slot of the table,
+/// claimed or not. (`reader_hwm` would be shorter, but a damaged
+/// high-water mark could then hide a live pin.)
+fn slots_to_scan(shared: &Shared) -> u32 {
     shared.geo.reader_slots
 }
 
@@ -666,7 +486,7 @@ pub(crate) fn pin_holder(
     if pr.owned_slots[i as usize].load(Ordering::Acquire) {
         return Ok(Some(Holder::Slot(i)));
     }
-    let alive = locks::held_by_other(&pr.file, lk::LIVE + i as u64)
+    let alive = locks::held_by_other(&pr.file, LIVE + i as u64)
         .map_err(|e| Error::io("checking a reader's liveness", &shared.path, e))?;
     // A dead owner's pin protects nobody. (The word is reset by the next
     // thread that claims the slot; a new owner's pins are set after the
@@ -686,8 +506,8 @@ pub(crate) fn find_pin(
 ) -> Result<Option<Holder>> {
     let geo = &shared.geo;
     let me = ThreadSlot::current_index(shared);
-    for i in 0..claimed_slots(shared) {
-        let w = shared.map.atomic(geo.pin_word(i, s)).load(Ordering::SeqCst);
+    for i in 0..slots_to_scan(shared) {
+        let w = shared.map.pin(i, s).load(Ordering::SeqCst);
         if w == 0 || w > end {
             continue;
         }
@@ -695,7 +515,7 @@ pub(crate) fn find_pin(
             return Ok(Some(h));
         }
     }
-    let ro = lk::RO_PIN + s as u64 * geo.segments as u64 + phys;
+    let ro = RO_PIN + s as u64 * geo.segments as u64 + phys;
     if locks::held_by_other(&pr.file, ro)
         .map_err(|e| Error::io("checking read-only pins", &shared.path, e))?
     {
@@ -710,14 +530,14 @@ pub(crate) fn count_live_pins(shared: &Shared, pr: &Process, s: u32) -> Result<u
     let geo = &shared.geo;
     let me = ThreadSlot::current_index(shared);
     let mut n = 0;
-    for i in 0..claimed_slots(shared) {
-        let w = shared.map.atomic(geo.pin_word(i, s)).load(Ordering::SeqCst);
+    for i in 0..slots_to_scan(shared) {
+        let w = shared.map.pin(i, s).load(Ordering::SeqCst);
         if w != 0 && pin_holder(shared, pr, me, i)?.is_some() {
             n += 1;
         }
     }
     for g in 0..geo.segments as u64 {
-        let ro = lk::RO_PIN + s as u64 * geo.segments as u64 + g;
+        let ro = RO_PIN + s as u64 * geo.segments as u64 + g;
         if locks::held_by_other(&pr.file, ro)
             .map_err(|e| Error::io("checking read-only pins", &shared.path, e))?
         {
@@ -725,4 +545,27 @@ pub(crate) fn count_live_pins(shared: &Shared, pr: &Process, s: u32) -> Result<u
         }
     }
     Ok(n)
+}
+
+/// Who pins space a writer wants to reuse: what the log asks before it
+/// enters a segment (format.md §5.4 step 2).
+pub(crate) trait PinScan {
+    /// A live reader that pins any position below `end` in stripe `s`, or
+    /// holds a read-only pin on its physical segment `phys`.
+    fn find_pin(&self, s: u32, end: u64, phys: u64) -> Result<Option<Holder>>;
+}
+
+/// The readers of a file as seen from one process: its reader table and
+/// its read-only pin locks.
+pub(crate) struct FileReaders<'a> {
+    /// The file.
+    pub shared: &'a Shared,
+    /// This process's state for it.
+    pub process: &'a Process,
+}
+
+impl PinScan for FileReaders<'_> {
+    fn find_pin(&self, s: u32, end: u64, phys: u64) -> Result<Option<Holder>> {
+        find_pin(self.shared, self.process, s, end, phys)
+    }
 }

@@ -19,36 +19,19 @@
 //! overwritten hint just sends callers to the lock, and the lease bounds how
 //! long a hint left by a killed process is believed.
 
+use crate::clock::now_ns;
 use crate::error::{Error, Result};
-use crate::layout::{hdr, locks as lk};
+use crate::fork::generation;
+use crate::layout::locks::REGEN;
+use crate::layout::regen_hint;
 use crate::locks::{self, Mode};
-use crate::process;
-use crate::shared::{now_ns, Shared};
+use crate::process::{RegenStripe, RegenTable};
+use crate::shared::Shared;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
-
-/// The in-process state of the regeneration stripes this process uses.
-#[derive(Default)]
-pub(crate) struct RegenTable {
-    stripes: Mutex<HashMap<u32, RegenStripe>>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct RegenStripe {
-    /// This process holds the stripe's file lock.
-    file_held: bool,
-    /// A thread of this process is taking the file lock (others wait).
-    acquiring: bool,
-    /// The hint this process published when it took the file lock (0: none).
-    hint: u64,
-    /// Keys being regenerated in this process, and by which thread.
-    /// `None` while a lock is being handed to a background thread.
-    keys: HashMap<Vec<u8>, Option<ThreadId>>,
-}
 
 /// How long to wait for a regeneration lock.
 #[derive(Clone, Copy, Debug)]
@@ -103,36 +86,15 @@ fn wait_changed<'t>(
     }
 }
 
-/// How long a regeneration hint is believed after it is published. A creator
-/// that runs longer sends stale callers back to the lock system call; a
-/// process killed while regenerating delays the next regeneration of its
-/// stripe by at most this much.
-const HINT_LEASE_NS: u64 = 1_000_000_000;
-
-/// Bits of a hint word that hold the deadline, in units of 2^20 ns (~1 ms).
-const HINT_TIME_BITS: u32 = 40;
-
-/// The hint word `stripe` maps to (stripes share words modulo 256).
-fn hint_word(shared: &Shared, stripe: u32) -> &std::sync::atomic::AtomicU64 {
-    let i = stripe as usize % hdr::REGEN_HINT_WORDS;
-    shared.map.atomic((hdr::REGEN_HINTS + 8 * i) as u64)
+/// The hint word `stripe` maps to (stripes share words).
+fn hint_word(shared: &Shared, stripe: u32) -> &AtomicU64 {
+    &shared.map.header().regen_hints[regen_hint::word_index(stripe)]
 }
 
-/// The hint a holder of `stripe` publishes: `(stripe + 1) << 40 | deadline`
-/// with the deadline in ~1 ms units.
-fn hint_value(stripe: u32, now_ns: u64) -> u64 {
-    let deadline = ((now_ns + HINT_LEASE_NS) >> 20) & ((1 << HINT_TIME_BITS) - 1);
-    ((stripe as u64 + 1) << HINT_TIME_BITS) | deadline
-}
-
-/// Whether another process published a live hint for `stripe`: the word
-/// names the stripe and its deadline lies ahead (compared modulo 2^40, so
-/// the wrap of the 40-bit clock every ~36 years does not matter).
+/// Whether another process published a live hint for `stripe`.
 fn hinted_busy(shared: &Shared, stripe: u32) -> bool {
-    const MASK: u64 = (1 << HINT_TIME_BITS) - 1;
     let w = hint_word(shared, stripe).load(Ordering::Relaxed);
-    let ahead = (w & MASK).wrapping_sub(now_ns() >> 20) & MASK;
-    w >> HINT_TIME_BITS == stripe as u64 + 1 && ahead != 0 && ahead < 1 << (HINT_TIME_BITS - 1)
+    regen_hint::names_live(w, stripe, now_ns())
 }
 
 /// Takes the regeneration lock of `key` (whose hash is `hash`).
@@ -187,7 +149,7 @@ pub(crate) fn acquire(shared: &Arc<Shared>, key: &[u8], hash: u64, wait: Wait) -
                 Ok(true) => {
                     st.file_held = true;
                     if shared.map.writable() {
-                        let hint = hint_value(stripe, now_ns());
+                        let hint = regen_hint::encode(stripe, now_ns());
                         hint_word(shared, stripe).store(hint, Ordering::Relaxed);
                         st.hint = hint;
                     }
@@ -225,7 +187,7 @@ pub(crate) fn is_locked(shared: &Arc<Shared>, key: &[u8], hash: u64) -> Result<b
             }
         }
     }
-    locks::held_by_other(&pr.file, lk::REGEN + stripe as u64)
+    locks::held_by_other(&pr.file, REGEN + stripe as u64)
         .map_err(|e| Error::io("querying a regeneration lock", &shared.path, e))
 }
 
@@ -239,7 +201,7 @@ fn lock_file(
     waited: &mut bool,
 ) -> Result<bool> {
     let pr = shared.process()?;
-    let off = lk::REGEN + stripe as u64;
+    let off = REGEN + stripe as u64;
     let io = |e| Error::io("taking a regeneration lock", &shared.path, e);
     if locks::lock(&pr.file, off, Mode::Exclusive, false).map_err(io)? {
         return Ok(true);
@@ -299,7 +261,7 @@ impl RegenLock {
 impl Drop for RegenLock {
     fn drop(&mut self) {
         // A fork child does not own its parent's regeneration locks.
-        if self.generation != process::generation() {
+        if self.generation != generation() {
             return;
         }
         let Ok(pr) = self.shared.process() else {
@@ -320,7 +282,7 @@ impl Drop for RegenLock {
                             Ordering::Relaxed,
                         );
                     }
-                    let _ = locks::unlock(&pr.file, lk::REGEN + self.stripe as u64);
+                    let _ = locks::unlock(&pr.file, REGEN + self.stripe as u64);
                 }
                 g.remove(&self.stripe);
             }
@@ -334,11 +296,12 @@ mod tests {
     use super::*;
     use crate::{Cache, Options};
 
-    fn cache(name: &str) -> (std::path::PathBuf, Cache) {
-        let d = std::env::temp_dir().join(format!("slotcache-regen-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        let c = Cache::open(d.join("c"), Options::new().capacity(8 << 20)).unwrap();
+    use crate::layout::regen_hint::{encode as hint_value, HINT_LEASE_NS, HINT_WORDS};
+    use crate::testing::TestDir;
+
+    fn cache(name: &str) -> (TestDir, Cache) {
+        let d = TestDir::new(&format!("regen-{name}"));
+        let c = Cache::open(d.path().join("c"), Options::new().capacity(8 << 20)).unwrap();
         (d, c)
     }
 
@@ -359,7 +322,7 @@ mod tests {
         let lock = try_take(&c, b"k", hash).expect("the lock is free");
         let w = hint_word(sh, stripe).load(Ordering::Relaxed);
         assert_eq!(
-            w >> HINT_TIME_BITS,
+            regen_hint::stripe_plus_one(w),
             stripe as u64 + 1,
             "hint names the stripe"
         );
@@ -378,7 +341,7 @@ mod tests {
             0,
             "withdrawn"
         );
-        let _ = std::fs::remove_dir_all(d);
+        drop((c, d));
     }
 
     #[test]
@@ -405,9 +368,9 @@ mod tests {
         let expired = hint_value(stripe, now_ns() - 2 * HINT_LEASE_NS);
         word.store(expired, Ordering::Relaxed);
         drop(try_take(&c, b"k", hash).expect("an expired hint is ignored"));
-        let other = stripe + hdr::REGEN_HINT_WORDS as u32;
+        let other = stripe + HINT_WORDS as u32;
         word.store(hint_value(other, now_ns()), Ordering::Relaxed);
         drop(try_take(&c, b"k", hash).expect("another stripe's hint is ignored"));
-        let _ = std::fs::remove_dir_all(d);
+        drop((c, d));
     }
 }

@@ -1,4 +1,10 @@
-//! Statistics, summed on demand from counters that each have one writer.
+//! Statistics, summed on demand from counters that each have one writer:
+//! [`Stats`] and its summation over the stripe table and the reader table,
+//! and one stripe's counters ([`StripeStats`]).
+
+use crate::map::Map;
+use crate::shared::Shared;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A snapshot of a cache file's counters, across every process using it.
 ///
@@ -55,4 +61,101 @@ pub struct Stats {
     pub waits: u64,
     /// Waits that ended with [`Error::LockTimeout`](crate::Error::LockTimeout).
     pub lock_timeouts: u64,
+}
+
+/// The counters of one stripe (format.md §2.2), as returned by
+/// [`Cache::stripe_stats`](crate::Cache::stripe_stats).
+/// [`Cache::stats`](crate::Cache::stats) sums the same words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StripeStats {
+    /// The stripe's index.
+    pub stripe: u32,
+    /// Live index slots (approximate after a process died mid-write).
+    pub entries: u64,
+    /// Log bytes between the stripe's tail and head.
+    pub bytes_used: u64,
+    /// Records written.
+    pub inserts: u64,
+    /// Entries evicted to make room.
+    pub evictions: u64,
+    /// Entries copied forward on eviction because they had been read.
+    pub reinserts: u64,
+    /// Entries deleted.
+    pub deletes: u64,
+    /// Writes that found a live pin on the space to reuse.
+    pub pin_waits: u64,
+    /// Of `evictions`, those made because both index buckets were full.
+    pub index_evictions: u64,
+    /// Times the stripe was found damaged and reset empty.
+    pub repairs: u64,
+}
+
+/// Reads stripe `s`'s counters (relaxed loads): the one reading of a
+/// stripe entry's counters, for [`Cache::stripe_stats`](crate::Cache::stripe_stats)
+/// and summed by [`Stats::collect`].
+pub(crate) fn stripe_counters(map: &Map, s: u32) -> StripeStats {
+    let e = map.stripe(s);
+    let a = |w: &AtomicU64| w.load(Ordering::Relaxed);
+    StripeStats {
+        stripe: s,
+        entries: a(&e.entries),
+        bytes_used: a(&e.head).saturating_sub(a(&e.tail)),
+        inserts: a(&e.inserts),
+        evictions: a(&e.evictions),
+        reinserts: a(&e.reinserts),
+        deletes: a(&e.deletes),
+        pin_waits: a(&e.pin_waits),
+        index_evictions: a(&e.index_evictions),
+        repairs: a(&e.repairs),
+    }
+}
+
+impl Stats {
+    /// Sums the counters of every stripe and every reader slot ever claimed
+    /// (below `reader_hwm`) of the file, and the process's own counters of
+    /// read-only handles. Relaxed loads: a snapshot of counters that move.
+    pub(crate) fn collect(sh: &Shared) -> Stats {
+        let (map, geo) = (&sh.map, &sh.geo);
+        let a = |w: &AtomicU64| w.load(Ordering::Relaxed);
+        let mut st = Stats {
+            capacity: geo.stripes as u64 * geo.ring_size(),
+            ..Stats::default()
+        };
+        for s in 0..geo.stripes {
+            let c = stripe_counters(map, s);
+            st.entries = st.entries.wrapping_add(c.entries);
+            st.bytes_used = st.bytes_used.wrapping_add(c.bytes_used);
+            st.inserts = st.inserts.wrapping_add(c.inserts);
+            st.evictions = st.evictions.wrapping_add(c.evictions);
+            st.index_evictions = st.index_evictions.wrapping_add(c.index_evictions);
+            st.reinserts = st.reinserts.wrapping_add(c.reinserts);
+            st.deletes = st.deletes.wrapping_add(c.deletes);
+            st.pin_waits = st.pin_waits.wrapping_add(c.pin_waits);
+            st.stripe_repairs = st.stripe_repairs.wrapping_add(c.repairs);
+        }
+        if (st.entries as i64) < 0 {
+            st.entries = 0;
+        }
+        let hwm = a(&map.header().reader_hwm).min(geo.reader_slots as u64) as u32;
+        for i in 0..hwm {
+            let r = map.counters(i);
+            st.hits = st.hits.wrapping_add(a(&r.hits));
+            st.misses = st.misses.wrapping_add(a(&r.misses));
+            st.expired = st.expired.wrapping_add(a(&r.expired));
+            st.corrupt = st.corrupt.wrapping_add(a(&r.corrupt));
+            st.mismatched = st.mismatched.wrapping_add(a(&r.mismatched));
+            st.creates = st.creates.wrapping_add(a(&r.creates));
+            st.stale_served = st.stale_served.wrapping_add(a(&r.stale_served));
+            st.waits = st.waits.wrapping_add(a(&r.waits));
+            st.lock_timeouts = st.lock_timeouts.wrapping_add(a(&r.lock_timeouts));
+        }
+        let l = &sh.local;
+        st.hits = st.hits.wrapping_add(a(&l.hits));
+        st.misses = st.misses.wrapping_add(a(&l.misses));
+        st.expired = st.expired.wrapping_add(a(&l.expired));
+        st.corrupt = st.corrupt.wrapping_add(a(&l.corrupt));
+        st.mismatched = st.mismatched.wrapping_add(a(&l.mismatched));
+        st
+    }
 }

@@ -3,7 +3,7 @@
 //! `_opt` entry points take an options struct; errors are typed.
 
 mod common;
-use common::{churn, dir};
+use common::{churn, TempDir};
 use slotcache::{
     Cache, CreateOptions, Error, Fetched, Memo, Options, PinHolder, Raw, Value, ValueKind,
     WriteOptions,
@@ -23,7 +23,7 @@ struct Page {
 
 #[test]
 fn raw_and_typed_values_are_kinds_that_miss_each_other() {
-    let d = dir("api", "kinds");
+    let d = TempDir::new("api", "kinds");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set("raw", &Raw(b"hello")).unwrap();
     c.set("raw-vec", &Raw(vec![1u8, 2, 3])).unwrap();
@@ -47,12 +47,11 @@ fn raw_and_typed_values_are_kinds_that_miss_each_other() {
     assert_eq!(c.get_owned::<u64>("n").unwrap(), Some(42));
     assert_eq!(c.get_owned::<Raw>("missing").unwrap(), None);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn batches_take_any_iterator_and_options_apply_to_every_item() {
-    let d = dir("api", "batches");
+    let d = TempDir::new("api", "batches");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     // Keys: arrays, vectors of Strings, slices, iterators.
     let pages: Vec<(String, Page)> = (0..20)
@@ -117,12 +116,11 @@ fn batches_take_any_iterator_and_options_apply_to_every_item() {
         "the handle's default TTL"
     );
     drop((c, c2));
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn entries_view_their_values_checked_like_get() {
-    let d = dir("api", "entry");
+    let d = TempDir::new("api", "entry");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set("raw", &Raw(b"bytes")).unwrap();
     c.set(
@@ -152,7 +150,6 @@ fn entries_view_their_values_checked_like_get() {
     }
     assert_eq!(seen, 2);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 /// The same code works for both kinds through the `Value` bound.
@@ -162,7 +159,7 @@ fn cached_or<'c, V: Value>(c: &'c Cache, key: &str, make: impl FnOnce() -> V) ->
 
 #[test]
 fn raw_bytes_get_dogpile_protection_from_every_entry_point() {
-    let d = dir("api", "rawdogpile");
+    let d = TempDir::new("api", "rawdogpile");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     let f = cached_or(&c, "r", || Raw(b"made".to_vec()));
     assert!(f.is_created());
@@ -212,12 +209,11 @@ fn raw_bytes_get_dogpile_protection_from_every_entry_point() {
         "created with the call's TTL"
     );
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn background_regeneration_takes_options() {
-    let d = dir("api", "background");
+    let d = TempDir::new("api", "background");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     fn never(_: &u64) -> bool {
         false
@@ -241,12 +237,11 @@ fn background_regeneration_takes_options() {
     // should_cache refused the new value: the old one is still the only one.
     assert_eq!(*c.get_stale::<u64>("k").unwrap().unwrap(), 1);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn memo_results_can_be_raw() {
-    let d = dir("api", "memo");
+    let d = TempDir::new("api", "memo");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     let render = Memo::new(&c, "render", |n: &u32| {
         Raw(format!("<p>{n}</p>").into_bytes())
@@ -260,12 +255,11 @@ fn memo_results_can_be_raw() {
     assert!(!render.call_opt(&3, &o).unwrap().is_created());
     drop(render);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn a_creator_returning_the_wrong_number_of_values_is_a_contract_error() {
-    let d = dir("api", "contract");
+    let d = TempDir::new("api", "contract");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     let inserts = c.stats().inserts;
     let e = c
@@ -289,12 +283,11 @@ fn a_creator_returning_the_wrong_number_of_values_is_a_contract_error() {
     let got = c.get_or_create_many(["a", "b"], |ks| vec![5u64; ks.len()]);
     assert_eq!(got.unwrap().len(), 2);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn a_value_that_disappears_while_the_creator_runs_is_created_in_another_round() {
-    let d = dir("api", "rounds");
+    let d = TempDir::new("api", "rounds");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set("kept", &1u64).unwrap();
     // Round 1: "kept" is found fresh (noted, no guard kept), "new" is
@@ -314,12 +307,11 @@ fn a_value_that_disappears_while_the_creator_runs_is_created_in_another_round() 
     assert_eq!(got, [2, 2]);
     assert_eq!(*c.get::<u64>("kept").unwrap().unwrap(), 2);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn pinned_errors_name_the_holder() {
-    let d = dir("api", "pinned");
+    let d = TempDir::new("api", "pinned");
     let c = Cache::open(d.join("c"), opts().pin_wait(Duration::from_millis(20))).unwrap();
     c.set("held", &Raw(b"v")).unwrap();
     let g = c.get::<Raw>("held").unwrap().unwrap();
@@ -341,7 +333,6 @@ fn pinned_errors_name_the_holder() {
     );
     assert_eq!(PinHolder::Reader(3).to_string(), "reader slot 3");
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]

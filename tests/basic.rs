@@ -1,13 +1,8 @@
 use slotcache::{Cache, Error, Invalidation, Options, Raw, WriteOptions};
-use std::path::PathBuf;
 use std::time::Duration;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("slotcache-basic-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d.join("c")
-}
+mod common;
+use common::TempDir;
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq, Clone)]
 struct Item {
@@ -18,7 +13,8 @@ struct Item {
 
 #[test]
 fn set_get_delete_roundtrip() {
-    let p = tmp("rt");
+    let d = TempDir::new("basic", "rt");
+    let p = d.join("c");
     let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
     c.set("a", &Raw(b"one")).unwrap();
     assert_eq!(&*c.get::<Raw>("a").unwrap().unwrap(), b"one");
@@ -48,7 +44,8 @@ fn set_get_delete_roundtrip() {
 
 #[test]
 fn type_mismatch_is_a_counted_miss() {
-    let p = tmp("mismatch");
+    let d = TempDir::new("basic", "mismatch");
+    let p = d.join("c");
     let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
     c.set("k", &5u64).unwrap();
     assert!(c.get::<u32>("k").unwrap().is_none());
@@ -59,7 +56,8 @@ fn type_mismatch_is_a_counted_miss() {
 
 #[test]
 fn eviction_keeps_size_bounded_and_reads_survive() {
-    let p = tmp("evict");
+    let d = TempDir::new("basic", "evict");
+    let p = d.join("c");
     let c = Cache::open(&p, Options::new().capacity(2 << 20).stripes(2).segments(8)).unwrap();
     let v = vec![7u8; 1000];
     for i in 0..20_000u32 {
@@ -85,7 +83,8 @@ fn eviction_keeps_size_bounded_and_reads_survive() {
 
 #[test]
 fn ttl_and_invalidation() {
-    let p = tmp("ttl");
+    let d = TempDir::new("basic", "ttl");
+    let p = d.join("c");
     let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
     // Fresh before its TTL runs out (an hour: no race with a slow machine)...
     c.set_opt(
@@ -129,7 +128,8 @@ fn ttl_and_invalidation() {
 
 #[test]
 fn limits_are_typed_errors() {
-    let p = tmp("limits");
+    let d = TempDir::new("basic", "limits");
+    let p = d.join("c");
     let c = Cache::open(&p, Options::new().capacity(2 << 20).stripes(2).segments(4)).unwrap();
     let big_key = vec![1u8; slotcache::MAX_KEY_LEN + 1];
     assert!(matches!(
@@ -150,7 +150,8 @@ fn limits_are_typed_errors() {
 
 #[test]
 fn hot_set_survives_a_stream_of_one_time_writes() {
-    let p = tmp("hot");
+    let d = TempDir::new("basic", "hot");
+    let p = d.join("c");
     let c = Cache::open(&p, Options::new().capacity(8 << 20).stripes(4)).unwrap();
     let v = vec![1u8; 200];
     let hot: Vec<String> = (0..500).map(|i| format!("hot{i}")).collect();
@@ -185,7 +186,8 @@ fn hot_set_survives_a_stream_of_one_time_writes() {
 
 #[test]
 fn full_index_evicts_within_the_bucket() {
-    let p = tmp("index");
+    let d = TempDir::new("basic", "index");
+    let p = d.join("c");
     let c = Cache::open(
         &p,
         Options::new().capacity(8 << 20).stripes(2).max_entries(64),
@@ -215,7 +217,8 @@ fn full_index_evicts_within_the_bucket() {
 /// 0.85% of them would evict a bucket-mate).
 #[test]
 fn index_holds_max_entries_random_keys() {
-    let p = tmp("twochoice");
+    let d = TempDir::new("basic", "twochoice");
+    let p = d.join("c");
     let n = 50_000u64;
     let c = Cache::open(&p, Options::new().capacity(32 << 20).max_entries(n)).unwrap();
     let items: Vec<([u8; 8], Raw<[u8; 4]>)> = (0..n)
@@ -241,7 +244,8 @@ fn index_holds_max_entries_random_keys() {
 
 #[test]
 fn batches_clear_and_flush() {
-    let p = tmp("batch");
+    let d = TempDir::new("basic", "batch");
+    let p = d.join("c");
     let c = Cache::open(&p, Options::new().capacity(8 << 20).stripes(8)).unwrap();
     let items: Vec<(String, Raw)> = (0..300)
         .map(|i| (format!("k{i}"), Raw(format!("v{i}").into_bytes())))
@@ -290,7 +294,8 @@ fn batches_clear_and_flush() {
 
 #[test]
 fn default_ttl_is_stored_in_the_file() {
-    let p = tmp("defttl");
+    let d = TempDir::new("basic", "defttl");
+    let p = d.join("c");
     let c = Cache::open(
         &p,
         Options::new()
@@ -333,7 +338,8 @@ fn default_ttl_is_stored_in_the_file() {
 /// and store under the stripe lock, so a lost update would show.
 #[test]
 fn two_handles_in_one_process_exclude_each_other() {
-    let p = tmp("handles");
+    let d = TempDir::new("basic", "handles");
+    let p = d.join("c");
     let a = Cache::open(&p, Options::new().capacity(8 << 20).stripes(2)).unwrap();
     let b = Cache::open(&p, Options::new()).unwrap();
     const N: u64 = 1500;

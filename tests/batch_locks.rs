@@ -46,7 +46,7 @@ fn key_on(c: &Cache, s: u32) -> String {
 
 #[test]
 fn batch_skips_a_busy_stripe_it_does_not_need_and_waits_for_one_it_needs() {
-    let dir = common::dir("batch_locks", "range");
+    let dir = common::TempDir::new("batch_locks", "range");
     let path = dir.join("c");
     let c = Cache::open(&path, Options::new().capacity(16 << 20).stripes(8)).unwrap();
     let (k1, k3, k6) = (key_on(&c, 1), key_on(&c, 3), key_on(&c, 6));

@@ -4,10 +4,10 @@
 //! when eviction already passed the record, the value is copied instead.
 
 mod common;
-use common::{churn, dir, KillOnDrop};
+use common::{churn, KillOnDrop, TempDir};
 use slotcache::{Cache, Error, Options, OwnedGuard, PinHolder, Raw};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 fn opts() -> Options {
@@ -20,7 +20,7 @@ fn opts() -> Options {
 
 #[test]
 fn a_detached_guard_moves_between_threads_and_keeps_its_bytes() {
-    let d = dir("detach", "threads");
+    let d = TempDir::new("detach", "threads");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set("k", &Raw(b"pinned by the process")).unwrap();
     let owned: OwnedGuard<[u8]> = c.get::<Raw>("k").unwrap().unwrap().detach().unwrap();
@@ -46,12 +46,11 @@ fn a_detached_guard_moves_between_threads_and_keeps_its_bytes() {
     holder.join().unwrap();
     churn(&c, 3, "b").expect("dropped on another thread, the pin is gone");
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn a_detached_guard_outlives_its_handle() {
-    let d = dir("detach", "outlives");
+    let d = TempDir::new("detach", "outlives");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set("typed", &vec!["a".to_string(), "bc".to_string()])
         .unwrap();
@@ -66,7 +65,6 @@ fn a_detached_guard_outlives_its_handle() {
     assert_eq!(owned[1].as_str(), "bc");
     assert!(!owned.meta().is_stale());
     drop(owned);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 /// A writer already evicted the record's segment and waits for the
@@ -75,7 +73,7 @@ fn a_detached_guard_outlives_its_handle() {
 /// writer reuses the space.
 #[test]
 fn detaching_after_eviction_passed_the_record_copies_it() {
-    let d = dir("detach", "copy");
+    let d = TempDir::new("detach", "copy");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     let value = vec!["x".repeat(300), "y".repeat(5)];
     c.set("held", &value).unwrap();
@@ -103,12 +101,11 @@ fn detaching_after_eviction_passed_the_record_copies_it() {
     assert_eq!(owned[1].as_str(), value[1]);
     drop(owned);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn child_entry() {
-    let Ok(path) = std::env::var("SLOTCACHE_DETACH_WRITER") else {
+    let Some((_writer, path)) = common::child_role() else {
         return;
     };
     let c = Cache::open(&path, opts()).unwrap();
@@ -121,9 +118,7 @@ fn child_entry() {
 
 fn child_writes(path: &std::path::Path) -> String {
     let mut kid = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-            .env("SLOTCACHE_DETACH_WRITER", path)
+        common::child("writer", path)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -144,7 +139,7 @@ fn child_writes(path: &std::path::Path) -> String {
 
 #[test]
 fn writers_of_other_processes_respect_detached_guards() {
-    let d = dir("detach", "process");
+    let d = TempDir::new("detach", "process");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     c.set("k", &Raw(b"v")).unwrap();
@@ -153,7 +148,6 @@ fn writers_of_other_processes_respect_detached_guards() {
     drop(owned);
     assert_eq!(child_writes(&p), "WROTE");
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 /// A read-only handle's pin is a shared lock on the segment: a detached
@@ -163,7 +157,7 @@ fn writers_of_other_processes_respect_detached_guards() {
 #[test]
 fn read_only_handles_detach_their_pin_lock() {
     use std::os::unix::fs::PermissionsExt;
-    let d = dir("detach", "read-only");
+    let d = TempDir::new("detach", "read-only");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     c.set("k", &Raw(b"v")).unwrap();
@@ -180,5 +174,4 @@ fn read_only_handles_detach_their_pin_lock() {
     drop(owned);
     assert_eq!(child_writes(&p), "WROTE");
     drop(ro);
-    std::fs::remove_dir_all(d).unwrap();
 }

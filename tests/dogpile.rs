@@ -4,7 +4,7 @@
 //! errors, panics, killed creators, timeouts, invalidation, memoization.
 
 mod common;
-use common::{dir, KillOnDrop};
+use common::{KillOnDrop, TempDir};
 use slotcache::{
     Cache, CreateError, CreateOptions, Error, Fetched, Invalidation, Memo, Options, StalePolicy,
     WriteOptions,
@@ -28,11 +28,7 @@ fn now_ns() -> u64 {
 }
 
 fn child(role: &str, path: &Path, extra: &[(&str, String)]) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("DOGPILE_ROLE", role)
-        .env("DOGPILE_PATH", path)
-        .stderr(Stdio::inherit());
+    let mut c = common::child(role, path);
     for (k, v) in extra {
         c.env(k, v);
     }
@@ -59,10 +55,9 @@ fn value_of(f: Fetched<'_, u64>) -> u64 {
 
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var("DOGPILE_ROLE") else {
+    let Some((role, path)) = common::child_role() else {
         return;
     };
-    let path = PathBuf::from(std::env::var("DOGPILE_PATH").unwrap());
     let env = |k: &str| std::env::var(k).unwrap();
     match role.as_str() {
         "hammer" => {
@@ -238,7 +233,7 @@ fn child_entry() {
 
 #[test]
 fn threads_one_creator_per_expiry_and_stale_never_waits() {
-    let d = dir("dogpile", "threads");
+    let d = TempDir::new("dogpile", "threads");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     let runs = Arc::new(AtomicU64::new(0));
     let ttl = Duration::from_millis(600);
@@ -289,12 +284,11 @@ fn threads_one_creator_per_expiry_and_stale_never_waits() {
     assert_eq!(st.creates, 3);
     assert!(st.stale_served > 0, "{st:?}");
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn processes_never_run_two_creators_at_once() {
-    let d = dir("dogpile", "procs");
+    let d = TempDir::new("dogpile", "procs");
     let p = d.join("c");
     let log = d.join("creators.log");
     std::fs::write(&log, b"").unwrap();
@@ -363,12 +357,11 @@ fn processes_never_run_two_creators_at_once() {
     assert_eq!(st.creates, runs.len() as u64);
     assert!(st.stale_served > 0, "{st:?}");
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn many_keys_on_few_stripes_never_deadlock() {
-    let d = dir("dogpile", "stripes");
+    let d = TempDir::new("dogpile", "stripes");
     let c = Cache::open(d.join("c"), opts().regen_stripes(2)).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let mut hs = Vec::new();
@@ -404,14 +397,13 @@ fn many_keys_on_few_stripes_never_deadlock() {
         h.join().unwrap();
     }
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 /// Two keys whose creators must run at the same time to finish: proves
 /// unrelated keys regenerate concurrently.
 #[test]
 fn unrelated_keys_regenerate_concurrently() {
-    let d = dir("dogpile", "concurrent");
+    let d = TempDir::new("dogpile", "concurrent");
     let p = d.join("c");
     // In one process, even on one shared regeneration stripe (per-key locks).
     let c = Cache::open(&p, opts().regen_stripes(1)).unwrap();
@@ -474,7 +466,6 @@ fn unrelated_keys_regenerate_concurrently() {
         assert!(out.0.success() && out.1.contains("MET"), "{}", out.1);
     }
     drop(c2);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 trait WaitOutput {
@@ -491,7 +482,7 @@ impl WaitOutput for std::process::Child {
 
 #[test]
 fn nested_keys_share_a_stripe_and_same_key_reentry_is_an_error() {
-    let d = dir("dogpile", "nested");
+    let d = TempDir::new("dogpile", "nested");
     let c = Cache::open(d.join("c"), opts().regen_stripes(1)).unwrap();
     let v = c
         .get_or_create("a", || {
@@ -531,12 +522,11 @@ fn nested_keys_share_a_stripe_and_same_key_reentry_is_an_error() {
     drop(f);
     assert_eq!(holder.join().unwrap().unwrap(), 2);
     drop((c, c3));
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn creator_errors_and_panics_release_the_lock_and_store_nothing() {
-    let d = dir("dogpile", "errors");
+    let d = TempDir::new("dogpile", "errors");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     let r = c.get_or_try_create("k", || Err::<u64, _>("boom"));
     assert!(matches!(r, Err(CreateError::Creator("boom"))), "{r:?}");
@@ -553,12 +543,11 @@ fn creator_errors_and_panics_release_the_lock_and_store_nothing() {
     drop(f);
     assert_eq!(*c.get::<u64>("k").unwrap().unwrap(), 5);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn should_cache_false_returns_without_storing() {
-    let d = dir("dogpile", "should");
+    let d = TempDir::new("dogpile", "should");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     let no_zero = |v: &u64| *v != 0;
     let o = CreateOptions::new().should_cache(&no_zero);
@@ -567,12 +556,11 @@ fn should_cache_false_returns_without_storing() {
     assert_eq!(value_of(c.get_or_create_opt("z", &o, || 9u64).unwrap()), 9);
     assert_eq!(*c.get::<u64>("z").unwrap().unwrap(), 9);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn killed_creator_process_hands_over_and_timeouts_are_typed() {
-    let d = dir("dogpile", "killed");
+    let d = TempDir::new("dogpile", "killed");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     let mut kid = KillOnDrop(
@@ -601,12 +589,11 @@ fn killed_creator_process_hands_over_and_timeouts_are_typed() {
     assert_eq!(waiter.join().unwrap().unwrap(), (true, 7));
     assert!(c.stats().waits >= 2);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn invalidation_in_another_process_applies_here() {
-    let d = dir("dogpile", "invalidate");
+    let d = TempDir::new("dogpile", "invalidate");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     c.set("k", &1u64).unwrap();
@@ -635,12 +622,11 @@ fn invalidation_in_another_process_applies_here() {
         "hard: gone even for get_stale"
     );
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn block_policy_waits_for_the_new_value() {
-    let d = dir("dogpile", "block");
+    let d = TempDir::new("dogpile", "block");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set_opt(
         "k",
@@ -668,12 +654,11 @@ fn block_policy_waits_for_the_new_value() {
     assert_eq!(value_of(f), 2, "waited for the other caller's new value");
     assert_eq!(creator.join().unwrap().unwrap(), 2);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn background_regeneration_serves_stale_at_once() {
-    let d = dir("dogpile", "background");
+    let d = TempDir::new("dogpile", "background");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set_opt(
         "k",
@@ -708,12 +693,11 @@ fn background_regeneration_serves_stale_at_once() {
     assert!(!g.meta().is_stale());
     drop(g);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn get_or_create_many_calls_the_creator_once() {
-    let d = dir("dogpile", "many");
+    let d = TempDir::new("dogpile", "many");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set("b", &200u64).unwrap();
     let calls = AtomicU64::new(0);
@@ -733,12 +717,11 @@ fn get_or_create_many_calls_the_creator_once() {
     let vals: Vec<u64> = got.into_iter().map(value_of).collect();
     assert_eq!(vals, vec![100, 200, 300, 100]);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn memo_caches_by_stable_argument_keys() {
-    let d = dir("dogpile", "memo");
+    let d = TempDir::new("dogpile", "memo");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     let calls = AtomicU64::new(0);
@@ -778,19 +761,17 @@ fn memo_caches_by_stable_argument_keys() {
     assert_eq!(theirs, format!("{:?}", m.key(&args).unwrap()));
     drop(m);
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn stale_wait_free_timing_is_not_asserted_but_counted() {
     // Counters for the dogpile path are summed across processes like the others.
-    let d = dir("dogpile", "stats");
+    let d = TempDir::new("dogpile", "stats");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     let _ = value_of(c.get_or_create("k", || 1u64).unwrap());
     let st = c.stats();
     assert_eq!((st.creates, st.waits, st.lock_timeouts), (1, 0, 0));
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 /// `expiration` (dogpile.cache's `expiration_time`): a value without a TTL
@@ -798,7 +779,7 @@ fn stale_wait_free_timing_is_not_asserted_but_counted() {
 /// marked stale, to callers that find its regeneration lock held.
 #[test]
 fn expiration_age_regenerates_values_without_a_ttl_and_marks_stale_serves() {
-    let d = dir("dogpile", "expiration");
+    let d = TempDir::new("dogpile", "expiration");
     let age = Duration::from_millis(200);
     let c = &Cache::open(d.join("c"), opts().expiration(age)).unwrap();
     let first = c.get_or_create("k", || 1u64).unwrap();
@@ -850,7 +831,7 @@ fn expiration_age_regenerates_values_without_a_ttl_and_marks_stale_serves() {
 /// end, and a creator only runs once the value has expired).
 #[test]
 fn background_regeneration_runs_one_creator_per_expiry_across_processes() {
-    let d = dir("dogpile", "bg-procs");
+    let d = TempDir::new("dogpile", "bg-procs");
     let p = d.join("c");
     let log = d.join("creators.log");
     std::fs::write(&log, b"").unwrap();
@@ -904,7 +885,6 @@ fn background_regeneration_runs_one_creator_per_expiry_across_processes() {
         &early[..early.len().min(5)]
     );
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 /// A slow `get_or_create_many` creator holds no read guard: another process
@@ -912,7 +892,7 @@ fn background_regeneration_runs_one_creator_per_expiry_across_processes() {
 /// creator runs, and the batch still completes with correct values.
 #[test]
 fn get_or_create_many_pins_nothing_while_its_creator_runs() {
-    let d = dir("dogpile", "many-pins");
+    let d = TempDir::new("dogpile", "many-pins");
     let p = d.join("c");
     let c = Cache::open(&p, opts().pin_wait(Duration::from_millis(50))).unwrap();
     c.set("fresh", &5u64).unwrap();
@@ -940,5 +920,4 @@ fn get_or_create_many_pins_nothing_while_its_creator_runs() {
         "the batch failed or returned wrong values: {line}"
     );
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }

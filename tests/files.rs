@@ -3,16 +3,13 @@
 
 use slotcache::{Cache, Error, Options, Raw};
 mod common;
-use common::patch;
+use common::{patch, TempDir};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("slotcache-files-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir(name: &str) -> TempDir {
+    TempDir::new("files", name)
 }
 
 fn small() -> Options {
@@ -21,20 +18,16 @@ fn small() -> Options {
 
 /// Runs this test binary again as a child with `role` in the environment.
 fn child(role: &str, path: &Path, extra: &str) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("SLOTCACHE_ROLE", role)
-        .env("SLOTCACHE_PATH", path)
-        .env("SLOTCACHE_EXTRA", extra);
+    let mut c = common::child(role, path);
+    c.env("SLOTCACHE_EXTRA", extra);
     c
 }
 
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var("SLOTCACHE_ROLE") else {
+    let Some((role, path)) = common::child_role() else {
         return;
     };
-    let path = PathBuf::from(std::env::var("SLOTCACHE_PATH").unwrap());
     let extra = std::env::var("SLOTCACHE_EXTRA").unwrap();
     match role.as_str() {
         "create" => {
@@ -88,7 +81,6 @@ fn racing_creators_end_with_one_valid_file() {
             );
         }
         drop(c);
-        std::fs::remove_dir_all(d).unwrap();
     }
 }
 
@@ -125,7 +117,6 @@ fn opening_does_not_wait_for_readers_of_other_processes() {
     drop(g);
     assert_eq!(&*c.get::<Raw>("from-7").unwrap().unwrap(), b"7");
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
@@ -140,7 +131,6 @@ fn existing_file_keeps_its_geometry() {
     assert_eq!(b.info(), info);
     assert_eq!(&*b.get::<Raw>("k").unwrap().unwrap(), b"v");
     drop(b);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
@@ -167,7 +157,6 @@ fn preallocates_the_whole_file() {
         );
     }
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
@@ -259,7 +248,6 @@ fn bad_files_are_typed_errors() {
     // Missing, with create off.
     let e = Cache::open(d.join("missing"), small().create(false)).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e}");
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
@@ -279,7 +267,6 @@ fn half_created_file_is_initialised_by_the_next_opener() {
     assert!(Cache::open(&p2, small()).is_ok());
     // Windows refuses to delete a file that is mapped: close first.
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
@@ -301,7 +288,6 @@ fn invalid_options_are_typed_errors() {
         }
         assert!(e.to_string().contains("expected"), "{e}");
     }
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
@@ -406,7 +392,6 @@ fn read_only_handles_read_and_refuse_writes() {
         perm.set_readonly(false);
         std::fs::set_permissions(&p, perm).unwrap();
     }
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
@@ -436,5 +421,4 @@ fn corrupt_record_is_a_counted_miss() {
     c.set("victim", &Raw(b"new")).unwrap();
     assert_eq!(&*c.get::<Raw>("victim").unwrap().unwrap(), b"new");
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }

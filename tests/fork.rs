@@ -11,10 +11,10 @@
 #![cfg(target_os = "linux")]
 
 mod common;
-use common::{churn, dir};
+use common::{churn, TempDir};
 use slotcache::{Cache, Error, Options, PinHolder, Raw};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 fn opts() -> Options {
@@ -39,7 +39,7 @@ fn wait(pid: libc::pid_t) -> i32 {
 
 #[test]
 fn child_respects_parent_pins_and_has_its_own_slot_and_locks() {
-    let d = dir("fork", "pins");
+    let d = TempDir::new("fork", "pins");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set("held", &Raw(b"parent's value")).unwrap();
     let guard = c.get::<Raw>("held").unwrap().unwrap();
@@ -80,12 +80,11 @@ fn child_respects_parent_pins_and_has_its_own_slot_and_locks() {
     drop(guard);
     churn(&c, 3, "q").unwrap();
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn child_entry() {
-    let Ok(path) = std::env::var("SLOTCACHE_FORKER") else {
+    let Some((_forker, path)) = common::child_role() else {
         return;
     };
     let c = Cache::open(&path, opts()).unwrap();
@@ -103,13 +102,11 @@ fn child_entry() {
 
 #[test]
 fn a_killed_parent_leaves_no_locks_behind_in_its_children() {
-    let d = dir("fork", "dead-parent");
+    let d = TempDir::new("fork", "dead-parent");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     c.set("held", &Raw(b"v")).unwrap();
-    let mut forker = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("SLOTCACHE_FORKER", &p)
+    let mut forker = common::child("forker", &p)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -139,7 +136,6 @@ fn a_killed_parent_leaves_no_locks_behind_in_its_children() {
     unsafe { libc::kill(grandchild, libc::SIGKILL) };
     r.expect("a dead parent's pin must be reclaimable while its children live");
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 /// `fork()` while another thread is inside `Cache::open`: the process-wide
@@ -151,7 +147,7 @@ fn a_killed_parent_leaves_no_locks_behind_in_its_children() {
 #[test]
 fn fork_while_another_thread_opens_leaves_open_usable_in_the_child() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let d = dir("fork", "gate");
+    let d = TempDir::new("fork", "gate");
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -234,7 +230,7 @@ fn kill_and_reap(pid: libc::pid_t) {
 /// worker because the helper inherited its descriptors.
 #[test]
 fn a_killed_worker_leaves_no_locks_behind_in_its_idle_child() {
-    let d = dir("fork", "grandchild");
+    let d = TempDir::new("fork", "grandchild");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     c.set("held", &Raw(b"v")).unwrap();
@@ -335,7 +331,6 @@ fn a_killed_worker_leaves_no_locks_behind_in_its_idle_child() {
         "the killed worker's stripe lock stayed held by its idle child"
     );
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 /// Descriptors stay close-on-exec in every generation: a program a fork
@@ -343,7 +338,7 @@ fn a_killed_worker_leaves_no_locks_behind_in_its_idle_child() {
 /// child's locks alive for as long as it runs).
 #[test]
 fn descriptors_stay_close_on_exec_across_fork() {
-    let d = dir("fork", "cloexec");
+    let d = TempDir::new("fork", "cloexec");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     c.set("k", &Raw(b"v")).unwrap();
@@ -403,5 +398,4 @@ fn descriptors_stay_close_on_exec_across_fork() {
         );
     }
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }

@@ -12,7 +12,7 @@ use slotcache::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -264,7 +264,7 @@ fn iter_while_a_thread_churns_the_file() {
 /// The body of the child processes (does nothing in a normal test run).
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var("SLOTCACHE_ITER_ROLE") else {
+    let Some((role, path)) = common::child_role() else {
         return;
     };
     // SAFETY: prctl with PR_SET_PDEATHSIG has no memory-safety preconditions.
@@ -272,7 +272,6 @@ fn child_entry() {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
-    let path = std::env::var("SLOTCACHE_PATH").unwrap();
     match role.as_str() {
         // Churns the file until killed.
         "writer" => {
@@ -297,11 +296,7 @@ fn child_entry() {
 }
 
 fn spawn(role: &str, path: &Path) -> (KillOnDrop, BufReader<std::process::ChildStdout>) {
-    let mut ch = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("SLOTCACHE_ITER_ROLE", role)
-        .env("SLOTCACHE_PATH", path)
-        .stdin(Stdio::null())
+    let mut ch = common::child(role, path)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

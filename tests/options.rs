@@ -4,7 +4,7 @@
 //! nothing panics; a refused create leaves no file behind.
 
 mod common;
-use common::dir;
+use common::TempDir;
 use slotcache::{Cache, CreateOptions, Error, Options, Raw, WriteOptions};
 use std::time::Duration;
 
@@ -14,14 +14,13 @@ fn small() -> Options {
 
 /// The error of opening `opts` at a fresh path, which must not exist after.
 fn refused(name: &str, opts: Options) -> Error {
-    let d = dir("options", name);
+    let d = TempDir::new("options", name);
     let p = d.join("c");
     let e = Cache::open(&p, opts).expect_err("must be refused");
     assert!(
         !p.exists(),
         "{name}: a refused create left a file behind ({e})"
     );
-    std::fs::remove_dir_all(d).unwrap();
     e
 }
 
@@ -42,7 +41,7 @@ fn assert_names(e: &Error, option: &str, found: &str) {
 
 #[test]
 fn lock_timeout_max_means_no_timeout() {
-    let d = dir("options", "lock-timeout");
+    let d = TempDir::new("options", "lock-timeout");
     // On the handle and per call: a missing value is created (no overflow
     // computing a deadline), and a waiter with "forever" gets the value of
     // the creator it waited for.
@@ -77,12 +76,11 @@ fn lock_timeout_max_means_no_timeout() {
         assert_eq!(f.into_owned().unwrap(), 2);
         assert!(creator.join().unwrap().unwrap());
     }
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn huge_ttls_saturate_instead_of_wrapping() {
-    let d = dir("options", "ttl");
+    let d = TempDir::new("options", "ttl");
     let six_hundred_years = Duration::from_secs(600 * 365 * 86_400);
     // Just past 2^64 ns (~584 years): wrapped modulo 2^64, 10 ns.
     let just_past = Duration::from_nanos(u64::MAX) + Duration::from_nanos(11);
@@ -114,12 +112,11 @@ fn huge_ttls_saturate_instead_of_wrapping() {
         drop(c);
         std::fs::remove_file(d.join("other")).unwrap();
     }
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn other_extreme_durations_do_not_panic() {
-    let d = dir("options", "durations");
+    let d = TempDir::new("options", "durations");
     let c = Cache::open(
         d.join("c"),
         small()
@@ -138,7 +135,6 @@ fn other_extreme_durations_do_not_panic() {
         .ttl(Some(Duration::ZERO));
     assert!(c.get_or_create_opt("z", &o, || 1u64).unwrap().is_created());
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
@@ -201,7 +197,7 @@ fn out_of_range_options_name_the_option_the_value_and_the_limit() {
 
 #[test]
 fn per_call_arguments_never_panic() {
-    let d = dir("options", "calls");
+    let d = TempDir::new("options", "calls");
     let c = Cache::open(d.join("c"), small()).unwrap();
     assert_eq!(c.max_value_len(usize::MAX), 0);
     assert_eq!(c.max_value_len(slotcache::MAX_KEY_LEN + 1), 0);
@@ -232,5 +228,4 @@ fn per_call_arguments_never_panic() {
     assert!(c.set(&long, &Raw(b"v")).is_err());
     assert_eq!(&*c.get::<Raw>("k").unwrap().unwrap(), b"v");
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }

@@ -4,11 +4,11 @@
 //! pin is reclaimed without waiting.
 
 mod common;
-use common::{churn, dir, KillOnDrop};
+use common::{churn, KillOnDrop, TempDir};
 use slotcache::{Cache, Error, Options, PinHolder, Raw};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// One stripe, eight 4 KiB... segments: the ring wraps after a few hundred KiB.
@@ -22,7 +22,7 @@ fn opts() -> Options {
 
 #[test]
 fn own_guard_fails_the_write_at_once() {
-    let d = dir("pins", "own");
+    let d = TempDir::new("pins", "own");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set("held", &Raw(b"precious")).unwrap();
     let g = c.get::<Raw>("held").unwrap().unwrap();
@@ -39,12 +39,11 @@ fn own_guard_fails_the_write_at_once() {
         "evicted once released"
     );
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn other_threads_guard_makes_the_writer_wait_then_fail() {
-    let d = dir("pins", "other");
+    let d = TempDir::new("pins", "other");
     let c = Cache::open(d.join("c"), opts()).unwrap();
     c.set("held", &Raw(b"precious")).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -67,7 +66,6 @@ fn other_threads_guard_makes_the_writer_wait_then_fail() {
     reader.join().unwrap();
     churn(&c, 3, "b").unwrap();
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 /// A guard taken through one handle stops a writer using a second handle
@@ -79,7 +77,7 @@ fn other_threads_guard_makes_the_writer_wait_then_fail() {
 /// lock), so it waits `pin_wait`, then fails.
 #[test]
 fn a_second_handle_respects_the_first_handles_pins() {
-    let d = dir("pins", "handles");
+    let d = TempDir::new("pins", "handles");
     let a = Cache::open(d.join("c"), opts()).unwrap();
     let b = Cache::open(d.join("c"), opts()).unwrap();
     a.set("held", &Raw(b"precious")).unwrap();
@@ -103,12 +101,11 @@ fn a_second_handle_respects_the_first_handles_pins() {
     churn(&b, 3, "b").unwrap();
     assert!(a.get::<Raw>("held").unwrap().is_none());
     drop((a, b));
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn child_entry() {
-    let Ok(path) = std::env::var("SLOTCACHE_HOLD") else {
+    let Some((_holder, path)) = common::child_role() else {
         return;
     };
     // Die with the test process, whatever happens to it (Linux only;
@@ -126,9 +123,7 @@ fn child_entry() {
 }
 
 fn holder(path: &Path) -> KillOnDrop {
-    let mut ch = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("SLOTCACHE_HOLD", path)
+    let mut ch = common::child("holder", path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -148,7 +143,7 @@ fn holder(path: &Path) -> KillOnDrop {
 
 #[test]
 fn live_process_pin_blocks_and_dead_process_pin_is_reclaimed() {
-    let d = dir("pins", "dead");
+    let d = TempDir::new("pins", "dead");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     c.set("held", &Raw(b"precious")).unwrap();
@@ -174,12 +169,11 @@ fn live_process_pin_blocks_and_dead_process_pin_is_reclaimed() {
             .unwrap();
     }
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn exited_threads_release_their_reader_slots() {
-    let d = dir("pins", "slots");
+    let d = TempDir::new("pins", "slots");
     let c = Cache::open(d.join("c"), opts().reader_slots(4)).unwrap();
     c.set("k", &Raw(b"v")).unwrap();
     for _ in 0..50 {
@@ -208,5 +202,4 @@ fn exited_threads_release_their_reader_slots() {
     // The main thread holds none; four threads get slots, the fifth is refused.
     assert_eq!(full, 1, "{results:?}");
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }

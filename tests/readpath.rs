@@ -9,6 +9,8 @@
 //! - Never blocks on a writer: reads complete while another process holds the
 //!   stripe's write lock.
 
+mod common;
+use common::TempDir;
 use slotcache::{Cache, Options, Raw};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,10 +45,8 @@ struct Rec {
     name: String,
 }
 
-fn setup(name: &str) -> (std::path::PathBuf, Cache) {
-    let d = std::env::temp_dir().join(format!("slotcache-readpath-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+fn setup(name: &str) -> (TempDir, Cache) {
+    let d = TempDir::new("readpath", name);
     let c = Cache::open(d.join("c"), Options::new().capacity(16 << 20)).unwrap();
     for i in 0..1000u64 {
         c.set(format!("b{i}"), &Raw(&i.to_le_bytes())).unwrap();
@@ -77,7 +77,7 @@ fn reads(c: &Cache) -> u64 {
 
 #[test]
 fn hits_do_not_allocate() {
-    let (d, c) = setup("alloc");
+    let (_d, c) = setup("alloc");
     let keys: Vec<String> = (0..1000).map(|i| format!("b{i}")).collect();
     let tkeys: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
     assert!(c.get::<Raw>(&keys[0]).unwrap().is_some()); // claims the reader slot
@@ -98,7 +98,6 @@ fn hits_do_not_allocate() {
         "allocations on the read path"
     );
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 // Linux only by nature: it forks and enters seccomp strict mode, which
@@ -106,7 +105,7 @@ fn hits_do_not_allocate() {
 #[cfg(target_os = "linux")]
 #[test]
 fn hits_and_misses_make_no_system_call() {
-    let (d, c) = setup("syscall");
+    let (_d, c) = setup("syscall");
     let expected = reads(&c); // warm up: reader slot claimed, pages mapped
                               // Pre-build every key so the child does not allocate (malloc may call brk/mmap).
     let keys: Vec<Vec<u8>> = (0..1000).map(|i| format!("b{i}").into_bytes()).collect();
@@ -169,5 +168,4 @@ fn hits_and_misses_make_no_system_call() {
     );
     assert_eq!(libc::WEXITSTATUS(status), 0, "child read wrong values");
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }

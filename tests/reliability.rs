@@ -3,7 +3,7 @@
 //! limit (a full disk, as far as one process can tell) at creation.
 
 mod common;
-use common::{dir, patch};
+use common::{patch, TempDir};
 use slotcache::{Cache, Error, OnCorrupt, Options, Raw};
 use std::io::Read;
 use std::path::Path;
@@ -26,7 +26,7 @@ fn find(path: &Path, needle: &[u8]) -> u64 {
 
 #[test]
 fn verify_is_clean_after_churn_and_reports_damage() {
-    let d = dir("reliability", "verify");
+    let d = TempDir::new("reliability", "verify");
     let p = d.join("c");
     let c = Cache::open(&p, small().segments(6)).unwrap();
     for i in 0..20_000u32 {
@@ -63,12 +63,11 @@ fn verify_is_clean_after_churn_and_reports_damage() {
         "and reads miss it"
     );
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[test]
 fn damaged_files_are_reset_on_request_and_foreign_files_never() {
-    let d = dir("reliability", "reset");
+    let d = TempDir::new("reliability", "reset");
     let make = |name: &str| common::file_with_one_entry(d.join(name), small());
     // A flipped header byte: an error by default, a fresh file on request.
     let p = make("header");
@@ -118,13 +117,12 @@ fn damaged_files_are_reset_on_request_and_foreign_files_never() {
         Err(Error::NotSlotcache { .. })
     ));
     assert_eq!(std::fs::read(&p).unwrap(), vec![b'x'; 10_000]);
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[cfg(unix)]
 #[test]
 fn a_file_deleted_under_running_users_keeps_working_for_them() {
-    let d = dir("reliability", "deleted");
+    let d = TempDir::new("reliability", "deleted");
     let p = d.join("c");
     let old = Cache::open(&p, small()).unwrap();
     old.set("k", &Raw(b"old")).unwrap();
@@ -139,7 +137,6 @@ fn a_file_deleted_under_running_users_keeps_working_for_them() {
     assert_eq!(&*old.get::<Raw>("k").unwrap().unwrap(), b"old");
     assert_eq!(&*new.get::<Raw>("k").unwrap().unwrap(), b"new");
     drop((old, new));
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 /// A read-only directory: creating a cache there is a typed I/O error; a
@@ -148,7 +145,7 @@ fn a_file_deleted_under_running_users_keeps_working_for_them() {
 #[test]
 fn read_only_directory() {
     use std::os::unix::fs::PermissionsExt;
-    let d = dir("reliability", "rodir");
+    let d = TempDir::new("reliability", "rodir");
     let existing = d.join("existing");
     Cache::open(&existing, small())
         .unwrap()
@@ -170,7 +167,6 @@ fn read_only_directory() {
     c.set("k2", &Raw(b"v2")).unwrap();
     drop(c);
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::remove_dir_all(d).unwrap();
 }
 
 #[cfg(target_os = "linux")]
@@ -200,18 +196,9 @@ fn works_on_tmpfs() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_full_disk_fails_at_creation_not_later() {
-    let d = dir("reliability", "full");
+    let d = TempDir::new("reliability", "full");
     let p = d.join("c");
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "full_disk_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SLOTCACHE_FULL_DISK", &p)
-        .output()
-        .unwrap();
+    let out = common::child("full-disk", &p).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("FULL-DISK-OK"),
@@ -225,16 +212,24 @@ fn a_full_disk_fails_at_creation_not_later() {
     let c = Cache::open(&p, Options::new().capacity(8 << 20)).unwrap();
     c.set("k", &Raw(b"v")).unwrap();
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
+}
+
+/// The body of the child processes (does nothing in a normal test run).
+#[test]
+fn child_entry() {
+    let Some((role, path)) = common::child_role() else {
+        return;
+    };
+    match role.as_str() {
+        #[cfg(target_os = "linux")]
+        "full-disk" => full_disk_child(&path),
+        other => panic!("unknown role {other} (file {})", path.display()),
+    }
 }
 
 /// The child side of `a_full_disk_fails_at_creation_not_later`.
 #[cfg(target_os = "linux")]
-#[test]
-fn full_disk_child() {
-    let Ok(path) = std::env::var("SLOTCACHE_FULL_DISK") else {
-        return;
-    };
+fn full_disk_child(path: &std::path::Path) {
     // SAFETY: plain libc calls on this process's own settings.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
@@ -244,7 +239,7 @@ fn full_disk_child() {
         };
         libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
     }
-    match Cache::open(&path, Options::new().capacity(8 << 20)) {
+    match Cache::open(path, Options::new().capacity(8 << 20)) {
         Err(e @ Error::Io { .. }) => {
             assert!(e.to_string().contains("preallocating"), "{e}");
             println!("FULL-DISK-OK");

@@ -7,11 +7,10 @@
 //! stays quick); processes: `SLOTCACHE_SOAK_PROCS` (default 3).
 
 mod common;
-use common::{dir, KillOnDrop};
+use common::{KillOnDrop, TempDir};
 use slotcache::{Cache, CreateOptions, Options, Raw};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn opts() -> Options {
@@ -50,12 +49,12 @@ fn check(key: &str, v: &[u8]) -> bool {
 
 #[test]
 fn child_entry() {
-    let Ok(path) = std::env::var("SOAK_PATH") else {
+    let Some((_worker, path)) = common::child_role() else {
         return;
     };
     let until = Instant::now() + Duration::from_secs(env_u64("SOAK_SECS", 8));
     let me = env_u64("SOAK_ID", 0);
-    let c = Cache::open(PathBuf::from(path), opts()).unwrap();
+    let c = Cache::open(path, opts()).unwrap();
     let (mut ops, mut bad) = (0u64, 0u64);
     let mut x = me * 7919 + 1;
     let ttl = CreateOptions::new().ttl(Some(Duration::from_millis(30)));
@@ -104,7 +103,7 @@ fn child_entry() {
 
 #[test]
 fn soak_mixed_processes() {
-    let d = dir("soak", "mixed");
+    let d = TempDir::new("soak", "mixed");
     let p = d.join("c");
     let c = Cache::open(&p, opts()).unwrap();
     let secs = env_u64("SLOTCACHE_SOAK_SECS", 8);
@@ -112,9 +111,7 @@ fn soak_mixed_processes() {
     let kids: Vec<_> = (0..procs)
         .map(|i| {
             KillOnDrop(
-                Command::new(std::env::current_exe().unwrap())
-                    .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-                    .env("SOAK_PATH", &p)
+                common::child("worker", &p)
                     .env("SOAK_SECS", secs.to_string())
                     .env("SOAK_ID", (i + 1).to_string())
                     .stdout(Stdio::piped())
@@ -161,5 +158,4 @@ fn soak_mixed_processes() {
         "the run exercised eviction and regeneration: {st:?}"
     );
     drop(c);
-    std::fs::remove_dir_all(d).unwrap();
 }

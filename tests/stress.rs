@@ -24,12 +24,14 @@
 //! `TerminateProcess` on Windows (no handler runs, the process's handles are
 //! closed and its byte-range locks released, as with `SIGKILL`).
 
+mod common;
+use common::TempDir;
 use rkyv::{Archive, Deserialize, Serialize};
 use slotcache::{Cache, CreateOptions, Error, Guard, Options, Raw, WriteOptions};
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -762,32 +764,6 @@ fn join<T>(h: JoinHandle<T>, what: &str) -> T {
 // Temp dirs and child processes
 // ---------------------------------------------------------------------------
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let d =
-            std::env::temp_dir().join(format!("slotcache-stress-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-
-    fn join(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("keeping {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 /// Geometry of the file the multi-process test uses.
 fn processes_opts() -> Options {
     Options::new()
@@ -827,13 +803,8 @@ struct Kid {
 }
 
 fn spawn_kid(name: String, role: &str, path: &Path, env: &[(&str, String)]) -> Kid {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("SLOTCACHE_ROLE", role)
-        .env("SLOTCACHE_PATH", path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = common::child(role, path);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -1001,10 +972,9 @@ fn env_u64(name: &str) -> u64 {
 /// The body of every child process (does nothing in a normal test run).
 #[test]
 fn child_entry() {
-    let Ok(role) = std::env::var("SLOTCACHE_ROLE") else {
+    let Some((role, path)) = common::child_role() else {
         return;
     };
-    let path = PathBuf::from(std::env::var("SLOTCACHE_PATH").unwrap());
     // Read-only handles pin with shared byte-range locks instead of reader
     // slots.
     let read_only = std::env::var("SLOTCACHE_READ_ONLY").is_ok();
@@ -1092,7 +1062,7 @@ fn regen_value(k: u64) -> u64 {
 #[test]
 fn threads_hammer_one_cache() {
     let seed = run_seed("threads");
-    let dir = TempDir::new("threads");
+    let dir = TempDir::new("stress", "threads");
     const KEYS: u32 = 3000;
     const WRITERS: u32 = 4;
     const READERS: u64 = 4;
@@ -1236,7 +1206,7 @@ fn threads_hammer_one_cache() {
 #[test]
 fn processes_hammer_one_file() {
     let seed = run_seed("processes");
-    let dir = TempDir::new("processes");
+    let dir = TempDir::new("stress", "processes");
     let path = dir.join("c");
     const KEYS: u32 = 6000;
     const WRITERS: u32 = 3;
@@ -1262,7 +1232,7 @@ fn processes_hammer_one_file() {
                 ("SLOTCACHE_BATCH_MAX", "24".into()),
                 (
                     "SLOTCACHE_OUT",
-                    dir.join(&format!("writer-{id}")).display().to_string(),
+                    dir.join(format!("writer-{id}")).display().to_string(),
                 ),
             ],
         ));
@@ -1299,9 +1269,7 @@ fn processes_hammer_one_file() {
 
     let reports: Vec<WriterReport> = (1..=WRITERS)
         .map(|id| {
-            parse_writer_report(
-                &std::fs::read_to_string(dir.join(&format!("writer-{id}"))).unwrap(),
-            )
+            parse_writer_report(&std::fs::read_to_string(dir.join(format!("writer-{id}"))).unwrap())
         })
         .collect();
     let cache = Cache::open(&path, processes_opts()).unwrap();
@@ -1430,7 +1398,7 @@ fn validate_all(c: &Cache, keys: u32, when: &str) -> u64 {
 fn killed_processes_leave_a_usable_file() {
     let seed = run_seed("crash");
     let mut rng = Rng::new(seed);
-    let dir = TempDir::new("crash");
+    let dir = TempDir::new("stress", "crash");
     let path = dir.join("c");
     const KEYS: u32 = 2000;
     const ROUNDS: u32 = 20;

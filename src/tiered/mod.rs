@@ -419,7 +419,7 @@ impl TieredCache {
             invalidations: l(&c.invalidations),
             flushes: l(&c.flushes),
             subscriber: l(&c.subscriber) != 0,
-            epoch: self.inner.word(subscriber::EPOCH).load(Ordering::SeqCst),
+            epoch: self.inner.header().tiered_epoch.load(Ordering::SeqCst),
         }
     }
 

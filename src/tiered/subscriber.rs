@@ -9,49 +9,33 @@
 //! candidate takes over.
 
 use super::Inner;
+pub(crate) use crate::clock::now_ns;
+use crate::layout::header::{SharedHeader, TIERED_SEQ_WORDS};
 use redis::{PushKind, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Header word: the epoch of the invalidation stream (even and non-zero:
-/// up since it took that value; odd or zero: down).
-pub(crate) const EPOCH: usize = 160;
-/// Header word: wall-clock ns when the subscriber last saw its own
-/// heartbeat come back through the stream.
-pub(crate) const HEARTBEAT: usize = 168;
-/// Header words 3072..4096: per-key invalidation sequences.
-pub(crate) const SEQS: usize = 3072;
-/// Number of sequence words.
-pub(crate) const SEQ_WORDS: u64 = 128;
-
-/// Offset of the subscriber election lock (a byte beyond any file).
-#[cfg(target_os = "linux")]
-const ELECT_LOCK: i64 = (1 << 62) + 5 * (1 << 32);
-
-pub(crate) fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// The sequence word of `key` (an L2 key): `xxh3(key) % 128`.
-pub(crate) fn seq_word(key: &[u8]) -> usize {
-    SEQS + 8 * (xxhash_rust::xxh3::xxh3_64(key) % SEQ_WORDS) as usize
-}
-
 impl Inner {
-    pub(crate) fn word(&self, off: usize) -> &AtomicU64 {
-        self.l1.header_word(off)
+    /// The header words this module keeps (`tiered_epoch`,
+    /// `tiered_heartbeat`, `tiered_seqs`).
+    pub(crate) fn header(&self) -> &SharedHeader {
+        self.l1.shared_header()
+    }
+
+    /// The sequence word of `key` (an L2 key): `xxh3(key) % 128`.
+    fn seq_word(&self, key: &[u8]) -> &AtomicU64 {
+        let i = xxhash_rust::xxh3::xxh3_64(key) % TIERED_SEQ_WORDS as u64;
+        &self.header().tiered_seqs[i as usize]
     }
 
     pub(crate) fn seq(&self, key: &[u8]) -> u64 {
-        self.word(seq_word(key)).load(Ordering::SeqCst)
+        self.seq_word(key).load(Ordering::SeqCst)
     }
 
     /// What the subscriber does for an invalidated key: bump its sequence
     /// (refusing fills in flight), then drop the L1 entry.
     pub(crate) fn invalidate_local(&self, key: &[u8]) {
-        self.word(seq_word(key)).fetch_add(1, Ordering::SeqCst);
+        self.seq_word(key).fetch_add(1, Ordering::SeqCst);
         let _ = self.l1.delete(key);
     }
 
@@ -59,8 +43,8 @@ impl Inner {
     /// stored with it are trusted now: the stream is up (even, non-zero
     /// epoch) and its heartbeat is recent.
     pub(crate) fn epoch_now(&self) -> (u64, bool) {
-        let e = self.word(EPOCH).load(Ordering::SeqCst);
-        let hb = self.word(HEARTBEAT).load(Ordering::Relaxed);
+        let e = self.header().tiered_epoch.load(Ordering::SeqCst);
+        let hb = self.header().tiered_heartbeat.load(Ordering::Relaxed);
         let fresh = now_ns().saturating_sub(hb) <= self.opts.stream_timeout.as_nanos() as u64;
         (e, e != 0 && e % 2 == 0 && fresh)
     }
@@ -68,15 +52,17 @@ impl Inner {
     /// Moves the epoch to the next even value (stream up, or a flush: every
     /// entry filled before is unverified).
     fn epoch_up(&self) {
-        let w = self.word(EPOCH);
+        let w = &self.header().tiered_epoch;
         let _ = w.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| Some((e | 1) + 1));
-        self.word(HEARTBEAT).store(now_ns(), Ordering::Relaxed);
+        self.header()
+            .tiered_heartbeat
+            .store(now_ns(), Ordering::Relaxed);
         self.stats.epoch_changes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Moves the epoch to an odd value (stream down), unless it is already.
     fn epoch_down(&self) {
-        let w = self.word(EPOCH);
+        let w = &self.header().tiered_epoch;
         if w.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |e| {
             (e % 2 == 0).then_some(e + 1)
         })
@@ -162,7 +148,9 @@ impl Inner {
                 }) => {
                     if self.on_invalidate(data) {
                         last_seen = Instant::now();
-                        self.word(HEARTBEAT).store(now_ns(), Ordering::Relaxed);
+                        self.header()
+                            .tiered_heartbeat
+                            .store(now_ns(), Ordering::Relaxed);
                     }
                 }
                 Ok(Value::Push {
@@ -245,15 +233,9 @@ impl Election {
 
     #[cfg(target_os = "linux")]
     fn try_win(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `flock` is plain old data; zeroed is a valid value.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_WRLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = ELECT_LOCK;
-        fl.l_len = 1;
-        // SAFETY: a valid descriptor and a valid `flock`.
-        unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) == 0 }
+        use crate::layout::locks::TIERED_ELECT;
+        use crate::locks::{lock, Mode};
+        lock(&self.file, TIERED_ELECT, Mode::Exclusive, false).unwrap_or(false)
     }
 
     #[cfg(not(target_os = "linux"))]

@@ -1,5 +1,8 @@
-//! Byte-range locks on the cache file: stripe write locks, regeneration
-//! locks, reader-slot liveness locks and read-only pins.
+//! Locking: the operating system's byte-range locks on the cache file
+//! (stripe write locks, regeneration locks, reader-slot liveness locks and
+//! read-only pins), the lock held while a file is opened ([`OpenLock`]),
+//! and the stripe write locks themselves with their in-process halves
+//! ([`stripe`]: one stripe, or a batch's range of stripes).
 //!
 //! Each lock is one byte at an offset far beyond the data
 //! ([`crate::layout::locks`]), so it never covers bytes anyone reads or
@@ -14,7 +17,8 @@
 //! - **macOS and other Unix**: classic `fcntl` locks (`F_SETLK[W]`,
 //!   `F_GETLK`). They belong to the process and are all dropped when *any*
 //!   descriptor of the file is closed, so slotcache keeps exactly one
-//!   descriptor per file per process (see `registry`) and closes it only
+//!   descriptor per file per process (the registry of open files in
+//!   `crate::open`) and closes it only
 //!   when the last handle goes; exclusion between threads of one process
 //!   comes from the in-process mutex taken first.
 //! - **Windows**: `LockFileEx`/`UnlockFileEx` on the same offsets (beyond
@@ -25,8 +29,12 @@
 //!   non-blocking lock and undoes it; that probe also conflicts with the
 //!   caller's own handle's locks, so callers check the reader slots their
 //!   handle owns in memory first (`readers::find_pin`). The lock taken
-//!   while opening is one more byte ([`lock_for_open`]), not a lock over
-//!   the whole file, which would cover all the others.
+//!   while opening is one more byte ([`OpenLock`]), not a lock over the
+//!   whole file, which would cover all the others.
+
+pub(crate) mod stripe;
+
+pub(crate) use stripe::{BatchLock, StripeLock, StripeLocks};
 
 use std::fs::File;
 use std::io;
@@ -237,28 +245,30 @@ mod sys {
 #[cfg(windows)]
 const OPEN: u64 = crate::layout::locks::OPEN;
 
-/// Takes the lock that serialises creating and validating the file (see
-/// `format.md` §4), waiting for it.
-pub(crate) fn lock_for_open(file: &File) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        fs4::FileExt::lock(file)
-    }
-    #[cfg(windows)]
-    {
-        sys::lock(file, OPEN, 1, Mode::Exclusive, true).map(|_| ())
+/// The lock that serialises creating and validating the file (see
+/// `format.md` §4), held until dropped: on every path out of an open,
+/// early returns and panics included.
+pub(crate) struct OpenLock<'f> {
+    file: &'f File,
+}
+
+impl<'f> OpenLock<'f> {
+    /// Takes the lock, waiting for it.
+    pub(crate) fn take(file: &'f File) -> io::Result<OpenLock<'f>> {
+        #[cfg(unix)]
+        fs4::FileExt::lock(file)?;
+        #[cfg(windows)]
+        sys::lock(file, OPEN, 1, Mode::Exclusive, true)?;
+        Ok(OpenLock { file })
     }
 }
 
-/// Releases the lock taken by [`lock_for_open`].
-pub(crate) fn unlock_for_open(file: &File) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        fs4::FileExt::unlock(file)
-    }
-    #[cfg(windows)]
-    {
-        sys::unlock(file, OPEN, 1)
+impl Drop for OpenLock<'_> {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        let _ = fs4::FileExt::unlock(self.file);
+        #[cfg(windows)]
+        let _ = sys::unlock(self.file, OPEN, 1);
     }
 }
 
@@ -317,9 +327,8 @@ mod tests {
 
     #[test]
     fn two_descriptions_exclude_each_other() {
-        let dir = std::env::temp_dir().join(format!("slotcache-locks-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("f");
+        let dir = crate::testing::TestDir::new("locks");
+        let p = dir.path().join("f");
         let a = open(&p);
         let b = open(&p);
         let off = crate::layout::locks::WRITE + 3;
@@ -365,7 +374,5 @@ mod tests {
         // Closing the last handle releases the lock.
         drop(b);
         assert!(!held_by_other(&open(&p), off).unwrap());
-        // Windows cannot remove a directory while a file in it is open.
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

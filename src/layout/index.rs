@@ -1,0 +1,74 @@
+//! The index (format.md §2.4): per stripe, `buckets` [`Bucket`] lines of
+//! eight slot words; the slot-word codec; and which bits of a key's hash
+//! choose its stripe, buckets and tag.
+
+use super::RECORD_ALIGN;
+use core::mem::size_of;
+use std::sync::atomic::AtomicU64;
+
+/// Slots per index bucket (one cache line of `u64`).
+pub const BUCKET_SLOTS: usize = 8;
+
+/// One index bucket, as mapped: eight atomic slot words, one cache line.
+#[repr(C, align(64))]
+pub struct Bucket {
+    /// The slot words (see [`slot_word`]).
+    pub slots: [AtomicU64; BUCKET_SLOTS],
+}
+
+/// Size of one bucket.
+pub const BUCKET_SIZE: u64 = size_of::<Bucket>() as u64;
+const _: () = assert!(BUCKET_SIZE == 64);
+
+// Slot word, format.md §2.4: bit 63 visited, bits 51..=62 tag, bits 0..=50
+// position / 16 + 1 (0 = empty).
+
+/// Set (once, by CAS) by a reader that hit the entry.
+pub const VISITED: u64 = 1 << 63;
+/// First bit of the tag in a slot word.
+pub const TAG_SHIFT: u32 = 51;
+/// Width of the tag: 12 bits.
+pub const TAG_MASK: u64 = 0xFFF;
+/// The position bits of a slot word.
+pub const POS_MASK: u64 = (1 << TAG_SHIFT) - 1;
+const _: () = assert!(VISITED == 1 << (TAG_SHIFT + TAG_MASK.count_ones()));
+
+/// Builds a slot word naming `pos` (not visited).
+#[inline]
+pub fn slot_word(tag: u64, pos: u64) -> u64 {
+    debug_assert_eq!(pos % RECORD_ALIGN, 0);
+    (tag << TAG_SHIFT) | (pos / RECORD_ALIGN + 1)
+}
+
+/// Whether a slot word names a position (zero, or a corrupt word with no
+/// position bits, is an empty slot).
+#[inline]
+pub fn occupied(w: u64) -> bool {
+    w & POS_MASK != 0
+}
+
+/// Tag of a non-empty slot word.
+#[inline]
+pub fn word_tag(w: u64) -> u64 {
+    (w >> TAG_SHIFT) & TAG_MASK
+}
+
+/// Log position named by a non-empty slot word.
+#[inline]
+pub fn word_pos(w: u64) -> u64 {
+    ((w & POS_MASK) - 1) * RECORD_ALIGN
+}
+
+// Key placement, format.md §2.4: bits 0..24 of the hash choose the stripe,
+// bits 24..52 the first bucket, bits 52..64 are the tag; the second bucket
+// comes from the high half of the hash times the 64-bit golden ratio.
+
+/// Bits of the hash that choose the stripe: bits 0..24.
+pub const STRIPE_BITS: u32 = 24;
+/// Bits that choose the first bucket: bits 24..52.
+pub const BUCKET_BITS: u32 = 28;
+/// The tag is the hash's bits from here up (52..64).
+pub const TAG_HASH_SHIFT: u32 = STRIPE_BITS + BUCKET_BITS;
+const _: () = assert!(64 - TAG_HASH_SHIFT == TAG_MASK.count_ones());
+/// The 64-bit golden ratio: mixes the hash for the second bucket.
+pub const ALT_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -1,0 +1,397 @@
+//! The byte layout of a slotcache file: every offset, size and constant
+//! that `format.md` describes lives here and nowhere else, one submodule
+//! per table of `format.md`. Each table is a `#[repr(C)]` type whose field
+//! offsets are asserted at compile time against the numbers `format.md`
+//! gives ([`header::HeaderFields`] and [`header::SharedHeader`],
+//! [`stripe::StripeEntry`], [`reader::ReaderCounters`], [`index::Bucket`],
+//! [`record::RecordHeader`]), or a small codec of one word (the index slot
+//! word in [`index`], the regeneration hint in [`regen_hint`]); lock
+//! offsets are in [`locks`].
+//!
+//! A file is, in order: the header (one 4 KiB page), the stripe table, the
+//! reader table, the index and the data region. [`Geometry::new`] computes
+//! where each one starts from the five numbers that define a file; it
+//! serves both [`Geometry::plan`] (a new file) and [`Header::decode`]
+//! (an existing one, which compares every stored offset with it). The
+//! mapping hands out typed views of these tables (`crate::map`).
+
+pub mod header;
+pub mod index;
+pub mod locks;
+pub mod reader;
+pub mod record;
+pub mod regen_hint;
+pub mod stripe;
+
+pub use header::Header;
+pub use index::{BUCKET_SIZE, BUCKET_SLOTS};
+pub use reader::READER_COUNTERS;
+pub use record::kind;
+pub use stripe::STRIPE_ENTRY;
+
+use crate::error::{Error, Result};
+
+/// First eight bytes of a ready slotcache file. Written last at creation.
+pub const MAGIC: [u8; 8] = *b"SLOTCACH";
+/// First eight bytes while a creator is still initialising the file.
+pub const MAGIC_INIT: [u8; 8] = *b"SLOTINIT";
+/// The format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// Size of the header: one page.
+pub const HEADER_SIZE: u64 = 4096;
+/// Alignment of the index and the data region (a page).
+pub const PAGE: u64 = 4096;
+/// Cache-line size assumed for padding shared fields.
+pub const LINE: u64 = 64;
+/// Size of one atomic word of the file.
+pub const WORD: u64 = 8;
+/// Alignment of records in the log (and of the values inside them: rkyv
+/// needs the archived root aligned).
+pub const RECORD_ALIGN: u64 = 16;
+/// Longest key slotcache stores, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Largest stripe count.
+pub const MAX_STRIPES: u32 = 4096;
+/// Largest reader-slot count.
+pub const MAX_READER_SLOTS: u32 = 65_536;
+/// Largest regeneration-stripe count.
+pub const MAX_REGEN_STRIPES: u32 = 1 << 20;
+/// Smallest segment size.
+pub const MIN_SEGMENT: u64 = 4096;
+/// Largest segment size (keeps every size computation far from overflow:
+/// stripes x segments x segment size < 2^62).
+pub const MAX_SEGMENT: u64 = 1 << 40;
+/// Smallest and largest number of segments per stripe.
+pub const MIN_SEGMENTS: u32 = 4;
+/// See [`MIN_SEGMENTS`].
+pub const MAX_SEGMENTS: u32 = 1024;
+/// Largest file a cache may be created with (256 TiB): far beyond any
+/// real cache, and small enough that every size and the default index
+/// (one entry per 256 bytes) stay in range.
+pub const MAX_CAPACITY: u64 = 1 << 48;
+/// Largest `max_entries` (2^40).
+pub const MAX_ENTRIES: u64 = 1 << 40;
+/// Largest log position (exclusive) an index slot can name: 2^55 bytes.
+pub const MAX_POSITION: u64 = (1 << 55) - RECORD_ALIGN;
+
+/// Rounds `x` up to a multiple of `a` (a power of two).
+pub const fn align_up(x: u64, a: u64) -> u64 {
+    (x + a - 1) & !(a - 1)
+}
+
+/// Where everything is in one file. Derived from the header; never stored
+/// as a whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Total file size.
+    pub file_size: u64,
+    /// Lock stripes (and index and log partitions).
+    pub stripes: u32,
+    /// Segments in each stripe's log ring.
+    pub segments: u32,
+    /// Bytes per segment.
+    pub segment_size: u64,
+    /// Index buckets per stripe.
+    pub buckets: u32,
+    /// Slots in the reader table.
+    pub reader_slots: u32,
+    /// Bytes per reader slot.
+    pub reader_slot_size: u64,
+    /// Offset of the stripe table.
+    pub stripe_off: u64,
+    /// Offset of the reader table.
+    pub reader_off: u64,
+    /// Offset of the index.
+    pub index_off: u64,
+    /// Offset of the data region.
+    pub data_off: u64,
+    /// Division by `segment_size`, by multiplication.
+    pub seg_div: Divisor,
+    /// Division by [`ring_size`](Geometry::ring_size), by multiplication.
+    pub ring_div: Divisor,
+}
+
+/// Exact division of a `u64` below 2^63 by a divisor fixed when the file is
+/// opened, with two multiplications and a compare instead of a 64-bit
+/// `div`, which is slow on common x86 cores (figures: `BENCHMARKS.md`,
+/// "Figures the source refers to"); the read path needs two per lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Divisor {
+    d: u64,
+    /// `floor((2^64 − 1) / d)`.
+    m: u64,
+}
+
+impl Divisor {
+    /// Division by `d` (> 0).
+    pub fn new(d: u64) -> Divisor {
+        assert!(d > 0, "division by zero");
+        Divisor { d, m: u64::MAX / d }
+    }
+
+    /// `(x / d, x % d)` for `x < 2^63`. The estimate `x·m / 2^64` is at most
+    /// one below the true quotient there, and one compare corrects it.
+    #[inline]
+    pub fn div_rem(self, x: u64) -> (u64, u64) {
+        debug_assert!(x < 1 << 63);
+        let mut q = ((x as u128 * self.m as u128) >> 64) as u64;
+        let mut r = x - q * self.d;
+        if r >= self.d {
+            q += 1;
+            r -= self.d;
+        }
+        (q, r)
+    }
+
+    /// `x % d` for `x < 2^63`.
+    #[inline]
+    pub fn rem(self, x: u64) -> u64 {
+        self.div_rem(x).1
+    }
+}
+
+impl Geometry {
+    /// The layout of a file with these five numbers: the one formula of
+    /// format.md §2.1, used to plan a new file and to check an existing
+    /// file's stored offsets. The numbers must be in their ranges
+    /// (`segment_size >= MIN_SEGMENT`), as [`plan`](Self::plan) and
+    /// [`Header::decode`] ensure before calling it.
+    pub fn new(
+        stripes: u32,
+        segments: u32,
+        segment_size: u64,
+        buckets: u32,
+        reader_slots: u32,
+    ) -> Geometry {
+        let stripe_off = HEADER_SIZE;
+        let reader_off = align_up(stripe_off + stripes as u64 * STRIPE_ENTRY, LINE);
+        let reader_slot_size = READER_COUNTERS + align_up(stripes as u64 * WORD, LINE);
+        let index_off = align_up(reader_off + reader_slots as u64 * reader_slot_size, PAGE);
+        let data_off = align_up(
+            index_off + stripes as u64 * buckets as u64 * BUCKET_SIZE,
+            PAGE,
+        );
+        let ring = segments as u64 * segment_size;
+        Geometry {
+            file_size: data_off + stripes as u64 * ring,
+            stripes,
+            segments,
+            segment_size,
+            buckets,
+            reader_slots,
+            reader_slot_size,
+            stripe_off,
+            reader_off,
+            index_off,
+            data_off,
+            seg_div: Divisor::new(segment_size),
+            ring_div: Divisor::new(ring),
+        }
+    }
+
+    /// Lays out a new file. `entries` is the number of entries the index
+    /// should hold (it gets two slots per entry); the data region takes what
+    /// is left of `capacity`.
+    pub fn plan(
+        capacity: u64,
+        stripes: u32,
+        segments: u32,
+        entries: u64,
+        reader_slots: u32,
+    ) -> Result<Geometry> {
+        let slots = entries.saturating_mul(2).max(BUCKET_SLOTS as u64);
+        let buckets = slots
+            .div_ceil(BUCKET_SLOTS as u64 * stripes as u64)
+            .clamp(1, u32::MAX as u64) as u32;
+        // Everything before the data region is independent of the
+        // segment size: lay it out with the smallest one first.
+        let smallest = Geometry::new(stripes, segments, MIN_SEGMENT, buckets, reader_slots);
+        let data_off = smallest.data_off;
+        let too_small = |need: u64| {
+            Error::InvalidOptions {
+            option: "capacity",
+            expected: format!(
+                "at least {need} bytes for {stripes} stripes x {segments} segments of {MIN_SEGMENT} bytes, \
+                 {entries} entries and {reader_slots} reader slots"
+            ),
+            found: capacity.to_string(),
+        }
+        };
+        if capacity < smallest.file_size {
+            return Err(too_small(smallest.file_size));
+        }
+        let per_segment = (capacity - data_off) / (stripes as u64 * segments as u64);
+        let segment_size = (per_segment & !(MIN_SEGMENT - 1)).min(MAX_SEGMENT);
+        Ok(Geometry::new(
+            stripes,
+            segments,
+            segment_size,
+            buckets,
+            reader_slots,
+        ))
+    }
+
+    /// Bytes of one stripe's log ring.
+    pub fn ring_size(&self) -> u64 {
+        self.segments as u64 * self.segment_size
+    }
+
+    /// Offset of reader slot `i`.
+    pub fn reader_slot(&self, i: u32) -> u64 {
+        self.reader_off + i as u64 * self.reader_slot_size
+    }
+
+    /// Offset of reader slot `i`'s pin word for stripe `s`.
+    pub fn pin_word(&self, i: u32, s: u32) -> u64 {
+        self.reader_slot(i) + READER_COUNTERS + s as u64 * WORD
+    }
+
+    /// Offset of bucket `b` of stripe `s`.
+    pub fn bucket(&self, s: u32, b: u32) -> u64 {
+        self.index_off + (s as u64 * self.buckets as u64 + b as u64) * BUCKET_SIZE
+    }
+
+    /// Offset in the file of log position `pos` of stripe `s`.
+    pub fn data(&self, s: u32, pos: u64) -> u64 {
+        self.data_off + s as u64 * self.ring_size() + self.ring_div.rem(pos)
+    }
+
+    /// Largest value that fits in one record with a key of `key_len` bytes
+    /// (0 for a key longer than [`MAX_KEY_LEN`], which cannot be stored).
+    pub fn max_value(&self, key_len: usize) -> usize {
+        if key_len > MAX_KEY_LEN {
+            return 0;
+        }
+        let room = self.segment_size - record::value_offset(key_len);
+        room.min(u32::MAX as u64) as usize
+    }
+
+    /// Panics unless the tables lie in order, aligned, inside `len` bytes:
+    /// what the map relies on to hand out typed views without a bounds
+    /// check per field. True of every geometry [`new`](Self::new) builds
+    /// for numbers in range.
+    pub fn assert_fits(&self, len: u64) {
+        let stripes = self.stripes as u64;
+        assert!(self.stripe_off >= HEADER_SIZE && self.stripe_off % LINE == 0);
+        assert!(self.stripe_off + stripes * STRIPE_ENTRY <= self.reader_off);
+        assert!(self.reader_off % LINE == 0 && self.reader_slot_size % LINE == 0);
+        assert!(self.reader_slot_size >= READER_COUNTERS + stripes * WORD);
+        assert!(
+            self.reader_off + self.reader_slots as u64 * self.reader_slot_size <= self.index_off
+        );
+        assert!(self.index_off % LINE == 0);
+        assert!(self.index_off + stripes * self.buckets as u64 * BUCKET_SIZE <= self.data_off);
+        assert!(self.data_off + stripes * self.ring_size() <= self.file_size);
+        assert!(self.file_size <= len, "the mapping holds the file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::path::Path;
+
+    fn encoded(geo: &Geometry) -> Vec<u8> {
+        let h = Header {
+            geo: *geo,
+            seed: 7,
+            rkyv_flags: 0x15,
+            created: 1,
+            default_ttl: 0,
+            regen_stripes: 64,
+        };
+        h.encode(MAGIC)
+    }
+
+    #[test]
+    fn divisor_matches_hardware_division() {
+        let mut x = 0x1234_5678_9ABC_DEF0u64;
+        for d in [
+            1u64,
+            2,
+            3,
+            7,
+            4096,
+            364_544,
+            5_832_704,
+            (1 << 40) + 17,
+            u32::MAX as u64,
+        ] {
+            let div = Divisor::new(d);
+            for edge in [
+                0,
+                1,
+                d - 1,
+                d,
+                d + 1,
+                2 * d - 1,
+                (1 << 63) - 1,
+                (1 << 63) - d,
+            ] {
+                assert_eq!(div.div_rem(edge), (edge / d, edge % d), "{edge} / {d}");
+            }
+            for _ in 0..10_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let v = x >> 1;
+                assert_eq!(div.div_rem(v), (v / d, v % d), "{v} / {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn plan_fits_capacity_and_aligns_regions() {
+        let g = Geometry::plan(64 << 20, 8, 16, 100_000, 64).unwrap();
+        assert!(g.file_size <= 64 << 20);
+        assert_eq!(g.index_off % 4096, 0);
+        assert_eq!(g.data_off % 4096, 0);
+        assert_eq!(g.segment_size % MIN_SEGMENT, 0);
+        assert!(g.buckets as u64 * 8 * 8 >= 200_000);
+        assert!(g.reader_off >= g.stripe_off + 8 * STRIPE_ENTRY);
+        assert!(g.index_off >= g.reader_off + 64 * g.reader_slot_size);
+        assert_eq!(g.data(3, g.ring_size() + 5), g.data(3, 5));
+    }
+
+    #[test]
+    fn plan_rejects_tiny_capacity_with_the_minimum() {
+        let e = Geometry::plan(100_000, 64, 16, 1000, 16).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("at least"), "{msg}");
+    }
+
+    #[test]
+    fn header_roundtrips() {
+        let g = Geometry::plan(8 << 20, 4, 8, 10_000, 32).unwrap();
+        let h = encoded(&g);
+        let d = Header::decode(Path::new("x"), &h, g.file_size).unwrap();
+        assert_eq!(d.geo, g);
+        assert_eq!(d.seed, 7);
+        assert_eq!(d.rkyv_flags, 0x15);
+    }
+
+    #[test]
+    fn header_errors_say_expected_and_found() {
+        let g = Geometry::plan(8 << 20, 4, 8, 10_000, 32).unwrap();
+        let p = Path::new("f");
+        let mut h = encoded(&g);
+        h[0] = b'X';
+        assert!(matches!(
+            Header::decode(p, &h, g.file_size),
+            Err(Error::NotSlotcache { .. })
+        ));
+        let mut h = encoded(&g);
+        let version = core::mem::offset_of!(header::HeaderFields, format_version);
+        h[version..version + 4].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let e = Header::decode(p, &h, g.file_size).unwrap_err();
+        assert!(e.to_string().contains("newer"), "{e}");
+        let h = encoded(&g);
+        let e = Header::decode(p, &h, g.file_size - 4096).unwrap_err();
+        assert!(matches!(e, Error::SizeMismatch { .. }), "{e}");
+        let mut h = encoded(&g);
+        h[core::mem::offset_of!(header::HeaderFields, stripes)] ^= 1;
+        let e = Header::decode(p, &h, g.file_size).unwrap_err();
+        assert!(e.to_string().contains("header_crc"), "{e}");
+    }
+}
