@@ -309,7 +309,7 @@ impl Cache {
     /// allocation. Expired and soft-invalidated entries are returned only
     /// with `stale_ok`; hard-invalidated ones never.
     #[inline]
-    fn lookup(&self, key: &[u8], stale_ok: bool) -> Result<Option<Found<'_>>> {
+    pub(crate) fn lookup(&self, key: &[u8], stale_ok: bool) -> Result<Option<Found<'_>>> {
         Self::check_key(key)?;
         let kh = KeyHash::new(key, self.shared.header.seed, &self.shared.geo);
         self.lookup_hashed(key, &kh, stale_ok)

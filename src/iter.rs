@@ -308,6 +308,50 @@ impl Cache {
     pub fn iter_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter<'_> {
         Iter::new(self, prefix.as_ref())
     }
+
+    /// The entry stored under `key`, whatever its kind and type: one lookup
+    /// like [`get`](Self::get) (O(1), lock-free, counted as a hit or a
+    /// miss), handing out the record as an [`Entry`] — for tools that show
+    /// any value (its kind, schema and raw bytes) without knowing its type.
+    /// Expired and soft-invalidated entries are misses, as for `get`.
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("slotcache-doc-getentry-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use slotcache::{Cache, Options, Raw, ValueKind};
+    /// let cache = Cache::open(dir.join("e.cache"), Options::new().capacity(8 << 20))?;
+    /// cache.set("n", &7u32)?;
+    /// let e = cache.get_entry("n")?.expect("stored");
+    /// assert_eq!(e.kind(), ValueKind::Archived);
+    /// assert_eq!(e.value::<u32>().map(|v| v.to_native()), Some(7));
+    /// assert!(cache.get_entry("missing")?.is_none());
+    /// # drop(e); drop(cache); std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), slotcache::Error>(())
+    /// ```
+    pub fn get_entry(&self, key: impl AsRef<[u8]>) -> Result<Option<Entry<'_>>> {
+        self.entry_of(key.as_ref(), false)
+    }
+
+    /// Like [`get_entry`](Self::get_entry), but also returns expired and
+    /// soft-invalidated entries (see [`EntryMeta::is_stale`]).
+    pub fn get_entry_stale(&self, key: impl AsRef<[u8]>) -> Result<Option<Entry<'_>>> {
+        self.entry_of(key.as_ref(), true)
+    }
+
+    fn entry_of(&self, key: &[u8], stale_ok: bool) -> Result<Option<Entry<'_>>> {
+        let Some(f) = self.lookup(key, stale_ok)? else {
+            return Ok(None);
+        };
+        f.pin.count(crate::layout::reader::HITS);
+        let stripe = KeyHash::new(key, self.seed(), self.geo()).stripe;
+        Ok(Some(Entry {
+            _pin: f.pin,
+            rh: f.rh,
+            all: f.all,
+            meta: f.meta,
+            stripe,
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -189,6 +189,8 @@ pub(crate) struct Found<'c> {
     pub pin: Pin<'c>,
     /// Its header.
     pub rh: RecordHeader,
+    /// The whole record (header, key, padding, value).
+    pub all: &'c [u8],
     /// Its value bytes.
     pub value: &'c [u8],
     /// Its metadata as read.
@@ -232,6 +234,7 @@ pub(crate) fn lookup<'c>(
         return Ok(Some(Found {
             pin,
             rh,
+            all,
             value: rh.value(all),
             meta,
         }));

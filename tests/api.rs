@@ -348,3 +348,45 @@ fn serialization_errors_keep_their_source() {
     assert_eq!(e.source().unwrap().to_string(), "too deep");
     assert_eq!(e.to_string(), "serializing the value failed: too deep");
 }
+
+/// `get_entry` finds a record of any kind with one lookup, as a reader:
+/// counted as a hit (or a miss), stale only when asked for.
+#[test]
+fn get_entry_finds_any_kind_in_one_lookup() {
+    let d = TempDir::new("api", "get-entry");
+    let c = Cache::open(d.path().join("c"), opts()).unwrap();
+    c.set("raw", &Raw(b"bytes")).unwrap();
+    c.set("typed", &9u64).unwrap();
+    c.set_opt(
+        "old",
+        &Raw(b"o"),
+        &WriteOptions::new().ttl(Some(Duration::ZERO)),
+    )
+    .unwrap();
+    let before = c.stats();
+    let e = c.get_entry("raw").unwrap().expect("raw entry");
+    assert_eq!(
+        (e.key(), e.bytes(), e.kind()),
+        (&b"raw"[..], &b"bytes"[..], ValueKind::Raw)
+    );
+    assert_eq!(e.schema(), 0);
+    drop(e);
+    let e = c.get_entry("typed").unwrap().expect("typed entry");
+    assert_eq!(e.kind(), ValueKind::Archived);
+    assert_eq!(e.schema(), slotcache::schema_fingerprint::<u64>());
+    assert_eq!(e.value::<u64>().map(|v| v.to_native()), Some(9));
+    assert!(e.value::<Raw>().is_none(), "another kind");
+    drop(e);
+    assert!(c.get_entry("missing").unwrap().is_none());
+    assert!(c.get_entry("old").unwrap().is_none(), "expired: a miss");
+    let e = c.get_entry_stale("old").unwrap().expect("stale on request");
+    assert!(e.meta().is_expired());
+    drop(e);
+    let after = c.stats();
+    assert_eq!(after.hits - before.hits, 3);
+    assert_eq!(after.misses - before.misses, 2);
+    assert!(matches!(
+        c.get_entry(vec![0u8; slotcache::MAX_KEY_LEN + 1]),
+        Err(Error::KeyTooLarge { .. })
+    ));
+}

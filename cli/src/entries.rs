@@ -43,17 +43,14 @@ fn entry_json(e: &Entry<'_>, now: SystemTime, value: bool, preview: Option<usize
     }
 }
 
-/// The entry stored under `key`, of either kind, by a walk filtered on the
-/// key (the library's typed `get` misses on a record of another kind; the
-/// walk is lock-free and counts nothing).
+/// The entry stored under `key`, of either kind: one O(1) lookup
+/// (`Cache::get_entry`), like any reader's.
 fn find<'c>(cache: &'c Cache, key: &[u8], stale: bool) -> Result<Option<Entry<'c>>, Fail> {
-    for e in cache.iter_prefix(key).include_stale(stale) {
-        let e = e?;
-        if e.key() == key {
-            return Ok(Some(e));
-        }
-    }
-    Ok(None)
+    Ok(if stale {
+        cache.get_entry_stale(key)?
+    } else {
+        cache.get_entry(key)?
+    })
 }
 
 pub fn get(path: &Path, key: &str, hex: bool, stale: bool, json: bool) -> Result<(), Fail> {
