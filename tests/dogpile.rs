@@ -286,22 +286,23 @@ fn threads_one_creator_per_expiry_and_stale_never_waits() {
     drop(c);
 }
 
-#[test]
-fn processes_never_run_two_creators_at_once() {
-    let d = TempDir::new("dogpile", "procs");
-    let p = d.join("c");
-    let log = d.join("creators.log");
-    std::fs::write(&log, b"").unwrap();
-    let c = Cache::open(&p, opts()).unwrap();
-    let start = now_ns() + 400_000_000;
-    let until = start + 2_400_000_000;
-    let ttl_ms = 400u64;
-    let kids: Vec<_> = (0..3)
+/// Three child processes in `role` ("hammer" or "bg-hammer") calling
+/// get_or_create on one key with TTL `ttl_ms` from `start` to `until` (ns),
+/// logging their creator runs to `log`.
+fn hammers(
+    role: &str,
+    p: &Path,
+    log: &Path,
+    start: u64,
+    until: u64,
+    ttl_ms: u64,
+) -> Vec<KillOnDrop> {
+    (0..3)
         .map(|_| {
             KillOnDrop(
                 child(
-                    "hammer",
-                    &p,
+                    role,
+                    p,
                     &[
                         ("DOGPILE_LOG", log.display().to_string()),
                         ("DOGPILE_START", start.to_string()),
@@ -314,7 +315,20 @@ fn processes_never_run_two_creators_at_once() {
                 .unwrap(),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn processes_never_run_two_creators_at_once() {
+    let d = TempDir::new("dogpile", "procs");
+    let p = d.join("c");
+    let log = d.join("creators.log");
+    std::fs::write(&log, b"").unwrap();
+    let c = Cache::open(&p, opts()).unwrap();
+    let start = now_ns() + 400_000_000;
+    let until = start + 2_400_000_000;
+    let ttl_ms = 400u64;
+    let kids = hammers("hammer", &p, &log, start, until, ttl_ms);
     let mut firsts = Vec::new();
     for mut k in kids {
         let out = BufReader::new(k.0.stdout.take().unwrap());
@@ -839,25 +853,7 @@ fn background_regeneration_runs_one_creator_per_expiry_across_processes() {
     let start = now_ns() + 400_000_000;
     let until = start + 1_500_000_000;
     let ttl_ms = 30u64;
-    let kids: Vec<_> = (0..3)
-        .map(|_| {
-            KillOnDrop(
-                child(
-                    "bg-hammer",
-                    &p,
-                    &[
-                        ("DOGPILE_LOG", log.display().to_string()),
-                        ("DOGPILE_START", start.to_string()),
-                        ("DOGPILE_UNTIL", until.to_string()),
-                        ("DOGPILE_TTL_MS", ttl_ms.to_string()),
-                    ],
-                )
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap(),
-            )
-        })
-        .collect();
+    let kids = hammers("bg-hammer", &p, &log, start, until, ttl_ms);
     for mut k in kids {
         let mut out = BufReader::new(k.0.stdout.take().unwrap());
         wait_for(&mut out, "DONE");

@@ -12,6 +12,7 @@ The dogpile.cache backend is ``slotcache.dogpile`` (registered as
 
 import os as _os
 
+from . import _errors
 from ._errors import (
     Error,
     FileDamaged,
@@ -58,16 +59,5 @@ __all__ = [
     "VerifyReport",
     "MAX_KEY_LEN",
     "FORMAT_VERSION",
-    "Error",
-    "NotACacheFile",
-    "NewerFormat",
-    "FileDamaged",
-    "InvalidOptions",
-    "KeyTooLarge",
-    "ValueTooLarge",
-    "ReadOnly",
-    "LockTimeout",
-    "Pinned",
-    "Reentrant",
-    "ReadersFull",
+    *_errors.__all__,
 ]

@@ -110,6 +110,24 @@ impl DogpileStore {
         }
     }
 
+    /// Reads every key of `keys` (stale values included) and turns each
+    /// lookup into a Python object with `each`: the one loop of
+    /// `get_multi` and `get_serialized_multi`.
+    fn each_stale<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        each: impl Fn(Option<slotcache::Guard<'_, [u8]>>) -> PyResult<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let keys: Vec<Bound<'py, PyAny>> = keys.try_iter()?.collect::<PyResult<_>>()?;
+        let out = PyList::empty(py);
+        for k in &keys {
+            let found = self.cache.get_stale::<Raw>(convert::key(k)?).py_err(py)?;
+            out.append(each(found)?)?;
+        }
+        Ok(out)
+    }
+
     fn pairs<'py>(
         mapping: &Bound<'py, PyAny>,
     ) -> PyResult<Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
@@ -171,13 +189,7 @@ impl DogpileStore {
         py: Python<'py>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let keys: Vec<Bound<'py, PyAny>> = keys.try_iter()?.collect::<PyResult<_>>()?;
-        let out = PyList::empty(py);
-        for k in &keys {
-            let found = self.cache.get_stale::<Raw>(convert::key(k)?).py_err(py)?;
-            out.append(self.decode(py, found)?)?;
-        }
-        Ok(out)
+        self.each_stale(py, keys, |found| self.decode(py, found))
     }
 
     fn set(
@@ -214,13 +226,7 @@ impl DogpileStore {
         py: Python<'py>,
         keys: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let keys: Vec<Bound<'py, PyAny>> = keys.try_iter()?.collect::<PyResult<_>>()?;
-        let out = PyList::empty(py);
-        for k in &keys {
-            let found = self.cache.get_stale::<Raw>(convert::key(k)?).py_err(py)?;
-            out.append(self.serialized(py, found))?;
-        }
-        Ok(out)
+        self.each_stale(py, keys, |found| Ok(self.serialized(py, found)))
     }
 
     fn set_serialized(
