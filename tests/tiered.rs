@@ -89,6 +89,17 @@ fn opts(s: &Server) -> TieredOptions {
     TieredOptions::new(s.url(), "t:")
 }
 
+/// Hosts "a" and "b" with default options, both streams up.
+fn two_hosts(s: &Server, name: &str) -> (TempDir, TieredCache, TieredCache) {
+    let d = TempDir::new("tiered", name);
+    let a = host(d.path(), "a", opts(s));
+    let b = host(d.path(), "b", opts(s));
+    wait_until("both streams up", Duration::from_secs(5), || {
+        a.stream_up() && b.stream_up()
+    });
+    (d, a, b)
+}
+
 fn owned(v: Option<slotcache::tiered::TieredValue<'_>>) -> Option<Vec<u8>> {
     v.map(|v| v.to_vec())
 }
@@ -96,12 +107,7 @@ fn owned(v: Option<slotcache::tiered::TieredValue<'_>>) -> Option<Vec<u8>> {
 #[test]
 fn a_write_on_one_host_is_seen_on_another_with_a_lag_histogram() {
     let s = Server::start();
-    let d = TempDir::new("tiered", "inval");
-    let a = host(d.path(), "a", opts(&s));
-    let b = host(d.path(), "b", opts(&s));
-    wait_until("both streams up", Duration::from_secs(5), || {
-        a.stream_up() && b.stream_up()
-    });
+    let (_d, a, b) = two_hosts(&s, "inval");
     a.set("k", b"v0", None).unwrap();
     assert_eq!(owned(b.get("k").unwrap()).unwrap(), b"v0");
     let near = b.get("k").unwrap().unwrap();
@@ -181,17 +187,25 @@ fn an_invalidation_racing_a_fill_prevents_the_stale_fill() {
             String::from_utf8_lossy(&got)
         );
         // Whatever the reader got, L1 must not keep the old value.
-        let now = owned(b.get("k").unwrap()).unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&now),
-            new,
-            "iteration {i}: a stale fill survived the invalidation"
-        );
+        assert_reads(&b, &new, &format!("iteration {i}"));
     }
     let st = b.stats();
     println!("fill race: {st:?}");
     assert!(st.fills_refused > 0, "the window was hit: {st:?}");
 }
+
+/// `b` reads `want` under "k": no stale fill survived.
+fn assert_reads(b: &TieredCache, want: &str, what: &str) {
+    let now = owned(b.get("k").unwrap()).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&now),
+        want,
+        "{what}: a stale fill survived the invalidation"
+    );
+}
+
+/// The test's plan for the fill hook: at which stage A writes which value.
+type Plan = Arc<std::sync::Mutex<Option<(slotcache::tiered::FillStage, Vec<u8>)>>>;
 
 /// Re-executed as a child process: one process of one host.
 #[test]
@@ -203,20 +217,61 @@ fn child_entry() {
     let url = env("TIERED_URL");
     let path = env("TIERED_PATH");
     let l1 = Cache::open(&path, Options::new().capacity(8 << 20).stripes(4)).unwrap();
-    let o = TieredOptions::new(url.clone(), "t:").lease(Duration::from_millis(
+    let mut o = TieredOptions::new(url.clone(), "t:").lease(Duration::from_millis(
         env("TIERED_LEASE_MS").parse().unwrap(),
     ));
-    let t = TieredCache::open(l1, o).unwrap();
-    let origin = || {
-        let mut c = redis::Client::open(url.as_str())
+    if let Ok(ms) = std::env::var("TIERED_STREAM_TIMEOUT_MS") {
+        o = o.stream_timeout(Duration::from_millis(ms.parse().unwrap()));
+    }
+    // The origin's call counter (and the rounds' coordination) live on a
+    // server of their own when the test has one, so that killing or
+    // flushing the L2 server does not lose them.
+    let coord_url = std::env::var("TIERED_COORD").unwrap_or_else(|_| url.clone());
+    let coord = || {
+        redis::Client::open(coord_url.as_str())
             .unwrap()
             .get_connection()
-            .unwrap();
-        redis::cmd("INCR")
-            .arg("origin-calls")
-            .query::<u64>(&mut c)
             .unwrap()
     };
+    let origin = || {
+        redis::cmd("INCR")
+            .arg("origin-calls")
+            .query::<u64>(&mut coord())
+            .unwrap()
+    };
+    if role == "rounds" {
+        // The fleet dogpile: in each round (the driver sets `round`), one
+        // get_or_create of the hot key, its value pushed to `values:<r>`.
+        let rounds: u64 = env("TIERED_ROUNDS").parse().unwrap();
+        let t = TieredCache::open(l1, o.serve_stale(false)).unwrap();
+        let mut c = coord();
+        for r in 1..=rounds {
+            loop {
+                let at: Option<u64> = redis::cmd("GET").arg("round").query(&mut c).unwrap();
+                if at.unwrap_or(0) >= r {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let v = t
+                .get_or_create("hot", Some(Duration::from_millis(400)), || {
+                    let n = origin();
+                    std::thread::sleep(Duration::from_millis(150));
+                    Ok::<_, ()>(format!("call {n}").into_bytes())
+                })
+                .unwrap();
+            redis::pipe()
+                .cmd("RPUSH")
+                .arg(format!("values:{r}"))
+                .arg(&*v)
+                .cmd("INCR")
+                .arg("done")
+                .query::<()>(&mut c)
+                .unwrap();
+        }
+        return;
+    }
+    let t = TieredCache::open(l1, o).unwrap();
     match role.as_str() {
         "dogpile" => {
             let go: u64 = env("TIERED_GO_MS").parse().unwrap();
@@ -235,6 +290,7 @@ fn child_entry() {
         "slow-holder" => {
             // Takes the lease, says so, then creates for a long time.
             let v = t.get_or_create("slow", None, || {
+                origin();
                 println!("CREATING");
                 let ms = env("TIERED_CREATE_MS").parse().unwrap();
                 std::thread::sleep(Duration::from_millis(ms));
@@ -242,6 +298,15 @@ fn child_entry() {
             });
             let v = v.map(|v| String::from_utf8_lossy(&v).into_owned()).ok();
             println!("DONE {v:?} voided={}", t.stats().leases_voided);
+        }
+        "subscriber" => {
+            // A process of a host that says when it holds the subscriber
+            // role, then lives until killed.
+            wait_until("the subscriber role", Duration::from_secs(10), || {
+                t.stats().subscriber && t.stream_up()
+            });
+            println!("SUBSCRIBED");
+            std::thread::sleep(Duration::from_secs(60));
         }
         other => panic!("unknown role {other}"),
     }
@@ -255,30 +320,24 @@ fn now_ms() -> u64 {
 }
 
 fn child(role: &str, s: &Server, path: &Path, lease_ms: u64, go_ms: u64) -> KillOnDrop {
-    child_creating(role, s, path, lease_ms, go_ms, 30_000)
+    let mut c = child_cmd(role, s, path, lease_ms);
+    c.env("TIERED_GO_MS", go_ms.to_string());
+    KillOnDrop(c.spawn().unwrap())
 }
 
-fn child_creating(
-    role: &str,
-    s: &Server,
-    path: &Path,
-    lease_ms: u64,
-    go_ms: u64,
-    create_ms: u64,
-) -> KillOnDrop {
-    let c = Command::new(std::env::current_exe().unwrap())
-        .env("TIERED_CREATE_MS", create_ms.to_string())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+/// This binary as one process of the host whose cache file is `path`
+/// (`child_entry`), in `role`; its stdout piped.
+fn child_cmd(role: &str, s: &Server, path: &Path, lease_ms: u64) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env("TIERED_CREATE_MS", "30000")
         .env("TIERED_ROLE", role)
         .env("TIERED_URL", s.url())
         .env("TIERED_PATH", path)
         .env("TIERED_LEASE_MS", lease_ms.to_string())
-        .env("TIERED_GO_MS", go_ms.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    KillOnDrop(c)
+        .stderr(Stdio::inherit());
+    c
 }
 
 /// Reads `child`'s stdout until a line containing `word`; returns it from
@@ -348,13 +407,24 @@ fn a_killed_lease_holder_is_replaced_after_its_lease_expires() {
     let killed = Instant::now();
     let b = host(d.path(), "h1", opts(&s).fleet_wait(Duration::from_secs(5)));
     let v = b
-        .get_or_create("slow", None, || Ok::<_, ()>(b"from host 1".to_vec()))
+        .get_or_create("slow", None, || {
+            redis::cmd("INCR")
+                .arg("origin-calls")
+                .query::<u64>(&mut s.con())
+                .unwrap();
+            Ok::<_, ()>(b"from host 1".to_vec())
+        })
         .unwrap();
     assert_eq!(&*v, b"from host 1");
     let waited = killed.elapsed();
     println!("replaced {waited:?} after the kill (lease 1 s)");
     assert!(waited < Duration::from_secs(4), "{waited:?}");
     assert_eq!(b.stats().leases_won, 1);
+    let calls: u64 = redis::cmd("GET")
+        .arg("origin-calls")
+        .query(&mut s.con())
+        .unwrap();
+    assert_eq!(calls, 2, "the killed holder's call, then one more");
 }
 
 #[test]
@@ -363,7 +433,12 @@ fn a_paused_lease_holder_cannot_overwrite_a_newer_value() {
     let d = TempDir::new("tiered", "paused");
     // Lease 300 ms (extended every 100 ms while the creator runs), creator
     // 1.5 s: stopped, the holder cannot extend its lease.
-    let mut holder = child_creating("slow-holder", &s, &d.path().join("h0"), 300, 0, 1500);
+    let mut holder = KillOnDrop(
+        child_cmd("slow-holder", &s, &d.path().join("h0"), 300)
+            .env("TIERED_CREATE_MS", "1500")
+            .spawn()
+            .unwrap(),
+    );
     line_of(&mut holder, "CREATING");
     let pid = holder.0.id() as i32;
     // SAFETY: signalling our own child.
@@ -462,4 +537,449 @@ fn redis_down_reads_keep_being_served_and_creation_is_once_per_host() {
         "an unverified entry is not served while Redis answers"
     );
     println!("down/recovery: a {:?}\nb {:?}", a.stats(), b.stats());
+}
+
+/// A hook that, inside B's fill, has A write a new value and waits until
+/// B's subscriber has applied its invalidation: every iteration lands in
+/// the window, at one of the two stages in turn.
+#[test]
+fn an_invalidation_inside_every_fill_window_prevents_the_stale_fill() {
+    use slotcache::tiered::{FillHook, FillStage};
+    let s = Server::start();
+    let d = TempDir::new("tiered", "race-hook");
+    let a = Arc::new(host(d.path(), "a", opts(&s)));
+    // (stage to act at, the value A writes there), set per iteration.
+    let plan: Plan = Arc::default();
+    let b_cell: Arc<std::sync::OnceLock<Arc<TieredCache>>> = Arc::default();
+    let hook = {
+        let (a, plan, b_cell) = (a.clone(), plan.clone(), b_cell.clone());
+        FillHook(Arc::new(move |stage| {
+            let mut p = plan.lock().unwrap();
+            if p.as_ref().is_some_and(|(at, _)| *at == stage) {
+                let (_, v) = p.take().unwrap();
+                let b = b_cell.get().unwrap();
+                let seen = b.stats().invalidations;
+                a.set("k", &v, None).unwrap();
+                wait_until("B's invalidation", Duration::from_secs(3), || {
+                    b.stats().invalidations > seen
+                });
+            }
+        }))
+    };
+    let b = Arc::new(host(d.path(), "b", opts(&s).fill_hook(Some(hook))));
+    assert!(b_cell.set(b.clone()).is_ok());
+    wait_until("both streams up", Duration::from_secs(5), || {
+        a.stream_up() && b.stream_up()
+    });
+    let n = 3000;
+    for i in 0..n {
+        let (old, new) = (format!("old{i}"), format!("new{i}"));
+        let seen = b.stats().invalidations;
+        a.set("k", old.as_bytes(), None).unwrap();
+        wait_until("B's invalidation of old", Duration::from_secs(3), || {
+            b.stats().invalidations > seen
+        });
+        let stage = if i % 2 == 0 {
+            FillStage::Arrived
+        } else {
+            FillStage::Written
+        };
+        *plan.lock().unwrap() = Some((stage, new.clone().into_bytes()));
+        // B reads old from Redis; inside its fill A writes new.
+        let got = owned(b.get("k").unwrap()).unwrap();
+        assert_eq!(got, old.as_bytes(), "iteration {i}: the read itself");
+        assert!(plan.lock().unwrap().is_none(), "iteration {i}: hook ran");
+        assert_reads(&b, &new, &format!("iteration {i} ({stage:?})"));
+    }
+    let st = b.stats();
+    println!("fill race with the hook: {st:?}");
+    assert_eq!(
+        st.fills_refused, n,
+        "every fill in the window refused: {st:?}"
+    );
+}
+
+/// Starts `procs` processes on each of `hosts` cache files in `role`.
+fn fleet(
+    role: &str,
+    s: &Server,
+    coord: &Server,
+    dir: &Path,
+    hosts: usize,
+    procs: usize,
+    extra: &[(&str, String)],
+) -> Vec<KillOnDrop> {
+    let mut kids = Vec::new();
+    for h in 0..hosts {
+        for _ in 0..procs {
+            let mut c = child_cmd(role, s, &dir.join(format!("h{h}")), 2000);
+            c.env("TIERED_COORD", coord.url()).stdout(Stdio::null());
+            for (k, v) in extra {
+                c.env(k, v);
+            }
+            kids.push(KillOnDrop(c.spawn().unwrap()));
+        }
+    }
+    kids
+}
+
+fn get_u64(con: &mut redis::Connection, key: &str) -> u64 {
+    redis::cmd("GET")
+        .arg(key)
+        .query::<Option<u64>>(con)
+        .unwrap()
+        .unwrap_or(0)
+}
+
+/// Runs `rounds` rounds of the `rounds` role: sets `round`, waits until
+/// every process has its value; between rounds, waits for the hot key to
+/// expire in Redis (when `l2` is given).
+fn run_rounds(coord: &Server, l2: Option<&Server>, kids: usize, rounds: u64) {
+    let mut c = coord.con();
+    for r in 1..=rounds {
+        redis::cmd("SET")
+            .arg("round")
+            .arg(r)
+            .query::<()>(&mut c)
+            .unwrap();
+        wait_until("every process's value", Duration::from_secs(20), || {
+            get_u64(&mut c, "done") >= r * kids as u64
+        });
+        if let Some(l2) = l2 {
+            let mut l = l2.con();
+            wait_until("the hot key's expiry", Duration::from_secs(5), || {
+                redis::cmd("PTTL")
+                    .arg("t:hot")
+                    .query::<i64>(&mut l)
+                    .unwrap()
+                    == -2
+            });
+        }
+    }
+}
+
+fn round_values(coord: &Server, r: u64) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(format!("values:{r}"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut coord.con())
+        .unwrap()
+}
+
+#[test]
+fn an_expiring_hot_key_costs_one_origin_call_per_expiry_across_the_fleet() {
+    let s = Server::start();
+    let coord = Server::start();
+    let d = TempDir::new("tiered", "expiry");
+    let (hosts, procs, rounds) = (3, 3, 4);
+    let rounds_env = [("TIERED_ROUNDS", rounds.to_string())];
+    let mut kids = fleet("rounds", &s, &coord, d.path(), hosts, procs, &rounds_env);
+    run_rounds(&coord, Some(&s), kids.len(), rounds);
+    for k in &mut kids {
+        assert!(k.0.wait().unwrap().success());
+    }
+    let calls = get_u64(&mut coord.con(), "origin-calls");
+    assert_eq!(calls, rounds, "one origin call per expiry, fleet-wide");
+    for r in 1..=rounds {
+        let values = round_values(&coord, r);
+        assert_eq!(values.len(), hosts * procs);
+        assert!(
+            values.iter().all(|v| *v == format!("call {r}")),
+            "round {r}: {values:?}"
+        );
+    }
+}
+
+#[test]
+fn with_redis_down_a_hot_key_costs_at_most_one_origin_call_per_host() {
+    let mut s = Server::start();
+    let coord = Server::start();
+    let d = TempDir::new("tiered", "fleet-down");
+    let (hosts, procs) = (3, 3);
+    let rounds_env = [("TIERED_ROUNDS", "1".to_string())];
+    let mut kids = fleet("rounds", &s, &coord, d.path(), hosts, procs, &rounds_env);
+    // Every process has opened its cache (each host's file exists), then
+    // Redis goes away.
+    for h in 0..hosts {
+        let p = d.path().join(format!("h{h}"));
+        wait_until("the host's file", Duration::from_secs(10), || p.exists());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    s.kill();
+    run_rounds(&coord, None, kids.len(), 1);
+    for k in &mut kids {
+        assert!(k.0.wait().unwrap().success());
+    }
+    let calls = get_u64(&mut coord.con(), "origin-calls");
+    assert!(
+        (1..=hosts as u64).contains(&calls),
+        "{calls} origin calls for {hosts} hosts"
+    );
+    // Within a host, its processes share the one value created there.
+    let values = round_values(&coord, 1);
+    assert_eq!(values.len(), hosts * procs);
+    let mut distinct = values.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len() as u64, calls, "{values:?}");
+}
+
+#[test]
+fn redis_killed_and_restarted_under_load_never_fails_a_read() {
+    let mut s = Server::start();
+    let d = TempDir::new("tiered", "restart-load");
+    let o = opts(&s).max_stale(Duration::from_secs(60));
+    let hosts: Vec<Arc<TieredCache>> = (0..2)
+        .map(|h| Arc::new(host(d.path(), &format!("h{h}"), o.clone())))
+        .collect();
+    wait_until("streams up", Duration::from_secs(5), || {
+        hosts.iter().all(|h| h.stream_up())
+    });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let served_down = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (n, h) in hosts.iter().enumerate() {
+        for t in 0..2 {
+            let (h, stop, served, served_down, down) = (
+                h.clone(),
+                stop.clone(),
+                served.clone(),
+                served_down.clone(),
+                down.clone(),
+            );
+            threads.push(std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = format!("hot{}", i % 8);
+                    let v = h
+                        .get_or_create(&k, Some(Duration::from_millis(300)), || {
+                            Ok::<_, ()>(format!("{k} by {n}.{t}").into_bytes())
+                        })
+                        .expect("get_or_create never fails because of Redis");
+                    assert!(v.starts_with(k.as_bytes()), "{:?}", &*v);
+                    drop(v);
+                    // Plain reads never fail either.
+                    let _ = h.get(&k).unwrap();
+                    served.fetch_add(1, Ordering::Relaxed);
+                    if down.load(Ordering::Relaxed) {
+                        served_down.fetch_add(1, Ordering::Relaxed);
+                    }
+                    i += 1;
+                }
+            }));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    down.store(true, Ordering::Relaxed);
+    s.kill();
+    let at = served_down.load(Ordering::Relaxed);
+    wait_until(
+        "reads served while Redis is down",
+        Duration::from_secs(10),
+        || served_down.load(Ordering::Relaxed) > at + 100,
+    );
+    s.restart();
+    down.store(false, Ordering::Relaxed);
+    wait_until("streams back", Duration::from_secs(10), || {
+        hosts.iter().all(|h| h.stream_up())
+    });
+    let at = served.load(Ordering::Relaxed);
+    wait_until("reads after the restart", Duration::from_secs(10), || {
+        served.load(Ordering::Relaxed) > at + 100
+    });
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Writes across hosts work again.
+    wait_until("writes work again", Duration::from_secs(5), || {
+        hosts[0].set("x", b"after", None).is_ok()
+    });
+    wait_until("host 1 sees it", Duration::from_secs(5), || {
+        owned(hosts[1].get("x").unwrap()).as_deref() == Some(b"after".as_slice())
+    });
+    for h in &hosts {
+        let st = h.stats();
+        println!("restart under load: {st:?}");
+        assert!(
+            st.l2_errors > 0 && st.epoch_changes > 0 || !st.subscriber,
+            "{st:?}"
+        );
+    }
+}
+
+/// The `CLIENT LIST` ids of tracking connections (flag `t`).
+fn tracking_ids(con: &mut redis::Connection) -> Vec<u64> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(con).unwrap();
+    list.lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('t')))
+        })
+        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_killed_tracking_connection_loses_no_invalidation() {
+    let s = Server::start();
+    let d = TempDir::new("tiered", "client-kill");
+    let a = host(d.path(), "a", opts(&s).subscriber(false));
+    let b = host(d.path(), "b", opts(&s));
+    wait_until("B's stream", Duration::from_secs(5), || b.stream_up());
+    let mut con = s.con();
+    for i in 0..20 {
+        let (old, new) = (format!("old{i}"), format!("new{i}"));
+        a.set("k", old.as_bytes(), None).unwrap();
+        wait_until("B's verified copy", Duration::from_secs(5), || {
+            b.get("k")
+                .unwrap()
+                .is_some_and(|v| v.is_near() && *v == *old.as_bytes())
+        });
+        let ids = tracking_ids(&mut con);
+        assert_eq!(ids.len(), 1, "B's one tracking connection");
+        let epoch = b.stats().epoch;
+        // Kill it and write in one transaction: the write's invalidation
+        // is lost for sure.
+        redis::pipe()
+            .atomic()
+            .cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(ids[0])
+            .cmd("SET")
+            .arg("t:k")
+            .arg(new.as_bytes())
+            .query::<()>(&mut con)
+            .unwrap();
+        wait_until("B's new epoch", Duration::from_secs(5), || {
+            let st = b.stats();
+            st.epoch != epoch && st.epoch % 2 == 0 && b.stream_up()
+        });
+        let got = b.get("k").unwrap().unwrap();
+        assert!(!got.is_near(), "iteration {i}: the old copy is unverified");
+        assert_eq!(&*got, new.as_bytes(), "iteration {i}");
+    }
+    println!("client kill: {:?}", b.stats());
+}
+
+#[test]
+fn after_flushall_no_old_value_is_a_fresh_hit() {
+    let s = Server::start();
+    let (_d, a, b) = two_hosts(&s, "flushall");
+    let mut con = s.con();
+    for round in 0..5 {
+        for i in 0..20 {
+            a.set(format!("k{i}"), b"v", None).unwrap();
+        }
+        for h in [&a, &b] {
+            for i in 0..20 {
+                wait_until("a verified copy", Duration::from_secs(5), || {
+                    h.get(format!("k{i}")).unwrap().is_some_and(|v| v.is_near())
+                });
+            }
+        }
+        let epochs = (a.stats().epoch, b.stats().epoch);
+        redis::cmd("FLUSHALL").query::<()>(&mut con).unwrap();
+        wait_until("both epochs move", Duration::from_secs(5), || {
+            a.stats().epoch != epochs.0 && b.stats().epoch != epochs.1
+        });
+        for h in [&a, &b] {
+            for i in 0..20 {
+                assert!(
+                    h.get(format!("k{i}")).unwrap().is_none(),
+                    "round {round}: an old value served after the flush"
+                );
+            }
+        }
+    }
+    assert!(b.stats().flushes >= 5, "{:?}", b.stats());
+}
+
+/// The test process as a second process of a host whose subscriber is a
+/// child: the child is (killed | stopped); what the test process serves.
+fn host_with_child_subscriber(
+    s: &Server,
+    d: &TempDir,
+    stream_timeout_ms: u64,
+) -> (KillOnDrop, TieredCache) {
+    let path = d.path().join("h0");
+    let mut c = child_cmd("subscriber", s, &path, 2000);
+    c.env("TIERED_STREAM_TIMEOUT_MS", stream_timeout_ms.to_string());
+    let mut sub = KillOnDrop(c.spawn().unwrap());
+    line_of(&mut sub, "SUBSCRIBED");
+    let me = host(
+        d.path(),
+        "h0",
+        opts(s).stream_timeout(Duration::from_millis(stream_timeout_ms)),
+    );
+    (sub, me)
+}
+
+#[test]
+fn a_killed_subscriber_process_is_replaced_by_another_of_its_host() {
+    let s = Server::start();
+    let d = TempDir::new("tiered", "sub-killed");
+    let (mut sub, me) = host_with_child_subscriber(&s, &d, 1000);
+    let other = host(d.path(), "other", opts(&s).subscriber(false));
+    other.set("k", b"v1", None).unwrap();
+    wait_until("a verified copy", Duration::from_secs(5), || {
+        me.get("k").unwrap().is_some_and(|v| v.is_near())
+    });
+    assert!(!me.stats().subscriber, "the child holds the role");
+    let _ = sub.0.kill();
+    let _ = sub.0.wait();
+    // Written while the host has no subscriber: nobody applies it.
+    other.set("k", b"v2", None).unwrap();
+    wait_until("the takeover", Duration::from_secs(10), || {
+        me.stats().subscriber && me.stream_up()
+    });
+    assert_eq!(owned(me.get("k").unwrap()).unwrap(), b"v2");
+    // And the new subscriber applies invalidations.
+    wait_until("a verified copy", Duration::from_secs(5), || {
+        me.get("k").unwrap().is_some_and(|v| v.is_near())
+    });
+    other.set("k", b"v3", None).unwrap();
+    wait_until("the invalidation", Duration::from_secs(5), || {
+        owned(me.get("k").unwrap()).as_deref() == Some(b"v3".as_slice())
+    });
+}
+
+#[test]
+fn a_stale_heartbeat_makes_entries_unverified() {
+    let s = Server::start();
+    let d = TempDir::new("tiered", "stale-hb");
+    let (sub, me) = host_with_child_subscriber(&s, &d, 300);
+    let other = host(d.path(), "other", opts(&s).subscriber(false));
+    other.set("k", b"v1", None).unwrap();
+    wait_until("a verified copy", Duration::from_secs(5), || {
+        me.get("k").unwrap().is_some_and(|v| v.is_near())
+    });
+    let pid = sub.0.id() as i32;
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // Its invalidation is never applied: the subscriber is stopped.
+    other.set("k", b"v2", None).unwrap();
+    wait_until("the heartbeat goes stale", Duration::from_secs(5), || {
+        !me.stream_up()
+    });
+    for _ in 0..100 {
+        let v = me.get("k").unwrap().unwrap();
+        assert!(!v.is_near(), "an unverified entry served as a hit");
+        assert_eq!(&*v, b"v2");
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    wait_until("the stream back", Duration::from_secs(10), || {
+        me.stream_up()
+    });
+    wait_until("a verified copy again", Duration::from_secs(5), || {
+        me.get("k")
+            .unwrap()
+            .is_some_and(|v| v.is_near() && *v == *b"v2")
+    });
+    drop(sub);
 }

@@ -117,6 +117,30 @@ pub struct TieredOptions {
     /// Test hook: sleep this long between the L2 reply and the L1 fill.
     #[doc(hidden)]
     pub fill_delay: Option<Duration>,
+    /// Test hook: called with [`FillStage`]s of every L1 fill.
+    #[doc(hidden)]
+    pub fill_hook: Option<FillHook>,
+}
+
+/// Where a fill is when [`TieredOptions::fill_hook`] is called (test hook).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FillStage {
+    /// The value has arrived from Redis; the sequence is not checked yet.
+    Arrived,
+    /// The entry is in L1; the sequence is not checked again yet.
+    Written,
+}
+
+/// A test hook run inside a fill (see [`FillStage`]).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct FillHook(pub Arc<dyn Fn(FillStage) + Send + Sync>);
+
+impl std::fmt::Debug for FillHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FillHook")
+    }
 }
 
 impl TieredOptions {
@@ -136,6 +160,7 @@ impl TieredOptions {
             stream_timeout: Duration::from_secs(1),
             subscriber: true,
             fill_delay: None,
+            fill_hook: None,
         }
     }
 }
@@ -172,6 +197,9 @@ setters! {
     /// Test hook.
     #[doc(hidden)]
     fill_delay: Option<Duration>;
+    /// Test hook.
+    #[doc(hidden)]
+    fill_hook: Option<FillHook>;
 }
 
 /// Counters of one process's [`TieredCache`] (not shared between
@@ -234,6 +262,15 @@ struct Counters {
     invalidations: AtomicU64,
     flushes: AtomicU64,
     subscriber: AtomicU64,
+}
+
+impl Inner {
+    /// Runs the test hook, if any.
+    fn hook(&self, stage: FillStage) {
+        if let Some(h) = &self.opts.fill_hook {
+            (h.0)(stage);
+        }
+    }
 }
 
 fn bump(c: &AtomicU64) {
@@ -455,10 +492,11 @@ impl TieredCache {
         // Before the request: the key's sequence and the epoch (§5.12).
         let seq = i.seq(k);
         let (epoch, _) = i.epoch_now();
+        let sent = Instant::now();
         match i.l2.fetch(k) {
             Ok(Held::Value(v, pttl)) => {
                 bump(&i.stats.l2_hits);
-                self.fill(k, &v, pttl, seq, epoch)?;
+                self.fill(k, &v, pttl.map(Duration::from_millis), sent, seq, epoch)?;
                 Ok(Lookup::Hit(TieredValue::Owned(v)))
             }
             Ok(Held::Lease) => {
@@ -476,13 +514,17 @@ impl TieredCache {
         }
     }
 
-    /// Fills L1 with a value read from Redis when the sequence read before
-    /// the request (`seq`) is unchanged, before and after the write.
+    /// Fills L1 with a value read from (or written to) Redis when the
+    /// sequence read before the request (`seq`) is unchanged, before and
+    /// after the write. `pttl`: the value's TTL in Redis as of some moment
+    /// after `sent` (when the request left): the L1 entry expires at
+    /// `sent + pttl` at the latest, never after Redis's copy.
     fn fill(
         &self,
         k: &[u8],
         v: &[u8],
-        pttl: Option<u64>,
+        pttl: Option<Duration>,
+        sent: Instant,
         seq: u64,
         epoch: u64,
     ) -> Result<bool, Error> {
@@ -490,15 +532,21 @@ impl TieredCache {
         if let Some(d) = i.opts.fill_delay {
             std::thread::sleep(d);
         }
+        i.hook(FillStage::Arrived);
         if i.seq(k) != seq {
             bump(&i.stats.fills_refused);
             return Ok(false);
         }
         let ttl = match pttl {
-            Some(ms) => Duration::from_millis(ms).min(i.opts.l1_ttl),
+            Some(t) => match t.checked_sub(sent.elapsed()) {
+                Some(left) if !left.is_zero() => left.min(i.opts.l1_ttl),
+                // Already expired in Redis: nothing to keep.
+                _ => return Ok(false),
+            },
             None => i.opts.l1_ttl,
         };
         self.put_l1(k, v, epoch, ttl)?;
+        i.hook(FillStage::Written);
         if i.seq(k) != seq {
             let _ = i.l1.delete(k);
             bump(&i.stats.fills_refused);
@@ -554,6 +602,7 @@ impl TieredCache {
         let i = &*self.inner;
         let k = self.full_key(key);
         let ttl = ttl.unwrap_or(i.opts.l1_ttl);
+        let sent = Instant::now();
         if let Err(e) = i.l2.set(&k, value, Some(ms(ttl))) {
             bump(&i.stats.l2_errors);
             i.invalidate_local(&k);
@@ -563,7 +612,14 @@ impl TieredCache {
         i.invalidate_local(&k);
         let seq = i.seq(&k);
         let (epoch, _) = i.epoch_now();
-        self.fill(&k, value, Some(ms(ttl)), seq, epoch)?;
+        self.fill(
+            &k,
+            value,
+            Some(Duration::from_millis(ms(ttl))),
+            sent,
+            seq,
+            epoch,
+        )?;
         Ok(())
     }
 
@@ -742,9 +798,17 @@ impl TieredCache {
         let ttl = ttl.unwrap_or(i.opts.l1_ttl);
         let seq = i.seq(k);
         let (epoch, _) = i.epoch_now();
+        let sent = Instant::now();
         match i.l2.fill_leased(k, token, &value, Some(ms(ttl))) {
             Ok(true) => {
-                self.fill(k, &value, Some(ms(ttl)), seq, epoch)?;
+                self.fill(
+                    k,
+                    &value,
+                    Some(Duration::from_millis(ms(ttl))),
+                    sent,
+                    seq,
+                    epoch,
+                )?;
             }
             Ok(false) => bump(&i.stats.leases_voided),
             Err(_) => bump(&i.stats.l2_errors),

@@ -78,6 +78,11 @@ impl Inner {
         let elect = Election::new(self.l1.path());
         while !self.stopping() {
             if elect.as_ref().is_none_or(|e| e.try_win()) {
+                // The previous subscriber (if any) is gone: what it would
+                // have applied since is lost, so nothing filled under its
+                // epoch is trusted any more, even before its heartbeat
+                // goes stale.
+                self.epoch_down();
                 self.stats.subscriber.store(1, Ordering::Relaxed);
                 while !self.stopping() {
                     self.subscribe_once();
