@@ -181,6 +181,7 @@ fn main() {
     let dogpile = read_json(&res.join("dogpile.json"));
     let hitratio = read_json(&res.join("hitratio.json"));
     let memory = read_json(&res.join("memory.json"));
+    let tiered = read_json(&res.join("tiered.json"));
 
     r.line("### Targets\n");
     r.line("| target | measured (same run) | target | verdict |");
@@ -303,6 +304,29 @@ fn main() {
         "open time, 4 GiB ÷ 64 MiB (independent of size)",
         flat,
         "< 2×",
+    );
+    r.ratio_target(
+        "tiered: L1 hit ÷ Redis `GET` on loopback (redis-rs, one round trip)",
+        ("tiered_get", "l1_hit"),
+        ("tiered_get", "redis_get"),
+        0.02,
+    );
+    let storm = tiered.as_ref().and_then(|t| {
+        let (o, e) = (json_f(t, "origin_calls")?, json_f(t, "expiries")?);
+        let x = o / e;
+        Some((
+            format!(
+                "{o:.0} origin calls ÷ {e:.0} expiries = **{x:.2}** ({:.0} hosts × {:.0} processes)",
+                json_f(t, "hosts")?,
+                json_f(t, "procs")?
+            ),
+            o == e,
+        ))
+    });
+    r.target(
+        "tiered: origin calls per expiry of a hot key, across the fleet",
+        storm,
+        "= 1",
     );
     r.line(format!("\nTargets missed: {}.", r.misses));
 
@@ -447,6 +471,39 @@ fn main() {
         for (what, e) in opens {
             r.line(format!("| {what} | {} |", est(&e)));
         }
+    }
+
+    r.group_table(
+        "In front of Redis: a 100 B value, redis-server on loopback",
+        "tiered_get",
+        &[
+            ("l1_hit", "`TieredCache::get`, verified L1 hit"),
+            ("redis_get", "redis-rs `GET`, one round trip"),
+            (
+                "redis_get_pipelined",
+                "redis-rs `GET`, pipelines of 64, per value",
+            ),
+            (
+                "l2_hit_via_tier",
+                "`TieredCache::get` from Redis (`GET`+`PTTL`, fill)",
+            ),
+        ],
+        "redis_get",
+    );
+    if let Some(t) = &tiered {
+        r.line(format!(
+            "\nExpiry storm: {} hosts × {} processes, {} s, TTL {} ms, creator {} ms: {} calls, \
+             {} origin calls for {} expiries (cache-aside without the tier: up to {}).",
+            t["hosts"],
+            t["procs"],
+            t["secs"],
+            t["ttl_ms"],
+            t["creator_ms"],
+            t["calls"],
+            t["origin_calls"],
+            t["expiries"],
+            t["cache_aside_calls"]
+        ));
     }
 
     if let Some(m) = &memory {
