@@ -983,3 +983,95 @@ fn a_stale_heartbeat_makes_entries_unverified() {
     });
     drop(sub);
 }
+
+/// The async API (features `redis` and `tokio`).
+#[cfg(feature = "tokio")]
+mod async_api {
+    use super::*;
+
+    #[test]
+    fn async_calls_mirror_the_sync_ones_on_a_current_thread_runtime() {
+        let s = Server::start();
+        let (_d, a, b) = two_hosts(&s, "async-basic");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            a.set_async("k", b"v1", None).await.unwrap();
+            assert_eq!(b.get_async("k").await.unwrap().unwrap(), b"v1");
+            // Now a verified L1 hit on B.
+            let hits = b.stats().l1_hits;
+            assert_eq!(b.get_async("k").await.unwrap().unwrap(), b"v1");
+            assert_eq!(b.stats().l1_hits, hits + 1);
+            a.set_async("k", b"v2", None).await.unwrap();
+            let mut seen = None;
+            for _ in 0..1000 {
+                seen = b.get_async("k").await.unwrap();
+                if seen.as_deref() == Some(b"v2".as_slice()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert_eq!(seen.unwrap(), b"v2", "B sees A's write");
+            a.delete_async("k").await.unwrap();
+            let mut gone = false;
+            for _ in 0..1000 {
+                if b.get_async("k").await.unwrap().is_none() {
+                    gone = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert!(gone, "B sees A's delete");
+            // A creator that fails gives its lease back at once.
+            let failed = a
+                .get_or_create_async("f", None, async { Err::<Vec<u8>, _>("origin down") })
+                .await;
+            assert!(matches!(
+                failed,
+                Err(slotcache::CreateError::Creator("origin down"))
+            ));
+            let raw: Option<Vec<u8>> = redis::cmd("GET").arg("t:f").query(&mut s.con()).unwrap();
+            assert_eq!(raw, None, "the lease was given back");
+        });
+    }
+
+    #[test]
+    fn async_tasks_on_two_hosts_create_a_cold_key_once() {
+        let s = Server::start();
+        let (_d, a, b) = two_hosts(&s, "async-dogpile");
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .unwrap();
+        let calls = Arc::new(AtomicU64::new(0));
+        rt.block_on(async {
+            for round in 0..3 {
+                let key = format!("cold{round}");
+                let mut tasks = Vec::new();
+                for n in 0..16 {
+                    let h = if n % 2 == 0 { a.clone() } else { b.clone() };
+                    let (calls, key) = (calls.clone(), key.clone());
+                    tasks.push(tokio::spawn(async move {
+                        h.get_or_create_async(&key, None, async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            Ok::<_, ()>(b"made once".to_vec())
+                        })
+                        .await
+                        .unwrap()
+                    }));
+                }
+                for t in tasks {
+                    assert_eq!(t.await.unwrap(), b"made once");
+                }
+                assert_eq!(calls.load(Ordering::SeqCst), round + 1, "round {round}");
+            }
+        });
+        let won = a.stats().leases_won + b.stats().leases_won;
+        assert_eq!(won, 3, "{:?} {:?}", a.stats(), b.stats());
+    }
+}

@@ -25,6 +25,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
+/// `DEL key` only while `key` still holds the lease token.
+const RELEASE_IF_LEASED: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
+
 /// What L2 holds under a key.
 pub(crate) enum Held {
     /// A value with its remaining TTL in ms (`None`: no expiry).
@@ -49,6 +54,7 @@ pub(crate) struct L2 {
     t0: Instant,
     fill_script: redis::Script,
     extend_script: redis::Script,
+    release_script: redis::Script,
 }
 
 impl L2 {
@@ -66,6 +72,7 @@ impl L2 {
             t0: Instant::now(),
             fill_script: redis::Script::new(FILL_IF_LEASED),
             extend_script: redis::Script::new(EXTEND_IF_LEASED),
+            release_script: redis::Script::new(RELEASE_IF_LEASED),
         })
     }
 
@@ -225,6 +232,14 @@ impl L2 {
                 .arg(token)
                 .arg(lease_ms.max(1))
                 .invoke(c)?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Gives the lease back (deletes the key) while it still holds `token`.
+    pub(crate) fn release_lease(&self, key: &[u8], token: &[u8]) -> RedisResult<bool> {
+        self.with(|c| {
+            let n: i64 = self.release_script.key(key).arg(token).invoke(c)?;
             Ok(n == 1)
         })
     }

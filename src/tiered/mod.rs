@@ -63,6 +63,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "tokio")]
+mod future;
 mod l2;
 mod subscriber;
 
@@ -476,18 +478,8 @@ impl TieredCache {
     /// A verified L1 entry, or Redis's answer.
     fn lookup(&self, k: &[u8]) -> Result<Lookup<'_>, Error> {
         let i = &*self.inner;
-        if let Some(g) = i.l1.get::<Raw>(k)? {
-            if g.len() >= 8 {
-                let filled = u64::from_le_bytes(g[..8].try_into().expect("8 bytes"));
-                let (epoch, up) = i.epoch_now();
-                if up && filled == epoch {
-                    bump(&i.stats.l1_hits);
-                    return Ok(Lookup::Hit(TieredValue::Near(NearGuard {
-                        guard: g,
-                        stale: false,
-                    })));
-                }
-            }
+        if let Some(v) = self.verified(k)? {
+            return Ok(Lookup::Hit(v));
         }
         // Before the request: the key's sequence and the epoch (§5.12).
         let seq = i.seq(k);
@@ -512,6 +504,26 @@ impl TieredCache {
                 Ok(Lookup::Down)
             }
         }
+    }
+
+    /// A verified L1 entry of `k` (an L2 key), zero-copy.
+    fn verified(&self, k: &[u8]) -> Result<Option<TieredValue<'_>>, Error> {
+        let i = &*self.inner;
+        let Some(g) = i.l1.get::<Raw>(k)? else {
+            return Ok(None);
+        };
+        if g.len() >= 8 {
+            let filled = u64::from_le_bytes(g[..8].try_into().expect("8 bytes"));
+            let (epoch, up) = i.epoch_now();
+            if up && filled == epoch {
+                bump(&i.stats.l1_hits);
+                return Ok(Some(TieredValue::Near(NearGuard {
+                    guard: g,
+                    stale: false,
+                })));
+            }
+        }
+        Ok(None)
     }
 
     /// Fills L1 with a value read from (or written to) Redis when the
@@ -653,30 +665,11 @@ impl TieredCache {
     ) -> Result<TieredValue<'_>, CreateError<E>> {
         let i = &*self.inner;
         let k = self.full_key(key);
-        match self.lookup(&k)? {
-            Lookup::Hit(v) => return Ok(v),
-            Lookup::Down => {
-                if let Some(v) = self.stale(&k)? {
-                    return Ok(v);
-                }
-            }
-            Lookup::Miss { leased } => {
-                if leased && i.opts.serve_stale {
-                    if let Some(v) = self.stale(&k)? {
-                        return Ok(v);
-                    }
-                }
-            }
+        if let Some(v) = self.first_look(&k)? {
+            return Ok(v);
         }
-        // The host's regeneration lock on a key of its own: one process of
-        // this host asks the fleet (or, Redis down, creates).
-        let mut lock_key = b"\0slotcache-tiered\0".to_vec();
-        lock_key.extend_from_slice(&k);
-        let never = |_: &Raw<Vec<u8>>| false;
-        let opts = CreateOptions::new()
-            .lock_timeout(i.opts.fleet_wait)
-            .stale_policy(StalePolicy::Block)
-            .should_cache(&never);
+        let (lock_key, never) = (host_lock_key(&k), |_: &Raw<Vec<u8>>| false);
+        let opts = i.host_lock_options(&never);
         let mut out = None;
         let mut creator = Some(creator);
         let r =
@@ -684,15 +677,59 @@ impl TieredCache {
                 out = Some(self.fleet_create(&k, ttl, &mut creator));
                 Err(())
             });
-        match (r, out) {
-            (_, Some(res)) => res,
-            (Err(CreateError::Cache(e)), None) => Err(CreateError::Cache(e)),
-            // Never stored, so never found cached.
-            (_, None) => Err(CreateError::Cache(Error::LockTimeout {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                waited_ms: 0,
-            })),
+        host_lock_result(&k, r.err(), out)
+    }
+
+    /// Before the host lock: a verified L1 entry or Redis's value, or (Redis
+    /// down, or another host creating and `serve_stale`) an old L1 value.
+    fn first_look(&self, k: &[u8]) -> Result<Option<TieredValue<'_>>, Error> {
+        Ok(match self.lookup(k)? {
+            Lookup::Hit(v) => Some(v),
+            Lookup::Down => self.stale(k)?,
+            Lookup::Miss { leased } if leased && self.inner.opts.serve_stale => self.stale(k)?,
+            Lookup::Miss { .. } => None,
+        })
+    }
+
+    /// One look of a caller holding the host lock: a value, or the lease
+    /// won (create), or Redis down (create for this host only), or wait.
+    fn fleet_step(&self, k: &[u8], lost_once: &mut bool) -> Result<Step<TieredValue<'_>>, Error> {
+        let i = &*self.inner;
+        match self.lookup(k)? {
+            Lookup::Hit(v) => return Ok(Step::Done(v)),
+            Lookup::Down => {
+                return Ok(match self.stale(k)? {
+                    Some(v) => Step::Done(v),
+                    None => Step::Degraded,
+                })
+            }
+            Lookup::Miss { leased } => {
+                if !leased {
+                    let token = lease_token();
+                    match i.l2.take_lease(k, &token, ms(i.opts.lease)) {
+                        Ok(true) => {
+                            bump(&i.stats.leases_won);
+                            return Ok(Step::Lease(token));
+                        }
+                        Ok(false) => {}
+                        Err(_) => {
+                            bump(&i.stats.l2_errors);
+                            return Ok(Step::Degraded);
+                        }
+                    }
+                }
+                if !*lost_once {
+                    *lost_once = true;
+                    bump(&i.stats.leases_lost);
+                }
+                if i.opts.serve_stale {
+                    if let Some(v) = self.stale(k)? {
+                        return Ok(Step::Done(v));
+                    }
+                }
+            }
         }
+        Ok(Step::Wait)
     }
 
     /// With the host lock: look again, then take the fleet lease or wait
@@ -704,135 +741,181 @@ impl TieredCache {
         creator: &mut Option<impl FnOnce() -> Result<Vec<u8>, E>>,
     ) -> Result<TieredValue<'_>, CreateError<E>> {
         let i = &*self.inner;
-        let start = Instant::now();
-        let mut backoff = Duration::from_millis(5);
+        let mut wait = Backoff::new(i.opts.fleet_wait);
         let mut lost_once = false;
         loop {
-            match self.lookup(k)? {
-                Lookup::Hit(v) => return Ok(v),
-                Lookup::Down => {
-                    if let Some(v) = self.stale(k)? {
-                        return Ok(v);
-                    }
-                    return self.create_degraded(k, ttl, creator);
+            match self.fleet_step(k, &mut lost_once)? {
+                Step::Done(v) => return Ok(v),
+                Step::Degraded => {
+                    let create = creator.take().expect("the creator runs once");
+                    let value = i.created(create(), None)?;
+                    self.keep_degraded(k, ttl, &value)?;
+                    return Ok(TieredValue::Owned(value));
                 }
-                Lookup::Miss { leased } => {
-                    if !leased {
-                        let token = lease_token();
-                        match i.l2.take_lease(k, &token, ms(i.opts.lease)) {
-                            Ok(true) => {
-                                bump(&i.stats.leases_won);
-                                return self.create_leased(k, ttl, &token, creator);
-                            }
-                            Ok(false) => {}
-                            Err(_) => {
-                                bump(&i.stats.l2_errors);
-                                return self.create_degraded(k, ttl, creator);
-                            }
-                        }
-                    }
-                    if !lost_once {
-                        lost_once = true;
-                        bump(&i.stats.leases_lost);
-                    }
-                    if i.opts.serve_stale {
-                        if let Some(v) = self.stale(k)? {
-                            return Ok(v);
-                        }
-                    }
+                Step::Lease(token) => {
+                    let create = creator.take().expect("the creator runs once");
+                    let (tx, rx) = std::sync::mpsc::channel::<()>();
+                    let made = std::thread::scope(|s| {
+                        s.spawn(|| i.extend_while(k, &token, rx));
+                        let made = create();
+                        drop(tx);
+                        made
+                    });
+                    let value = i.created(made, Some((k, &token)))?;
+                    self.store_leased(k, ttl, &token, &value)?;
+                    return Ok(TieredValue::Owned(value));
                 }
+                Step::Wait => std::thread::sleep(wait.next(k)?),
             }
-            if start.elapsed() >= i.opts.fleet_wait {
-                return Err(CreateError::Cache(Error::LockTimeout {
-                    key: String::from_utf8_lossy(k).into_owned(),
-                    waited_ms: ms(start.elapsed()),
-                }));
-            }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 3 / 2).min(Duration::from_millis(100));
         }
     }
 
-    /// Holding the lease: run the creator (extending the lease meanwhile),
-    /// write the value only if the key still holds our token, fill L1.
-    fn create_leased<E>(
+    /// Holding the lease, the value made: write it to Redis only if the key
+    /// still holds our token, then fill L1.
+    fn store_leased(
         &self,
         k: &[u8],
         ttl: Option<Duration>,
         token: &[u8],
-        creator: &mut Option<impl FnOnce() -> Result<Vec<u8>, E>>,
-    ) -> Result<TieredValue<'_>, CreateError<E>> {
+        value: &[u8],
+    ) -> Result<(), Error> {
         let i = &*self.inner;
-        let create = creator.take().expect("the creator runs once");
-        bump(&i.stats.creates);
-        let lease_ms = ms(i.opts.lease);
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let made = std::thread::scope(|s| {
-            s.spawn(move || {
-                let every = i.opts.lease / 3;
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                    if !matches!(i.l2.extend_lease(k, token, lease_ms), Ok(true)) {
-                        return; // voided, expired or Redis down: stop extending
-                    }
-                }
-            });
-            let made = create();
-            drop(tx);
-            made
-        });
-        let value = match made {
-            Ok(v) => v,
-            Err(e) => {
-                // Give the lease back so that another host may try at once.
-                let _ = i.l2.with(|c| {
-                    redis::Script::new(
-                        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-                    )
-                    .key(k)
-                    .arg(token)
-                    .invoke::<i64>(c)
-                });
-                return Err(CreateError::Creator(e));
-            }
-        };
         let ttl = ttl.unwrap_or(i.opts.l1_ttl);
         let seq = i.seq(k);
         let (epoch, _) = i.epoch_now();
         let sent = Instant::now();
-        match i.l2.fill_leased(k, token, &value, Some(ms(ttl))) {
+        match i.l2.fill_leased(k, token, value, Some(ms(ttl))) {
             Ok(true) => {
-                self.fill(
-                    k,
-                    &value,
-                    Some(Duration::from_millis(ms(ttl))),
-                    sent,
-                    seq,
-                    epoch,
-                )?;
+                let in_redis = Duration::from_millis(ms(ttl));
+                self.fill(k, value, Some(in_redis), sent, seq, epoch)?;
             }
             Ok(false) => bump(&i.stats.leases_voided),
             Err(_) => bump(&i.stats.l2_errors),
         }
-        Ok(TieredValue::Owned(value))
+        Ok(())
     }
 
-    /// Redis unreachable, holding the host lock: create and keep the value
-    /// in L1 only, unverified (served while Redis is down, within
+    /// Redis unreachable, holding the host lock, the value made: keep it in
+    /// L1 only, unverified (served while Redis is down, within
     /// `max_stale`).
-    fn create_degraded<E>(
-        &self,
-        k: &[u8],
-        ttl: Option<Duration>,
-        creator: &mut Option<impl FnOnce() -> Result<Vec<u8>, E>>,
-    ) -> Result<TieredValue<'_>, CreateError<E>> {
+    fn keep_degraded(&self, k: &[u8], ttl: Option<Duration>, value: &[u8]) -> Result<(), Error> {
         let i = &*self.inner;
-        let create = creator.take().expect("the creator runs once");
-        bump(&i.stats.creates);
         bump(&i.stats.creates_degraded);
-        let value = create().map_err(CreateError::Creator)?;
         let ttl = ttl.unwrap_or(i.opts.l1_ttl).min(i.opts.l1_ttl);
-        self.put_l1(k, &value, UNVERIFIED, ttl)?;
-        Ok(TieredValue::Owned(value))
+        self.put_l1(k, value, UNVERIFIED, ttl)
+    }
+}
+
+/// What a caller holding the host lock does next (`V`: the value found).
+enum Step<V> {
+    /// Return this value.
+    Done(V),
+    /// This lease (its token) is ours: create.
+    Lease(Vec<u8>),
+    /// Redis is unreachable: create for this host only.
+    Degraded,
+    /// Another host is creating: look again after a pause.
+    Wait,
+}
+
+/// The pauses of a caller waiting for another host's creator: 5 ms growing
+/// by half to 100 ms, until `fleet_wait` has passed.
+struct Backoff {
+    start: Instant,
+    limit: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(limit: Duration) -> Backoff {
+        Backoff {
+            start: Instant::now(),
+            limit,
+            next: Duration::from_millis(5),
+        }
+    }
+
+    /// The next pause, or [`Error::LockTimeout`] once the wait is over.
+    fn next(&mut self, k: &[u8]) -> Result<Duration, Error> {
+        if self.start.elapsed() >= self.limit {
+            return Err(Error::LockTimeout {
+                key: String::from_utf8_lossy(k).into_owned(),
+                waited_ms: ms(self.start.elapsed()),
+            });
+        }
+        let d = self.next;
+        self.next = (d * 3 / 2).min(Duration::from_millis(100));
+        Ok(d)
+    }
+}
+
+/// The host's regeneration lock is taken on a key of its own (never
+/// stored): one process of the host asks the fleet (or, Redis down,
+/// creates).
+fn host_lock_key(k: &[u8]) -> Vec<u8> {
+    let mut lock_key = b"\0slotcache-tiered\0".to_vec();
+    lock_key.extend_from_slice(k);
+    lock_key
+}
+
+/// The answer of `get_or_create` from what its host lock call returned
+/// (`err`) and what the fleet part produced (`out`, if it ran).
+fn host_lock_result<T, E>(
+    k: &[u8],
+    err: Option<CreateError<()>>,
+    out: Option<Result<T, CreateError<E>>>,
+) -> Result<T, CreateError<E>> {
+    match (err, out) {
+        (_, Some(res)) => res,
+        (Some(CreateError::Cache(e)), None) => Err(CreateError::Cache(e)),
+        // Never stored, so never found cached.
+        (_, None) => Err(CreateError::Cache(Error::LockTimeout {
+            key: String::from_utf8_lossy(k).into_owned(),
+            waited_ms: 0,
+        })),
+    }
+}
+
+impl Inner {
+    /// The options of the host lock's `get_or_try_create`.
+    fn host_lock_options<'a>(
+        &self,
+        never: &'a (dyn Fn(&Raw<Vec<u8>>) -> bool + Sync),
+    ) -> CreateOptions<'a, Raw<Vec<u8>>> {
+        CreateOptions::new()
+            .lock_timeout(self.opts.fleet_wait)
+            .stale_policy(StalePolicy::Block)
+            .should_cache(never)
+    }
+
+    /// Counts a creator run; on failure, gives the lease (if any) back so
+    /// that another host may try at once.
+    fn created<E>(
+        &self,
+        made: Result<Vec<u8>, E>,
+        lease: Option<(&[u8], &[u8])>,
+    ) -> Result<Vec<u8>, CreateError<E>> {
+        bump(&self.stats.creates);
+        made.map_err(|e| {
+            if let Some((k, token)) = lease {
+                let _ = self.l2.release_lease(k, token);
+            }
+            CreateError::Creator(e)
+        })
+    }
+
+    /// Extends the lease every third of its length until `done` is dropped
+    /// (or the lease is voided, expired, or Redis is down).
+    fn extend_while(&self, k: &[u8], token: &[u8], done: std::sync::mpsc::Receiver<()>) {
+        let every = self.opts.lease / 3;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(every) {
+            if !matches!(
+                self.l2.extend_lease(k, token, ms(self.opts.lease)),
+                Ok(true)
+            ) {
+                return;
+            }
+        }
     }
 }
 
@@ -847,8 +930,10 @@ fn lease_token() -> Vec<u8> {
 
 impl Drop for TieredCache {
     fn drop(&mut self) {
-        self.inner.stop.store(true, Ordering::Relaxed);
+        // Only the handle that started the subscriber candidate stops it
+        // (the async API's blocking sections use handles without one).
         if let Some(h) = self.candidate.take() {
+            self.inner.stop.store(true, Ordering::Relaxed);
             let _ = h.join();
         }
     }
