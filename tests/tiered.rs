@@ -308,6 +308,26 @@ fn child_entry() {
             println!("SUBSCRIBED");
             std::thread::sleep(Duration::from_secs(60));
         }
+        "fork-subscriber" => {
+            // The host's subscriber forks a child that does not exec, says
+            // its pid, and lives until killed; the child sleeps.
+            wait_until("the subscriber role", Duration::from_secs(10), || {
+                t.stats().subscriber && t.stream_up()
+            });
+            // SAFETY: the child only calls async-signal-safe functions
+            // (sleep, _exit).
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                // SAFETY: as above.
+                unsafe {
+                    libc::sleep(60);
+                    libc::_exit(0);
+                }
+            }
+            println!("FORKED {pid}");
+            std::thread::sleep(Duration::from_secs(60));
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -945,6 +965,43 @@ fn a_killed_subscriber_process_is_replaced_by_another_of_its_host() {
     other.set("k", b"v3", None).unwrap();
     wait_until("the invalidation", Duration::from_secs(5), || {
         owned(me.get("k").unwrap()).as_deref() == Some(b"v3".as_slice())
+    });
+}
+
+/// Kills a process that is not our child (a grandchild) when dropped.
+struct KillPid(i32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        // SAFETY: signalling a process this test started.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+#[test]
+fn a_child_forked_by_the_subscriber_does_not_keep_the_role_after_it_dies() {
+    let s = Server::start();
+    let d = TempDir::new("tiered", "sub-fork");
+    let path = d.path().join("h0");
+    let mut sub = KillOnDrop(
+        child_cmd("fork-subscriber", &s, &path, 2000)
+            .spawn()
+            .unwrap(),
+    );
+    let forked = line_of(&mut sub, "FORKED");
+    let _grandchild = KillPid(forked["FORKED ".len()..].parse().unwrap());
+    let me = host(d.path(), "h0", opts(&s));
+    assert!(!me.stats().subscriber, "the forking process holds the role");
+    let _ = sub.0.kill();
+    let _ = sub.0.wait();
+    // Its forked child lives on; the role passes to this process anyway.
+    wait_until("the takeover", Duration::from_secs(10), || {
+        me.stats().subscriber && me.stream_up()
+    });
+    let other = host(d.path(), "other", opts(&s).subscriber(false));
+    other.set("k", b"v1", None).unwrap();
+    wait_until("a verified copy", Duration::from_secs(5), || {
+        me.get("k").unwrap().is_some_and(|v| v.is_near())
     });
 }
 

@@ -219,16 +219,22 @@ struct Election {
 }
 
 impl Election {
+    /// Opens the candidate's own description of the cache file, recorded
+    /// for the fork handler (`crate::fork`): a child forked without `exec`
+    /// gets a new description in place of this one, so it never holds the
+    /// election lock, and a dead subscriber's role is taken over even while
+    /// its children live.
     #[cfg(target_os = "linux")]
     fn new(path: &std::path::Path) -> Option<Election> {
-        Some(Election {
-            // Write access: an exclusive lock needs it.
-            file: std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .ok()?,
-        })
+        use std::os::fd::AsRawFd;
+        // Write access: an exclusive lock needs it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .ok()?;
+        crate::fork::register_lock_file(file.as_raw_fd(), true);
+        Some(Election { file })
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -246,5 +252,14 @@ impl Election {
     #[cfg(not(target_os = "linux"))]
     fn try_win(&self) -> bool {
         true
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Election {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // Before the descriptor closes (the field drops after this).
+        crate::fork::unregister_open_file(self.file.as_raw_fd(), 0);
     }
 }
