@@ -8,6 +8,8 @@
 //! Criterion group `tiered_get` (a 100-byte value):
 //! - `l1_hit`: [`TieredCache::get`] of a verified L1 entry (zero-copy from
 //!   the host's mapping, no Redis call);
+//! - `l1_plain_get`: the same entry read with `Cache::get::<Raw>` (what the
+//!   tier adds to a hit is the difference);
 //! - `redis_get`: a plain `GET` with redis-rs on one connection, one round
 //!   trip per value;
 //! - `redis_get_pipelined`: `GET`s in pipelines of 64, time per value;
@@ -167,6 +169,17 @@ mod with_redis {
             b.iter(|| {
                 let v = near.get(black_box("k")).expect("get").expect("a value");
                 assert!(v.is_near());
+                black_box(v.len())
+            })
+        });
+        let full = near.full_key("k");
+        g.bench_function("l1_plain_get", |b| {
+            b.iter(|| {
+                let v = near
+                    .l1()
+                    .get::<slotcache::Raw>(black_box(&full))
+                    .expect("get")
+                    .expect("a value");
                 black_box(v.len())
             })
         });

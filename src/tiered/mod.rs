@@ -36,7 +36,12 @@
 //! that epoch is even and the heartbeat is younger than
 //! [`TieredOptions::stream_timeout`]. So the invalidation lag is bounded by
 //! the stream timeout even when messages are lost, the connection dies
-//! silently or the subscriber process is stopped.
+//! silently or the subscriber process is stopped. A process that takes the
+//! subscriber role over (its predecessor died) makes the epoch odd before
+//! anything else, and a child the subscriber forks never holds the role.
+//!
+//! With the `tokio` feature too, the same calls exist for async code
+//! (`get_async`, `set_async`, `delete_async`, `get_or_create_async`).
 //!
 //! **The fill race** (lettuce #3481): a reader reads the key's invalidation
 //! sequence (one of 128 header words, by key hash) before its `GET`, and
@@ -467,12 +472,28 @@ impl TieredCache {
     /// [`max_stale`](TieredOptions::max_stale), else `None`. Errors only
     /// when L1 fails.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<TieredValue<'_>>, Error> {
-        let k = self.full_key(key);
-        Ok(match self.lookup(&k)? {
-            Lookup::Hit(v) => Some(v),
-            Lookup::Miss { .. } => None,
-            Lookup::Down => self.stale(&k)?,
+        self.with_full_key(key.as_ref(), |k| {
+            Ok(match self.lookup(k)? {
+                Lookup::Hit(v) => Some(v),
+                Lookup::Miss { .. } => None,
+                Lookup::Down => self.stale(k)?,
+            })
         })
+    }
+
+    /// Runs `f` with `prefix + key`, built on the stack when it is short
+    /// (the hit path allocates nothing).
+    fn with_full_key<R>(&self, key: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+        let p = self.inner.opts.prefix.as_bytes();
+        let mut buf = [0u8; 256];
+        match buf.get_mut(..p.len() + key.len()) {
+            Some(k) => {
+                k[..p.len()].copy_from_slice(p);
+                k[p.len()..].copy_from_slice(key);
+                f(k)
+            }
+            None => f(&self.full_key(key)),
+        }
     }
 
     /// A verified L1 entry, or Redis's answer.

@@ -478,6 +478,7 @@ fn main() {
         "tiered_get",
         &[
             ("l1_hit", "`TieredCache::get`, verified L1 hit"),
+            ("l1_plain_get", "`Cache::get::<Raw>` of the same entry"),
             ("redis_get", "redis-rs `GET`, one round trip"),
             (
                 "redis_get_pipelined",
