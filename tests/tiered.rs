@@ -328,6 +328,40 @@ fn child_entry() {
             println!("FORKED {pid}");
             std::thread::sleep(Duration::from_secs(60));
         }
+        "fork-drop" => {
+            // A worker forked from a process whose subscriber runs drops
+            // its copy of the cache and exits; this process reports
+            // whether the child got out.
+            wait_until("the subscriber role", Duration::from_secs(10), || {
+                t.stats().subscriber && t.stream_up()
+            });
+            // SAFETY: fork; the child drops the cache (glibc's allocator
+            // is fork-safe) and leaves with _exit.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                drop(t);
+                // SAFETY: leaving the child without running the harness.
+                unsafe { libc::_exit(7) };
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut status = 0;
+            loop {
+                // SAFETY: reaping our own child.
+                let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if r == pid {
+                    println!("CHILD exit {}", libc::WEXITSTATUS(status));
+                    break;
+                }
+                if Instant::now() > deadline {
+                    // SAFETY: killing our own hung child.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    println!("CHILD hung");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -1003,6 +1037,16 @@ fn a_child_forked_by_the_subscriber_does_not_keep_the_role_after_it_dies() {
     wait_until("a verified copy", Duration::from_secs(5), || {
         me.get("k").unwrap().is_some_and(|v| v.is_near())
     });
+}
+
+#[test]
+fn a_forked_child_drops_its_copy_of_the_cache_without_hanging() {
+    let s = Server::start();
+    let d = TempDir::new("tiered", "fork-drop");
+    let path = d.path().join("h0");
+    let mut p = KillOnDrop(child_cmd("fork-drop", &s, &path, 2000).spawn().unwrap());
+    assert_eq!(line_of(&mut p, "CHILD"), "CHILD exit 7");
+    let _ = p.0.wait();
 }
 
 #[test]

@@ -361,7 +361,10 @@ impl Deref for NearGuard<'_> {
 /// The cache: see the [module documentation](self).
 pub struct TieredCache {
     inner: Arc<Inner>,
-    candidate: Option<std::thread::JoinHandle<()>>,
+    /// The subscriber candidate thread this handle started, with the fork
+    /// generation of the process that started it (a forked child has no
+    /// such thread: joining it there fails or waits forever).
+    candidate: Option<(std::thread::JoinHandle<()>, u64)>,
 }
 
 /// What the read path found.
@@ -412,7 +415,7 @@ impl TieredCache {
                 .name("slotcache-tiered-sub".into())
                 .spawn(move || i.candidate())
                 .map_err(|e| Error::io("starting the subscriber thread", inner.l1.path(), e))?;
-            Some(h)
+            Some((h, crate::fork::generation()))
         } else {
             None
         };
@@ -953,7 +956,16 @@ impl Drop for TieredCache {
     fn drop(&mut self) {
         // Only the handle that started the subscriber candidate stops it
         // (the async API's blocking sections use handles without one).
-        if let Some(h) = self.candidate.take() {
+        if let Some((h, generation)) = self.candidate.take() {
+            if generation != crate::fork::generation() {
+                // A forked child's copy of the handle: the thread lives in
+                // the parent only, and this process's `stop` flag is its
+                // own copy. Joining panicked or could wait forever; the
+                // handle is forgotten (its stack belongs to the parent's
+                // thread).
+                std::mem::forget(h);
+                return;
+            }
             self.inner.stop.store(true, Ordering::Relaxed);
             let _ = h.join();
         }
