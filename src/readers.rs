@@ -549,9 +549,20 @@ pub(crate) fn find_pin(
     end: u64,
     phys: u64,
 ) -> Result<Option<Holder>> {
+    scan_pins(shared, pr, s, end, phys, barrier::heavy())
+}
+
+/// [`find_pin`]'s scan, `fenced` telling whether the barrier was issued.
+fn scan_pins(
+    shared: &Shared,
+    pr: &Process,
+    s: u32,
+    end: u64,
+    phys: u64,
+    fenced: bool,
+) -> Result<Option<Holder>> {
     let geo = &shared.geo;
     let me = ThreadSlot::current_index(shared);
-    let fenced = barrier::heavy();
     for i in 0..slots_to_scan(shared) {
         let w = shared.map.pin(i, s).load(Ordering::SeqCst);
         let pinned = w != 0 && w <= end;
@@ -617,5 +628,48 @@ pub(crate) struct FileReaders<'a> {
 impl PinScan for FileReaders<'_> {
     fn find_pin(&self, s: u32, end: u64, phys: u64) -> Result<Option<Holder>> {
         find_pin(self.shared, self.process, s, end, phys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cache, Options, Raw};
+
+    /// A live reader slot marked for plain pins, holding no pin: an evictor
+    /// that issued the barrier sees no pin; one that could not must treat
+    /// the slot as pinning (it cannot know what the slot's owner stored).
+    #[test]
+    fn an_evictor_without_the_barrier_waits_for_plain_pin_slots() {
+        let d = crate::testing::TestDir::new("plain-pins");
+        let cache = Cache::open(d.join("c"), Options::new().capacity(8 << 20)).unwrap();
+        cache.set("k", &Raw(b"v")).unwrap();
+        let (claimed, done) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        std::thread::scope(|t| {
+            let (tx, rx) = (claimed.0, done.1);
+            let c = &cache;
+            t.spawn(move || {
+                assert!(c.get::<Raw>("k").unwrap().is_some()); // claims a slot
+                tx.send(()).unwrap();
+                rx.recv().unwrap(); // keeps it until the checks are done
+            });
+            claimed.1.recv().unwrap();
+            let shared = cache.shared_arc();
+            let pr = shared.process().unwrap();
+            let plain = barrier::register();
+            let marked = (0..shared.geo.reader_slots)
+                .filter(|&i| shared.map.counters(i).pin_fence.load(Ordering::SeqCst) == PINS_PLAIN)
+                .count();
+            assert_eq!(
+                marked, plain as usize,
+                "the reader's slot is marked iff registered"
+            );
+            let end = u64::MAX;
+            assert_eq!(scan_pins(shared, pr, 0, end, 0, true).unwrap(), None);
+            let blind = scan_pins(shared, pr, 0, end, 0, false).unwrap();
+            assert_eq!(blind.is_some(), plain, "{blind:?}");
+            done.0.send(()).unwrap();
+        });
+        drop(cache);
     }
 }
