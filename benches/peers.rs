@@ -50,7 +50,7 @@
 //! `get::<Raw>`; `floor` is the floor prototype ([`Floor`]: only the memory
 //! accesses and checks a lookup needs — hash, index line, tag, hazard pin
 //! as a plain store, tail re-check, record header, stored hash and key,
-//! CRC32, unpin — over the same keys and values laid out as slotcache lays
+//! CRC-32C, unpin — over the same keys and values laid out as slotcache lays
 //! out records); `floor_seqcst_pin` the same with the pin a SeqCst swap.
 //!
 //! Groups `peers_get_uniform` and `peers_get_zipf` (the same ten IDs; one
@@ -874,7 +874,8 @@ struct FloorWord(std::sync::atomic::AtomicU64);
 /// match the tag, publish a hazard pin (a plain store: the reader half of
 /// the asymmetric fence; `seqcst` swaps instead, the fallback), re-load
 /// the tail, load the record's header, compare the stored hash and the key,
-/// verify the record's CRC32 (slotcache keeps one per record), hand out the
+/// verify the record's CRC-32C (slotcache keeps one per record; the same
+/// hardware instruction), hand out the
 /// value, unpin. Records are laid out as slotcache lays them out (48-byte
 /// header, key, zero padding to 16, value; CRC over bytes 4..end of value).
 struct Floor {
@@ -919,7 +920,7 @@ impl Floor {
             rec[16..24].copy_from_slice(&h.to_le_bytes());
             rec[48..48 + k.len()].copy_from_slice(k);
             rec[voff..voff + v.len()].copy_from_slice(v);
-            let crc = crc32fast::hash(&rec[4..voff + v.len()]);
+            let crc = crc32c::crc32c(&rec[4..voff + v.len()]);
             rec[0..4].copy_from_slice(&crc.to_le_bytes());
             records.extend_from_slice(&rec);
             let line = &lines[h as usize & (n - 1)];
@@ -973,7 +974,7 @@ impl Floor {
                 drop(guard(&[]));
                 continue;
             }
-            if crc32fast::hash(&rec[4..voff + vl]) != get32(0) {
+            if crc32c::crc32c(&rec[4..voff + vl]) != get32(0) {
                 drop(guard(&[]));
                 continue;
             }

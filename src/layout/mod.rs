@@ -15,6 +15,7 @@
 //! (an existing one, which compares every stored offset with it). The
 //! mapping hands out typed views of these tables (`crate::map`).
 
+pub mod crc32c;
 pub mod header;
 pub mod index;
 pub mod locks;
