@@ -108,8 +108,10 @@ impl RecordHeader {
     /// Decodes a header, checking only what is needed to walk the log
     /// safely: a known kind, a key no longer than [`MAX_KEY_LEN`] and a
     /// record no larger than `room` bytes. `None` for anything else
-    /// (including the end marker).
+    /// (including the end marker, and fewer than 48 bytes).
     pub fn decode(h: &[u8], room: u64) -> Option<RecordHeader> {
+        // One length check; the field reads below then need none.
+        let h: &[u8; RECORD_HEADER as usize] = h.get(..RECORD_HEADER as usize)?.try_into().ok()?;
         let kind = h[KIND];
         if kind != kind::BYTES && kind != kind::ARCHIVED {
             return None;
