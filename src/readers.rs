@@ -590,6 +590,9 @@ fn scan_pins(
 pub(crate) fn count_live_pins(shared: &Shared, pr: &Process, s: u32) -> Result<u64> {
     let geo = &shared.geo;
     let me = ThreadSlot::current_index(shared);
+    // Makes plain pin stores visible where it can (a count, not a safety
+    // decision: without the barrier a fresh plain pin may be missed).
+    barrier::heavy();
     let mut n = 0;
     for i in 0..slots_to_scan(shared) {
         let w = shared.map.pin(i, s).load(Ordering::SeqCst);
