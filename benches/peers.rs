@@ -45,13 +45,22 @@
 //!
 //! # Benchmarks
 //!
-//! Groups `peers_get_uniform` and `peers_get_zipf` (the same nine IDs; one
+//! Group `read_floor` (a small file of its own: 64 keys of 100 bytes,
+//! looked up in turn, everything in cache): `slotcache_get_hot` is
+//! `get::<Raw>`; `floor` is the floor prototype ([`Floor`]: only the memory
+//! accesses and checks a lookup needs — hash, index line, tag, hazard pin
+//! as a plain store, tail re-check, record header, stored hash and key,
+//! CRC-32C, unpin — over the same keys and values laid out as slotcache lays
+//! out records); `floor_seqcst_pin` the same with the pin a SeqCst swap.
+//!
+//! Groups `peers_get_uniform` and `peers_get_zipf` (the same ten IDs; one
 //! iteration is one lookup of the stream's next key, which must be present —
 //! a miss panics — with the value black-boxed and any guard dropped):
 //!
 //! | bench                     | what one iteration is                                             |
 //! |---------------------------|-------------------------------------------------------------------|
 //! | `slotcache_get_bytes`     | `get::<Raw>`, the guard's slice black-boxed, guard dropped         |
+//! | `slotcache_get_many_64_per_key` | 1/64 of a `get_many::<Raw>` call of 64 consecutive stream keys (`iter_custom`, calls timed only) |
 //! | `slotcache_get_typed`     | `get::<Blob>` (bytecheck-validated) on the typed file             |
 //! | `slotcache_get_unchecked` | `unsafe get_unchecked::<Blob>` on the typed file                  |
 //! | `lmdb_one_txn`            | `Database::get` in a read txn opened before timing and reused     |
@@ -590,6 +599,13 @@ fn bench_gets(c: &mut Criterion, fx: &Fixture, group: &str, stream: Stream) {
     });
 
     let mut cur = Cursor::default();
+    g.bench_function("slotcache_get_many_64_per_key", |b| {
+        let keys = fx.stream(stream);
+        let cache = fx.slot_bytes();
+        b.iter_custom(|iters| get_many_per_key(cache, &mut cur, keys, iters, 64))
+    });
+
+    let mut cur = Cursor::default();
     g.bench_function("slotcache_get_typed", |b| {
         let keys = fx.stream(stream);
         let cache = fx.slot_typed();
@@ -824,6 +840,8 @@ fn main() {
     let started = Instant::now();
     let fx = Fixture::new();
 
+    // The hot read against its floor first (a small file of its own).
+    bench_floor(&mut c);
     // Reads first, on the freshly populated stores; then the writes.
     bench_gets(&mut c, &fx, "peers_get_uniform", Stream::Uniform);
     bench_gets(&mut c, &fx, "peers_get_zipf", Stream::Zipf);
@@ -835,4 +853,265 @@ fn main() {
         "slotcache bench: peers finished in {:.1?}",
         started.elapsed()
     );
+}
+
+/// CRC-32C as slotcache computes a record's on x86-64 (the SSE4.2 `crc32`
+/// instruction, eight bytes at a time); the floor prototype's checksum.
+#[cfg(target_arch = "x86_64")]
+fn floor_crc32c(bytes: &[u8]) -> u32 {
+    assert!(
+        std::arch::is_x86_feature_detected!("sse4.2"),
+        "the floor prototype needs SSE4.2"
+    );
+    // SAFETY: the processor has SSE4.2 (asserted above).
+    unsafe { floor_crc32c_sse42(bytes) }
+}
+
+/// CRC-32C bit by bit: the floor prototype compiles on other processors
+/// (where it is no floor: slotcache uses tables there).
+#[cfg(not(target_arch = "x86_64"))]
+fn floor_crc32c(bytes: &[u8]) -> u32 {
+    let mut c = u32::MAX;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = (c >> 1) ^ (0x82F6_3B78 & (c & 1).wrapping_neg());
+        }
+    }
+    !c
+}
+
+/// [`floor_crc32c`]'s loop.
+///
+/// # Safety
+/// The processor must support SSE4.2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn floor_crc32c_sse42(bytes: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u64, _mm_crc32_u8};
+    let mut words = bytes.chunks_exact(8);
+    let mut c = u64::from(u32::MAX);
+    for w in &mut words {
+        c = _mm_crc32_u64(c, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    let mut c = c as u32;
+    for &b in words.remainder() {
+        c = _mm_crc32_u8(c, b);
+    }
+    !c
+}
+
+/// Keys of the hot-`get` and floor benchmarks (`read_floor` group).
+const HOT_KEYS: usize = 64;
+
+/// One 64-byte index line of the floor prototype: eight slot words
+/// (`tag << 51 | position + 1`, as slotcache's).
+#[repr(C, align(64))]
+#[derive(Default)]
+struct FloorLine([std::sync::atomic::AtomicU64; 8]);
+
+/// A word alone on its cache line (the prototype's pin and tail).
+#[repr(C, align(64))]
+#[derive(Default)]
+struct FloorWord(std::sync::atomic::AtomicU64);
+
+/// The read floor: a lookup reduced to the memory accesses and checks a
+/// lookup of slotcache's design needs — hash the key, load its index line,
+/// match the tag, publish a hazard pin (a plain store: the reader half of
+/// the asymmetric fence; `seqcst` swaps instead, the fallback), re-load
+/// the tail, load the record's header, compare the stored hash and the key,
+/// verify the record's CRC-32C (slotcache keeps one per record; the same
+/// loop on the same instruction, [`floor_crc32c`]), hand out the
+/// value, unpin. Records are laid out as slotcache lays them out (48-byte
+/// header, key, zero padding to 16, value; CRC over bytes 4..end of value).
+struct Floor {
+    seed: u64,
+    lines: Vec<FloorLine>,
+    records: Vec<u8>,
+    pin: FloorWord,
+    tail: FloorWord,
+    seqcst: bool,
+}
+
+/// A value found by [`Floor::get`], pinned until dropped.
+struct FloorGuard<'f> {
+    value: &'f [u8],
+    pin: &'f std::sync::atomic::AtomicU64,
+}
+
+impl Drop for FloorGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.pin.store(0, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Floor {
+    /// The prototype over `items` (one line per item, rounded up to a
+    /// power of two).
+    fn new(items: &[(Key, Vec<u8>)], seqcst: bool) -> Floor {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = items.len().next_power_of_two();
+        let lines: Vec<FloorLine> = (0..n).map(|_| FloorLine::default()).collect();
+        let mut records = Vec::new();
+        let seed = 0x5EED;
+        for (k, v) in items {
+            let h = xxhash_rust::xxh3::xxh3_64_with_seed(k, seed);
+            let pos = records.len() as u64;
+            let voff = (48 + k.len()).next_multiple_of(16);
+            let mut rec = vec![0u8; (voff + v.len()).next_multiple_of(16)];
+            rec[4] = 1;
+            rec[8..12].copy_from_slice(&(k.len() as u32).to_le_bytes());
+            rec[12..16].copy_from_slice(&(v.len() as u32).to_le_bytes());
+            rec[16..24].copy_from_slice(&h.to_le_bytes());
+            rec[48..48 + k.len()].copy_from_slice(k);
+            rec[voff..voff + v.len()].copy_from_slice(v);
+            let crc = floor_crc32c(&rec[4..voff + v.len()]);
+            rec[0..4].copy_from_slice(&crc.to_le_bytes());
+            records.extend_from_slice(&rec);
+            let line = &lines[h as usize & (n - 1)];
+            let free = line.0.iter().find(|s| s.load(Relaxed) == 0).expect("room");
+            free.store((h >> 52) << 51 | (pos + 1), Relaxed);
+        }
+        Floor {
+            seed,
+            lines,
+            records,
+            pin: FloorWord::default(),
+            tail: FloorWord::default(),
+            seqcst,
+        }
+    }
+
+    /// Looks `key` up.
+    #[inline]
+    fn get(&self, key: &[u8]) -> Option<FloorGuard<'_>> {
+        use std::sync::atomic::{compiler_fence, fence, Ordering};
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed);
+        let line = &self.lines[h as usize & (self.lines.len() - 1)];
+        let words: [u64; 8] = std::array::from_fn(|i| line.0[i].load(Ordering::Relaxed));
+        fence(Ordering::Acquire);
+        let tag = h >> 52;
+        for w in words {
+            if w == 0 || (w >> 51) & 0xFFF != tag {
+                continue;
+            }
+            let pos = (w & ((1 << 51) - 1)) - 1;
+            if self.seqcst {
+                self.pin.0.swap(pos + 1, Ordering::SeqCst);
+            } else {
+                self.pin.0.store(pos + 1, Ordering::Relaxed);
+                compiler_fence(Ordering::SeqCst);
+            }
+            let guard = |value| FloorGuard {
+                value,
+                pin: &self.pin.0,
+            };
+            if self.tail.0.load(Ordering::Acquire) > pos {
+                drop(guard(&[]));
+                continue;
+            }
+            let rec = &self.records[pos as usize..];
+            let get32 = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().expect("4"));
+            let (kl, vl) = (get32(8) as usize, get32(12) as usize);
+            let stored = u64::from_le_bytes(rec[16..24].try_into().expect("8"));
+            let voff = (48 + kl).next_multiple_of(16);
+            if stored != h || &rec[48..48 + kl] != key {
+                drop(guard(&[]));
+                continue;
+            }
+            if floor_crc32c(&rec[4..voff + vl]) != get32(0) {
+                drop(guard(&[]));
+                continue;
+            }
+            return Some(guard(&rec[voff..voff + vl]));
+        }
+        None
+    }
+}
+
+/// Group `read_floor`: a hot `get::<Raw>` (64 keys of 100 bytes, cycled)
+/// against the floor prototype over the same keys and values, with the
+/// pin a plain store (`floor`) and a SeqCst swap (`floor_seqcst_pin`).
+fn bench_floor(c: &mut Criterion) {
+    let dir = BenchDir::new("floor");
+    let cache = Cache::open(
+        dir.path().join("hot.cache"),
+        slotcache::Options::new().capacity(8 << 20),
+    )
+    .expect("open");
+    let items: Vec<(Key, Vec<u8>)> = (0..HOT_KEYS)
+        .map(|i| (key(i), value(i, VALUE_LEN)))
+        .collect();
+    for (k, v) in &items {
+        cache.set(k, &Raw(v)).expect("set");
+    }
+    let floors = [Floor::new(&items, false), Floor::new(&items, true)];
+    for (k, v) in &items {
+        for f in &floors {
+            assert_eq!(f.get(k).expect("floor hit").value, &v[..]);
+        }
+        assert_eq!(&*cache.get::<Raw>(k).expect("get").expect("hit"), &v[..]);
+    }
+    let mut g = c.benchmark_group("read_floor");
+    let mut i = 0usize;
+    g.bench_function("slotcache_get_hot", |b| {
+        b.iter(|| {
+            i = (i + 1) % HOT_KEYS;
+            let guard = cache
+                .get::<Raw>(black_box(&items[i].0))
+                .expect("get")
+                .expect("hit");
+            black_box(&*guard);
+        })
+    });
+    for (id, f) in [("floor", &floors[0]), ("floor_seqcst_pin", &floors[1])] {
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                i = (i + 1) % HOT_KEYS;
+                let guard = f.get(black_box(&items[i].0)).expect("hit");
+                black_box(guard.value);
+            })
+        });
+    }
+    g.finish();
+}
+
+/// `iters` lookups through `get_many::<Raw>` calls of `batch` consecutive
+/// stream keys (the last call may be smaller; a batch never wraps, the
+/// cursor restarts at the stream's beginning instead); returns the time
+/// spent in the calls, so the reported time is per key.
+fn get_many_per_key(
+    cache: &Cache,
+    cur: &mut Cursor,
+    keys: &[Key],
+    iters: u64,
+    batch: usize,
+) -> Duration {
+    let mut left = iters as usize;
+    let mut timed = Duration::ZERO;
+    while left > 0 {
+        let n = left.min(batch);
+        if cur.at + n > keys.len() {
+            cur.at = 0;
+        }
+        let at = cur.at;
+        cur.at += n;
+        let start = Instant::now();
+        let got = cache
+            .get_many::<Raw>(black_box(&keys[at..at + n]))
+            .expect("get_many");
+        let hits = got
+            .iter()
+            .filter(|g| {
+                g.as_ref()
+                    .is_some_and(|g| black_box(&**g).len() == VALUE_LEN)
+            })
+            .count();
+        drop(got);
+        timed += start.elapsed();
+        assert_eq!(hits, n, "a batch key was missing");
+        left -= n;
+    }
+    timed
 }

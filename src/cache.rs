@@ -400,7 +400,7 @@ impl Cache {
     }
 
     /// Like [`get`](Self::get) of a typed value, without `bytecheck`
-    /// validation (the CRC32 and the schema fingerprint are still checked).
+    /// validation (the CRC-32C and the schema fingerprint are still checked).
     ///
     /// # Safety
     /// Every process writing this file must store well-formed archives of

@@ -60,6 +60,7 @@
 // (when the file was last invalidated), `tiered` (feature `redis`: the
 // cache as a near cache in front of Redis).
 
+mod barrier;
 mod cache;
 mod clock;
 mod codec;

@@ -169,6 +169,10 @@ impl Process {
             for pin in slot.pins {
                 pin.store(0, Ordering::SeqCst);
             }
+            // Fenced pins until the claimer says otherwise (`crate::readers`).
+            slot.counters
+                .pin_fence
+                .store(crate::layout::reader::PINS_FENCED, Ordering::SeqCst);
             slot.counters
                 .owner_pid
                 .store(self.pid as u64, Ordering::Relaxed);

@@ -15,23 +15,28 @@
 //! Pinning follows the hazard-pointer pattern. A reader stores the position
 //! it is about to read into its pin word, then re-reads the stripe's tail; a
 //! writer advances the tail, then scans the pins before it reuses a segment.
-//! With both sides sequentially consistent, either the reader sees the new
-//! tail (and backs off) or the writer sees the pin (and waits).
+//! Either the reader sees the new tail (and backs off) or the writer sees
+//! the pin (and waits): because both sides are sequentially consistent, or,
+//! for a reader whose process is registered for `membarrier` (its slot says
+//! [`PINS_PLAIN`]), because the writer makes every such reader execute a
+//! full barrier between its tail store and its scan ([`barrier`]), so the
+//! reader's pin store needs no fence of its own (format.md §5.5).
 //!
 //! Read-only handles cannot write the table; they pin a segment with a
 //! shared byte-range lock at `RO_PIN + stripe * segments + segment`, which
 //! costs two system calls per guard.
 
+use crate::barrier;
 use crate::error::{Error, Result};
 use crate::fork::generation;
 use crate::layout::locks::{LIVE, RO_PIN};
-use crate::layout::reader::Counter;
+use crate::layout::reader::{Counter, PINS_FENCED, PINS_PLAIN};
 use crate::locks::{self, Mode};
 use crate::process::{Process, ProcessPinState, ProcessPins};
 use crate::shared::Shared;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, MutexGuard, Weak};
 
 /// A reader slot held by the current thread.
@@ -40,6 +45,9 @@ pub(crate) struct ThreadSlot {
     generation: u64,
     /// Index in the reader table.
     pub index: u32,
+    /// Pins are published with plain stores ([`PINS_PLAIN`]: this process
+    /// is registered for the evictors' barrier).
+    plain: bool,
     counts: Box<[Cell<u32>]>,
     pinned: Box<[Cell<u64>]>,
     owner: Weak<Shared>,
@@ -93,11 +101,23 @@ impl ThreadSlot {
         let pr = shared.process()?;
         let geo = &shared.geo;
         let i = pr.claim_slot(&shared.map, &shared.path)?;
+        // Marked before the first pin; the fence orders the mark before
+        // every later tail load, for an evictor that cannot issue the
+        // barrier and goes by the mark instead (format.md §5.5).
+        let plain = barrier::register();
+        let mark = if plain { PINS_PLAIN } else { PINS_FENCED };
+        shared
+            .map
+            .counters(i)
+            .pin_fence
+            .store(mark, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         {
             let slot = Rc::new(ThreadSlot {
                 shared_id: shared.id,
                 generation: pr.generation,
                 index: i,
+                plain,
                 counts: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
                 pinned: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
                 owner: Arc::downgrade(shared),
@@ -115,7 +135,7 @@ impl ThreadSlot {
 
     /// This slot's pin word for stripe `s`.
     #[inline]
-    fn pin_word<'s>(&self, shared: &'s Shared, s: u32) -> &'s std::sync::atomic::AtomicU64 {
+    fn pin_word<'s>(&self, shared: &'s Shared, s: u32) -> &'s AtomicU64 {
         shared.map.pin(self.index, s)
     }
 
@@ -130,6 +150,8 @@ impl ThreadSlot {
     /// Publishes a pin on `pos` in stripe `s`. The pin word holds the lowest
     /// pinned position + 1 and protects everything from there on.
     /// Returns the word's previous value, for [`ThreadSlot::back_off`].
+    /// A plain store where evictors issue the barrier ([`PINS_PLAIN`]), a
+    /// sequentially consistent swap otherwise.
     #[inline]
     fn pin(&self, shared: &Shared, s: u32, pos: u64) -> u64 {
         let c = &self.counts[s as usize];
@@ -137,11 +159,29 @@ impl ThreadSlot {
         let prev = cur.get();
         let want = pos + 1;
         if c.get() == 0 || want < prev {
-            self.pin_word(shared, s).swap(want, Ordering::SeqCst);
+            if self.plain {
+                self.pin_word(shared, s).store(want, Ordering::Relaxed);
+                barrier::light();
+            } else {
+                self.pin_word(shared, s).swap(want, Ordering::SeqCst);
+            }
             cur.set(want);
         }
         c.set(c.get() + 1);
         prev
+    }
+
+    /// The re-check after [`pin`](ThreadSlot::pin): the stripe's tail,
+    /// loaded sequentially consistent after a fenced pin, with Acquire
+    /// after a plain one (orders the record's loads after it; the
+    /// evictor's barrier does the rest).
+    #[inline]
+    fn tail_after_pin(&self, tail: &AtomicU64) -> u64 {
+        if self.plain {
+            tail.load(Ordering::Acquire)
+        } else {
+            tail.load(Ordering::SeqCst)
+        }
     }
 
     /// Undoes a [`pin`](ThreadSlot::pin) whose position turned out dead,
@@ -320,7 +360,7 @@ impl<'c> Pin<'c> {
         if shared.read_only.is_none() {
             let slot = ThreadSlot::get(shared)?;
             let prev = slot.pin(shared, s, pos);
-            if tail.load(Ordering::SeqCst) > pos {
+            if slot.tail_after_pin(tail) > pos {
                 slot.back_off(shared, s, prev);
                 return Ok(None);
             }
@@ -496,7 +536,12 @@ pub(crate) fn pin_holder(
 
 /// Finds a live reader that pins any position below `end` in stripe `s`,
 /// or holds a read-only pin on physical segment `phys`. Pins of dead
-/// readers are ignored.
+/// readers are ignored. The caller stored the tail past `end` before.
+///
+/// First issues the barrier that makes plain pin stores visible
+/// ([`barrier::heavy`]); if it cannot, a live slot marked [`PINS_PLAIN`]
+/// counts as pinning whatever its pin word reads (other than the calling
+/// thread's own, whose stores it sees in program order).
 pub(crate) fn find_pin(
     shared: &Shared,
     pr: &Process,
@@ -504,11 +549,27 @@ pub(crate) fn find_pin(
     end: u64,
     phys: u64,
 ) -> Result<Option<Holder>> {
+    scan_pins(shared, pr, s, end, phys, barrier::heavy())
+}
+
+/// [`find_pin`]'s scan, `fenced` telling whether the barrier was issued.
+fn scan_pins(
+    shared: &Shared,
+    pr: &Process,
+    s: u32,
+    end: u64,
+    phys: u64,
+    fenced: bool,
+) -> Result<Option<Holder>> {
     let geo = &shared.geo;
     let me = ThreadSlot::current_index(shared);
     for i in 0..slots_to_scan(shared) {
         let w = shared.map.pin(i, s).load(Ordering::SeqCst);
-        if w == 0 || w > end {
+        let pinned = w != 0 && w <= end;
+        let blind = !fenced
+            && me != Some(i)
+            && shared.map.counters(i).pin_fence.load(Ordering::SeqCst) != PINS_FENCED;
+        if !pinned && !blind {
             continue;
         }
         if let Some(h) = pin_holder(shared, pr, me, i)? {
@@ -529,6 +590,9 @@ pub(crate) fn find_pin(
 pub(crate) fn count_live_pins(shared: &Shared, pr: &Process, s: u32) -> Result<u64> {
     let geo = &shared.geo;
     let me = ThreadSlot::current_index(shared);
+    // Makes plain pin stores visible where it can (a count, not a safety
+    // decision: without the barrier a fresh plain pin may be missed).
+    barrier::heavy();
     let mut n = 0;
     for i in 0..slots_to_scan(shared) {
         let w = shared.map.pin(i, s).load(Ordering::SeqCst);
@@ -567,5 +631,48 @@ pub(crate) struct FileReaders<'a> {
 impl PinScan for FileReaders<'_> {
     fn find_pin(&self, s: u32, end: u64, phys: u64) -> Result<Option<Holder>> {
         find_pin(self.shared, self.process, s, end, phys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Cache, Options, Raw};
+
+    /// A live reader slot marked for plain pins, holding no pin: an evictor
+    /// that issued the barrier sees no pin; one that could not must treat
+    /// the slot as pinning (it cannot know what the slot's owner stored).
+    #[test]
+    fn an_evictor_without_the_barrier_waits_for_plain_pin_slots() {
+        let d = crate::testing::TestDir::new("plain-pins");
+        let cache = Cache::open(d.join("c"), Options::new().capacity(8 << 20)).unwrap();
+        cache.set("k", &Raw(b"v")).unwrap();
+        let (claimed, done) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        std::thread::scope(|t| {
+            let (tx, rx) = (claimed.0, done.1);
+            let c = &cache;
+            t.spawn(move || {
+                assert!(c.get::<Raw>("k").unwrap().is_some()); // claims a slot
+                tx.send(()).unwrap();
+                rx.recv().unwrap(); // keeps it until the checks are done
+            });
+            claimed.1.recv().unwrap();
+            let shared = cache.shared_arc();
+            let pr = shared.process().unwrap();
+            let plain = barrier::register();
+            let marked = (0..shared.geo.reader_slots)
+                .filter(|&i| shared.map.counters(i).pin_fence.load(Ordering::SeqCst) == PINS_PLAIN)
+                .count();
+            assert_eq!(
+                marked, plain as usize,
+                "the reader's slot is marked iff registered"
+            );
+            let end = u64::MAX;
+            assert_eq!(scan_pins(shared, pr, 0, end, 0, true).unwrap(), None);
+            let blind = scan_pins(shared, pr, 0, end, 0, false).unwrap();
+            assert_eq!(blind.is_some(), plain, "{blind:?}");
+            done.0.send(()).unwrap();
+        });
+        drop(cache);
     }
 }

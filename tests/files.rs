@@ -192,6 +192,24 @@ fn bad_files_are_typed_errors() {
     );
     assert!(e.to_string().contains("newer"), "{e}");
 
+    // A version-2 file (before reader slots recorded how their owner
+    // publishes pins): the same clear error, saying the file is older.
+    let p = make("v2");
+    patch(&p, 8, &2u32.to_le_bytes());
+    let e = Cache::open(&p, small()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::UnsupportedVersion {
+                expected: slotcache::FORMAT_VERSION,
+                found: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("older"), "{e}");
+
     // Truncated and extended.
     let p = make("truncated");
     let len = std::fs::metadata(&p).unwrap().len();

@@ -15,6 +15,7 @@
 //! (an existing one, which compares every stored offset with it). The
 //! mapping hands out typed views of these tables (`crate::map`).
 
+pub mod crc32c;
 pub mod header;
 pub mod index;
 pub mod locks;
@@ -36,7 +37,7 @@ pub const MAGIC: [u8; 8] = *b"SLOTCACH";
 /// First eight bytes while a creator is still initialising the file.
 pub const MAGIC_INIT: [u8; 8] = *b"SLOTINIT";
 /// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Size of the header: one page.
 pub const HEADER_SIZE: u64 = 4096;
 /// Alignment of the index and the data region (a page).

@@ -28,8 +28,21 @@ pub struct ReaderCounters {
     pub waits: AtomicU64,
     /// Waits that timed out.
     pub lock_timeouts: AtomicU64,
-    _pad: [AtomicU64; 6],
+    /// How the owner publishes its pins: [`PINS_FENCED`] or
+    /// [`PINS_PLAIN`] (format.md §5.5). Written by the owner when it claims
+    /// the slot, before its first pin.
+    pub pin_fence: AtomicU64,
+    _pad: [AtomicU64; 5],
 }
+
+/// [`ReaderCounters::pin_fence`]: the owner publishes each pin with a
+/// sequentially consistent store (and re-loads the tail the same way).
+pub const PINS_FENCED: u64 = 0;
+/// [`ReaderCounters::pin_fence`]: the owner's process is registered for
+/// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)` and publishes its pins
+/// with plain stores; an evictor must issue that barrier before it may
+/// trust what it reads of this slot's pins.
+pub const PINS_PLAIN: u64 = 1;
 
 /// Size of the counter line; the pin words follow it.
 pub const READER_COUNTERS: u64 = size_of::<ReaderCounters>() as u64;
@@ -46,6 +59,7 @@ const _: () = {
     assert!(offset_of!(ReaderCounters, stale_served) == 56);
     assert!(offset_of!(ReaderCounters, waits) == 64);
     assert!(offset_of!(ReaderCounters, lock_timeouts) == 72);
+    assert!(offset_of!(ReaderCounters, pin_fence) == 80);
     assert!(READER_COUNTERS == 128);
 };
 

@@ -2,6 +2,7 @@
 //! the value aligned to 16 bytes. A record is written once, before any
 //! index slot names it, and never changes afterwards.
 
+use super::crc32c::{crc32c, Crc32c};
 use super::{align_up, MAX_KEY_LEN, RECORD_ALIGN};
 use core::mem::{offset_of, size_of};
 
@@ -22,7 +23,7 @@ pub mod kind {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordHeader {
-    /// CRC32 of header bytes 4..48, the key, the padding and the value.
+    /// CRC-32C of header bytes 4..48, the key, the padding and the value.
     pub crc: u32,
     /// [`kind::BYTES`] or [`kind::ARCHIVED`] ([`kind::END`] marks the end
     /// of a segment's records).
@@ -107,8 +108,10 @@ impl RecordHeader {
     /// Decodes a header, checking only what is needed to walk the log
     /// safely: a known kind, a key no longer than [`MAX_KEY_LEN`] and a
     /// record no larger than `room` bytes. `None` for anything else
-    /// (including the end marker).
+    /// (including the end marker, and fewer than 48 bytes).
     pub fn decode(h: &[u8], room: u64) -> Option<RecordHeader> {
+        // One length check; the field reads below then need none.
+        let h: &[u8; RECORD_HEADER as usize] = h.get(..RECORD_HEADER as usize)?.try_into().ok()?;
         let kind = h[KIND];
         if kind != kind::BYTES && kind != kind::ARCHIVED {
             return None;
@@ -159,17 +162,17 @@ impl RecordHeader {
     /// matches its CRC.
     pub fn verify(&self, record: &[u8]) -> bool {
         let end = (self.value_offset() + self.val_len as u64) as usize;
-        crc32fast::hash(&record[KIND..end]) == self.crc
+        crc32c(&record[KIND..end]) == self.crc
     }
 }
 
-/// CRC32 of a record's bytes from offset 4 (after the CRC itself) to the
+/// CRC-32C of a record's bytes from offset 4 (after the CRC itself) to the
 /// end of the value: header, key, the zero padding before the value, and
 /// the value — one contiguous range, so a reader checks it in one pass.
 /// Computed from the parts by the writer.
 pub fn checksum(header: &[u8], key: &[u8], value: &[u8]) -> u32 {
     let pad = (value_offset(key.len()) - RECORD_HEADER) as usize - key.len();
-    let mut c = crc32fast::Hasher::new();
+    let mut c = Crc32c::new();
     c.update(&header[KIND..RECORD_HEADER as usize]);
     c.update(key);
     c.update(&[0u8; RECORD_ALIGN as usize][..pad]);

@@ -206,6 +206,18 @@ fn main() {
         1.0,
     );
     r.ratio_target(
+        "hot `get::<Raw>` ÷ floor prototype (index line, pin, record, key, CRC)",
+        ("read_floor", "slotcache_get_hot"),
+        ("read_floor", "floor"),
+        1.4,
+    );
+    r.ratio_target(
+        "uniform `get_many::<Raw>` per key (batches of 64) ÷ `RwLock<HashMap>` get",
+        (gu, "slotcache_get_many_64_per_key"),
+        (gu, "rwlock_hashmap"),
+        0.7,
+    );
+    r.ratio_target(
         "Zipf 0.99 `get` (validated) ÷ moka get",
         (gz, "slotcache_get_typed"),
         (gz, "moka"),
@@ -332,6 +344,10 @@ fn main() {
 
     let get_ids = [
         ("slotcache_get_bytes", "slotcache `get::<Raw>`"),
+        (
+            "slotcache_get_many_64_per_key",
+            "slotcache `get_many::<Raw>`, 64 per call, per key",
+        ),
         ("slotcache_get_typed", "slotcache `get` (validated)"),
         ("slotcache_get_unchecked", "slotcache `get_unchecked`"),
         ("lmdb_one_txn", "LMDB, one read txn"),
@@ -344,6 +360,16 @@ fn main() {
     r.line("\n### Peers: 1M keys of 20 B, values of 100 B, same streams");
     r.group_table("Uniform random get", gu, &get_ids, "slotcache_get_typed");
     r.group_table("Zipf 0.99 get", gz, &get_ids, "slotcache_get_typed");
+    r.group_table(
+        "Hot get against the read floor (64 keys of 100 B)",
+        "read_floor",
+        &[
+            ("slotcache_get_hot", "slotcache `get::<Raw>`"),
+            ("floor", "floor prototype, pin a plain store"),
+            ("floor_seqcst_pin", "floor prototype, pin a SeqCst swap"),
+        ],
+        "floor",
+    );
     r.group_table(
         "Overwrite of a random key",
         ps,
