@@ -579,9 +579,7 @@ impl Cache {
             return Ok(());
         }
         // Held until every stripe is written (see `Process::lock_stripes`).
-        let _locks = pr
-            .lock_stripes(&stripes)
-            .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
+        let _locks = self.lock_stripes(pr, &stripes)?;
         let readers = self.file_readers(pr);
         let mut j = 0;
         for group in groups {
@@ -704,9 +702,7 @@ impl Cache {
         let key = key.as_ref();
         let kh = self.prepare(key, 0)?;
         let pr = self.shared.process()?;
-        let _lock = pr
-            .lock_stripe(kh.stripe)
-            .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
+        let _lock = self.lock_stripe(pr, kh.stripe)?;
         let readers = self.file_readers(pr);
         Ok(StripeWriter::new(
             &self.shared.map,
@@ -815,9 +811,7 @@ impl Cache {
             if self.shared.read_only.is_some() {
                 continue; // cannot take write locks: pins only
             }
-            let _lock = pr
-                .lock_stripe(s)
-                .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
+            let _lock = self.lock_stripe(pr, s)?;
             let readers = self.file_readers(pr);
             let mut w =
                 StripeWriter::unchecked(&self.shared.map, &readers, s, self.pin_wait, now_ns());
@@ -831,9 +825,7 @@ impl Cache {
         self.writable("clear")?;
         let pr = self.shared.process()?;
         for s in 0..self.shared.geo.stripes {
-            let _lock = pr
-                .lock_stripe(s)
-                .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
+            let _lock = self.lock_stripe(pr, s)?;
             let readers = self.file_readers(pr);
             StripeWriter::new(&self.shared.map, &readers, s, self.pin_wait, now_ns()).clear();
         }
@@ -876,6 +868,72 @@ impl Cache {
     /// Sums the counters of every stripe and every reader slot.
     pub fn stats(&self) -> Stats {
         Stats::collect(&self.shared)
+    }
+
+    /// Takes stripe `s`'s write lock; if its previous owner died holding
+    /// it, repairs the stripe and marks the lock consistent first
+    /// (format.md §6, "A dead owner").
+    fn lock_stripe<'p>(
+        &'p self,
+        pr: &'p crate::process::Process,
+        s: u32,
+    ) -> Result<crate::locks::StripeLock<'p>> {
+        let mut lock = pr
+            .lock_stripe(&self.shared.map, s)
+            .map_err(|e| self.lock_error(s, e))?;
+        if lock.owner_died().is_some() {
+            self.recover_dead_owner(pr, s);
+            lock.mark_consistent();
+        }
+        Ok(lock)
+    }
+
+    /// [`lock_stripe`](Self::lock_stripe) for a batch's `stripes`
+    /// (ascending, distinct, non-empty; see `Process::lock_stripes`).
+    fn lock_stripes<'p>(
+        &'p self,
+        pr: &'p crate::process::Process,
+        stripes: &[u32],
+    ) -> Result<crate::locks::BatchLock<'p>> {
+        let mut locks = pr
+            .lock_stripes(&self.shared.map, stripes)
+            .map_err(|e| self.lock_error(stripes[0], e))?;
+        let dead = locks.owners_died();
+        if !dead.is_empty() {
+            for s in dead {
+                self.recover_dead_owner(pr, s);
+            }
+            locks.mark_consistent();
+        }
+        Ok(locks)
+    }
+
+    /// Repairs stripe `s`, whose lock this thread holds after its previous
+    /// owner died (see `StripeWriter::recover_dead_owner`).
+    #[cold]
+    fn recover_dead_owner(&self, pr: &crate::process::Process, s: u32) {
+        let readers = self.file_readers(pr);
+        StripeWriter::unchecked(&self.shared.map, &readers, s, self.pin_wait, now_ns())
+            .recover_dead_owner();
+    }
+
+    /// The error of a failed stripe lock: [`Error::StripeLockDamaged`]
+    /// for a robust mutex left unusable or damaged, else an I/O error.
+    #[cold]
+    fn lock_error(&self, s: u32, e: std::io::Error) -> Error {
+        let damaged = |why| Error::StripeLockDamaged {
+            path: self.shared.path.clone(),
+            stripe: s,
+            why,
+        };
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if e.raw_os_error() == Some(libc::ENOTRECOVERABLE) {
+            return damaged("not recoverable: released inconsistent after its owner died, by a program other than slotcache");
+        }
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            return damaged("its bytes were changed from outside");
+        }
+        Error::io("locking a stripe", &self.shared.path, e)
     }
 
     /// The readers of this file as its writers see them.
