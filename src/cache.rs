@@ -572,7 +572,6 @@ impl Cache {
         placed.sort_by_key(|p| p.0.stripe);
         let pr = self.shared.process()?;
         let now = now_ns();
-        let expires = self.expiry(ttl, now);
         let groups: Vec<_> = placed.chunk_by(|a, b| a.0.stripe == b.0.stripe).collect();
         let stripes: Vec<u32> = groups.iter().map(|g| g[0].0.stripe).collect();
         if stripes.is_empty() {
@@ -588,15 +587,7 @@ impl Cache {
             for (kh, key, value) in group {
                 self.prefetch_ahead(j, |i| placed.get(i).map(|p| &p.0));
                 j += 1;
-                let rec = NewRecord {
-                    kind,
-                    schema,
-                    key,
-                    value,
-                    created: now,
-                    expires,
-                };
-                w.put(kh, &rec)?;
+                w.put(kh, &self.record((kind, schema), key, value, now, ttl))?;
             }
         }
         Ok(())
@@ -627,8 +618,46 @@ impl Cache {
         ttl: Option<Duration>,
     ) -> Result<()> {
         let bytes = value.encode()?;
-        let item = std::iter::once((key, &bytes[..]));
-        self.write_batch(op, (V::KIND, V::schema()), item, ttl)
+        self.write_single(op, (V::KIND, V::schema()), key, &bytes, ttl)
+    }
+
+    /// [`write_batch`](Self::write_batch) of one item, without its
+    /// vectors (sorting, grouping): the path of every `set`.
+    fn write_single(
+        &self,
+        op: &'static str,
+        (kind, schema): (u8, u64),
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        self.writable(op)?;
+        let kh = self.prepare(key, value.len())?;
+        let pr = self.shared.process()?;
+        let now = now_ns();
+        let _lock = self.lock_stripe(pr, kh.stripe)?;
+        let readers = self.file_readers(pr);
+        let mut w = StripeWriter::new(&self.shared.map, &readers, kh.stripe, self.pin_wait, now);
+        w.put(&kh, &self.record((kind, schema), key, value, now, ttl))
+    }
+
+    /// The record of one write at `now`.
+    fn record<'a>(
+        &self,
+        (kind, schema): (u8, u64),
+        key: &'a [u8],
+        value: &'a [u8],
+        now: u64,
+        ttl: Option<Duration>,
+    ) -> NewRecord<'a> {
+        NewRecord {
+            kind,
+            schema,
+            key,
+            value,
+            created: now,
+            expires: self.expiry(ttl, now),
+        }
     }
 
     /// Stores `value` under `key` with the cache's default TTL: a typed
@@ -752,7 +781,7 @@ impl Cache {
     /// ```
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
-        self.each_stripe(&mut report, |w, r| r.add(&w.verify()))?;
+        self.each_stripe(&mut report, false, |w, r| r.add(&w.verify()))?;
         Ok(report)
     }
 
@@ -782,7 +811,7 @@ impl Cache {
         self.writable("repair")?;
         let mut before = VerifyReport::default();
         let (mut reset, mut cleared, mut fixed) = (0, 0, 0);
-        self.each_stripe(&mut before, |w, r| {
+        self.each_stripe(&mut before, true, |w, r| {
             let (found, done) = w.repair();
             r.add(&found);
             reset += done.reset as u64;
@@ -803,6 +832,7 @@ impl Cache {
     fn each_stripe(
         &self,
         report: &mut VerifyReport,
+        fix: bool,
         mut f: impl FnMut(&mut StripeWriter<'_>, &mut VerifyReport),
     ) -> Result<()> {
         let pr = self.shared.process()?;
@@ -811,7 +841,11 @@ impl Cache {
             if self.shared.read_only.is_some() {
                 continue; // cannot take write locks: pins only
             }
-            let _lock = self.lock_stripe(pr, s)?;
+            let _lock = if fix {
+                self.lock_stripe(pr, s)?
+            } else {
+                self.lock_stripe_for_verify(pr, s)?
+            };
             let readers = self.file_readers(pr);
             let mut w =
                 StripeWriter::unchecked(&self.shared.map, &readers, s, self.pin_wait, now_ns());
@@ -878,11 +912,35 @@ impl Cache {
         pr: &'p crate::process::Process,
         s: u32,
     ) -> Result<crate::locks::StripeLock<'p>> {
+        self.lock_stripe_then(pr, s, || self.recover_dead_owner(pr, s))
+    }
+
+    /// Takes stripe `s`'s write lock for [`verify`](Self::verify), which
+    /// writes no byte of the data: a dead previous owner is counted and the
+    /// mutex marked consistent (the lock's own line), but the stripe is
+    /// left as found, for the verification to report and the next writer
+    /// to check (format.md §5.8).
+    fn lock_stripe_for_verify<'p>(
+        &'p self,
+        pr: &'p crate::process::Process,
+        s: u32,
+    ) -> Result<crate::locks::StripeLock<'p>> {
+        self.lock_stripe_then(pr, s, || crate::log::count_dead_owner(&self.shared.map, s))
+    }
+
+    /// Takes stripe `s`'s write lock; if its previous owner died, runs
+    /// `dead_owner` holding it, then marks the lock consistent.
+    fn lock_stripe_then<'p>(
+        &'p self,
+        pr: &'p crate::process::Process,
+        s: u32,
+        dead_owner: impl FnOnce(),
+    ) -> Result<crate::locks::StripeLock<'p>> {
         let mut lock = pr
             .lock_stripe(&self.shared.map, s)
             .map_err(|e| self.lock_error(s, e))?;
         if lock.owner_died().is_some() {
-            self.recover_dead_owner(pr, s);
+            dead_owner();
             lock.mark_consistent();
         }
         Ok(lock)

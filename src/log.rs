@@ -152,7 +152,7 @@ impl<'a> StripeWriter<'a> {
     /// consistent afterwards.
     pub(crate) fn recover_dead_owner(&self) {
         self.check();
-        bump(&self.map.stripe_mutex(self.s).owner_deaths, 1);
+        count_dead_owner(self.map, self.s);
     }
 
     /// Whether head and tail satisfy the invariants of format.md §2.2.
@@ -566,6 +566,12 @@ impl<'a> StripeWriter<'a> {
         }
         self.set_tail(to);
     }
+}
+
+/// Counts a dead owner of stripe `s`'s lock in its `owner_deaths` word
+/// (format.md §2.2a). The caller holds the lock.
+pub(crate) fn count_dead_owner(map: &Map, s: u32) {
+    bump(&map.stripe_mutex(s).owner_deaths, 1);
 }
 
 /// Points of the write path where a test can make a writer stop, holding

@@ -119,7 +119,7 @@ impl Map {
         self.view(self.geo.stripe_off + s as u64 * crate::layout::STRIPE_ENTRY)
     }
 
-    /// Stripe `s`'s mutex line (format.md §2.3).
+    /// Stripe `s`'s mutex line (format.md §2.2a).
     ///
     /// Panics if `s` is not a stripe of the file.
     #[inline]

@@ -198,9 +198,17 @@ fn kill_while_holding(role: &str, p: &Path) {
 
 /// After a writer was killed holding a stripe lock: every stripe takes a
 /// write (the dead owner's among them), every key the child wrote reads
-/// back whole or is a miss, and the file verifies clean.
-fn check_after_kill(p: &Path, byte_range: bool) {
+/// back whole or is a miss, and the file verifies clean. With
+/// `verify_first`, `verify` is the first to take the dead owner's lock: it
+/// counts the death, leaves the data as found and reports it clean.
+fn check_after_kill(p: &Path, byte_range: bool, verify_first: bool) {
     let c = Cache::open(p, opts(byte_range)).unwrap();
+    let robust = !byte_range && lock_word(p) != [0; 4];
+    if verify_first {
+        let report = c.verify().unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(c.stats().lock_owner_deaths, robust as u64);
+    }
     let before = c.stats();
     let stripes = c.info().stripes;
     let mut seen = vec![false; stripes as usize];
@@ -213,9 +221,15 @@ fn check_after_kill(p: &Path, byte_range: bool) {
         i += 1;
     }
     let after = c.stats();
-    let robust = !byte_range && lock_word(p) != [0; 4];
-    let deaths = after.lock_owner_deaths - before.lock_owner_deaths;
-    assert_eq!(deaths, robust as u64, "one dead owner found, counted once");
+    assert_eq!(
+        after.lock_owner_deaths, robust as u64,
+        "one dead owner found, counted once"
+    );
+    assert_eq!(
+        before.lock_owner_deaths,
+        (robust && verify_first) as u64,
+        "found by verify, or else by a writer"
+    );
     assert_eq!(
         c.stripe_stats()
             .iter()
@@ -238,8 +252,8 @@ fn check_after_kill(p: &Path, byte_range: bool) {
     assert_eq!(c.stats().lock_owner_deaths, after.lock_owner_deaths);
 }
 
-fn killed_at(role: &str, byte_range: bool) {
-    let d = TempDir::new("robust", role);
+fn killed_at(role: &str, byte_range: bool, verify_first: bool) {
+    let d = TempDir::new("robust", &format!("{role}-{verify_first}"));
     let p = d.join("c");
     // Some entries first, so that the child's write replaces or joins them.
     let c = Cache::open(&p, opts(byte_range)).unwrap();
@@ -248,25 +262,30 @@ fn killed_at(role: &str, byte_range: bool) {
     }
     drop(c);
     kill_while_holding(role, &p);
-    check_after_kill(&p, byte_range);
+    check_after_kill(&p, byte_range, verify_first);
 }
 
 #[test]
 fn killed_after_writing_a_record_before_moving_the_head() {
-    killed_at("before-head", false);
+    killed_at("before-head", false, false);
 }
 
 #[test]
 fn killed_after_moving_the_head_before_storing_the_slot() {
-    killed_at("before-slot", false);
+    killed_at("before-slot", false, false);
 }
 
 #[test]
 fn killed_in_the_middle_of_an_eviction() {
-    killed_at("mid-eviction", false);
+    killed_at("mid-eviction", false, false);
+}
+
+#[test]
+fn killed_in_the_middle_of_an_eviction_then_verified() {
+    killed_at("mid-eviction", false, true);
 }
 
 #[test]
 fn killed_in_the_middle_of_an_eviction_with_byte_range_locks() {
-    killed_at("mid-eviction-ranged", true);
+    killed_at("mid-eviction-ranged", true, false);
 }

@@ -1,4 +1,4 @@
-//! The stripe mutex table (format.md §2.3): one [`StripeMutex`] per
+//! The stripe mutex table (format.md §2.2a): one [`StripeMutex`] per
 //! stripe, one cache line each, right after the stripe table. In a file
 //! whose stripe locks are robust pthread mutexes (format.md §6) its first
 //! bytes are the stripe's `pthread_mutex_t`; in a file using byte-range
@@ -28,7 +28,7 @@ pub struct StripeMutex {
 /// Size of one mutex line.
 pub const STRIPE_MUTEX: u64 = size_of::<StripeMutex>() as u64;
 
-// format.md §2.3, row by row.
+// format.md §2.2a, row by row.
 const _: () = {
     assert!(offset_of!(StripeMutex, raw) == 0);
     assert!(offset_of!(StripeMutex, owner_deaths) == 48);
