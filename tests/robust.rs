@@ -179,6 +179,14 @@ fn child_entry() {
 /// Starts a child in `role` on the file at `p`, waits until it has stalled
 /// holding a stripe lock, and kills it with `SIGKILL` (reaped).
 fn kill_while_holding(role: &str, p: &Path) {
+    let kid = spawn_stalled(role, p);
+    drop(kid); // SIGKILL, then wait
+    std::fs::remove_file(p.with_extension("stalled")).unwrap();
+}
+
+/// Starts a child in `role` on the file at `p` and waits until it has
+/// stalled holding a stripe lock (it created `p.stalled`).
+fn spawn_stalled(role: &str, p: &Path) -> KillOnDrop {
     let mut kid = KillOnDrop(child(role, p).spawn().unwrap());
     let announce = p.with_extension("stalled");
     let start = Instant::now();
@@ -192,8 +200,7 @@ fn kill_while_holding(role: &str, p: &Path) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    drop(kid); // SIGKILL, then wait
-    std::fs::remove_file(announce).unwrap();
+    kid
 }
 
 /// After a writer was killed holding a stripe lock: every stripe takes a
@@ -288,4 +295,47 @@ fn killed_in_the_middle_of_an_eviction_then_verified() {
 #[test]
 fn killed_in_the_middle_of_an_eviction_with_byte_range_locks() {
     killed_at("mid-eviction-ranged", true, false);
+}
+
+/// A key that lands on stripe `s`.
+fn key_on(c: &Cache, s: u32, tag: &str) -> String {
+    (0..)
+        .map(|i| format!("{tag}{i}"))
+        .find(|k| c.key_placement(k).stripe == s)
+        .unwrap()
+}
+
+#[test]
+fn a_batch_waits_for_a_stripe_a_dying_process_holds_and_repairs_it() {
+    let d = TempDir::new("robust", "batch");
+    let p = d.join("c");
+    let c = Cache::open(&p, opts(false)).unwrap();
+    // The child's first write is `key0`: it stalls holding that stripe.
+    let held = c.key_placement("key0").stripe;
+    let other = (held + 1) % c.info().stripes;
+    let (a, b) = (key_on(&c, held, "a"), key_on(&c, other, "b"));
+    let mut kid = spawn_stalled("before-slot", &p);
+    // A batch over the other stripe alone goes through.
+    c.set_many([(b.as_str(), &Raw(VALUE))]).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let t = scope.spawn(|| {
+            c.set_many([(a.as_str(), &Raw(VALUE)), (b.as_str(), &Raw(VALUE))])
+                .unwrap();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !done.load(std::sync::atomic::Ordering::SeqCst),
+            "a batch wrote a stripe another process holds"
+        );
+        kid.0.kill().unwrap();
+        kid.0.wait().unwrap();
+        t.join().unwrap();
+    });
+    std::fs::remove_file(p.with_extension("stalled")).unwrap();
+    let robust = lock_word(&p) != [0; 4];
+    assert_eq!(c.stats().lock_owner_deaths, robust as u64);
+    assert_eq!(&*c.get::<Raw>(&a).unwrap().unwrap(), &VALUE[..]);
+    assert!(c.verify().unwrap().is_clean());
 }
