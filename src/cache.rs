@@ -577,17 +577,22 @@ impl Cache {
         if stripes.is_empty() {
             return Ok(());
         }
-        // Held until every stripe is written (see `Process::lock_stripes`).
-        let _locks = self.lock_stripes(pr, &stripes)?;
         let readers = self.file_readers(pr);
         let mut j = 0;
-        for group in groups {
-            let s = group[0].0.stripe;
-            let mut w = StripeWriter::new(&self.shared.map, &readers, s, self.pin_wait, now);
-            for (kh, key, value) in group {
-                self.prefetch_ahead(j, |i| placed.get(i).map(|p| &p.0));
-                j += 1;
-                w.put(kh, &self.record((kind, schema), key, value, now, ttl))?;
+        // Held until every stripe of the chunk is written (see
+        // `Process::lock_stripes`); one chunk unless robust mutexes cap
+        // how many one thread may hold (`StripeLocks::max_held`).
+        let per_chunk = pr.stripe_locks.max_held();
+        for (groups, stripes) in groups.chunks(per_chunk).zip(stripes.chunks(per_chunk)) {
+            let _locks = self.lock_stripes(pr, stripes)?;
+            for group in groups {
+                let s = group[0].0.stripe;
+                let mut w = StripeWriter::new(&self.shared.map, &readers, s, self.pin_wait, now);
+                for (kh, key, value) in *group {
+                    self.prefetch_ahead(j, |i| placed.get(i).map(|p| &p.0));
+                    j += 1;
+                    w.put(kh, &self.record((kind, schema), key, value, now, ttl))?;
+                }
             }
         }
         Ok(())

@@ -339,3 +339,32 @@ fn a_batch_waits_for_a_stripe_a_dying_process_holds_and_repairs_it() {
     assert_eq!(&*c.get::<Raw>(&a).unwrap().unwrap(), &VALUE[..]);
     assert!(c.verify().unwrap().is_clean());
 }
+
+#[test]
+fn a_batch_over_more_stripes_than_one_thread_may_hold_writes_them_all() {
+    // Robust mutexes: at most 1024 held at once (the kernel walks 2048
+    // entries of a dead thread's robust list), so this batch is written in
+    // ascending chunks; byte-range locks take it whole.
+    let d = TempDir::new("robust", "wide");
+    let wide = |byte_range| {
+        Options::new()
+            .capacity(96 << 20)
+            .stripes(2048)
+            .segments(4)
+            .max_entries(40_000)
+            .byte_range_locks(byte_range)
+    };
+    for byte_range in [false, true] {
+        let p = d.join(format!("c-{byte_range}"));
+        let c = Cache::open(&p, wide(byte_range)).unwrap();
+        let keys: Vec<String> = (0..12_000).map(|i| format!("wide{i}")).collect();
+        let stripes: std::collections::BTreeSet<u32> =
+            keys.iter().map(|k| c.key_placement(k).stripe).collect();
+        assert!(stripes.len() > 1024, "{} stripes", stripes.len());
+        c.set_many(keys.iter().map(|k| (k, &Raw(VALUE)))).unwrap();
+        for k in &keys {
+            assert_eq!(&*c.get::<Raw>(k).unwrap().unwrap(), &VALUE[..], "{k}");
+        }
+        assert!(c.verify().unwrap().is_clean());
+    }
+}

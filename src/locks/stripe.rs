@@ -21,6 +21,14 @@ use std::fs::File;
 use std::io;
 use std::sync::{Mutex, MutexGuard};
 
+/// Most robust stripe mutexes a batch holds at once: half the kernel's
+/// limit on the robust list it walks when a thread dies
+/// (`ROBUST_LIST_LIMIT`, 2048), leaving room for the application's own
+/// robust mutexes. A batch over more stripes is written in ascending
+/// chunks of this many.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+pub(crate) const MAX_HELD_ROBUST: usize = 1024;
+
 /// A file's stripe write locks, as this process takes them.
 pub(crate) enum StripeLocks {
     /// Byte-range locks, with one in-process mutex per stripe taken first
@@ -85,6 +93,18 @@ impl StripeLocks {
         }
         let _ = (kind, KIND_ROBUST);
         StripeLocks::ByteRange((0..stripes).map(|_| Mutex::new(())).collect())
+    }
+
+    /// How many stripe locks one thread may hold at once: unbounded for
+    /// byte-range locks; for robust mutexes [`MAX_HELD_ROBUST`], because
+    /// the kernel walks at most 2048 entries of a dead thread's robust
+    /// list, and a mutex beyond them would never be marked owner-died.
+    pub(crate) fn max_held(&self) -> usize {
+        match self {
+            StripeLocks::ByteRange(_) => usize::MAX,
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            StripeLocks::Robust => MAX_HELD_ROBUST,
+        }
     }
 
     /// Takes stripe `s`'s write lock through `file` (byte-range) or in
