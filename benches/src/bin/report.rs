@@ -269,6 +269,12 @@ fn main() {
         0.2,
     );
     r.ratio_target(
+        "`set` (`Raw`) 100 B over 4096 hot keys ÷ the same with byte-range stripe locks",
+        (ps, "slotcache_set_bytes_hot"),
+        (ps, "slotcache_set_bytes_byte_range_hot"),
+        0.2,
+    );
+    r.ratio_target(
         "`delete` ÷ moka remove",
         (ps, "slotcache_delete"),
         (ps, "moka_remove"),
@@ -389,6 +395,14 @@ fn main() {
             (
                 "slotcache_set_bytes_byte_range",
                 "slotcache `set` (`Raw`), byte-range stripe locks",
+            ),
+            (
+                "slotcache_set_bytes_hot",
+                "slotcache `set` (`Raw`), 4096 hot keys",
+            ),
+            (
+                "slotcache_set_bytes_byte_range_hot",
+                "slotcache `set` (`Raw`), 4096 hot keys, byte-range stripe locks",
             ),
             ("slotcache_delete", "slotcache `delete`"),
             (
