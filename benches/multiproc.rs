@@ -74,7 +74,13 @@
 //! # Knobs
 //!
 //! - `SLOTCACHE_BENCH_PROCS`: the largest process count `N` (default: the
-//!   number of CPUs, at least 2).
+//!   number of CPUs, at least 2), for both the reader and the writer
+//!   phases, so the benchmark runs unchanged on a larger machine (counts
+//!   1, 2, 4, … and `N`).
+//! - `SLOTCACHE_BENCH_STRIPES`: the file's stripe count (default: the
+//!   default for its capacity, 64); raise it with `N` (e.g. to `4 × N`) so
+//!   that `disjoint` runs at every count and `random` writers meet on a
+//!   stripe as rarely as on a small machine.
 //! - `SLOTCACHE_BENCH_SECS`: measured seconds per phase (default 3).
 //! - `TMPDIR`: where the cache file lives ([`BenchDir`]);
 //!   `TMPDIR=/dev/shm` puts it on tmpfs, away from disk writeback.
@@ -160,6 +166,9 @@ struct Config {
     lead: f64,
     /// `std::thread::available_parallelism`.
     cores: usize,
+    /// Stripes of the cache file (`SLOTCACHE_BENCH_STRIPES`; 0: the
+    /// default for its capacity, 64).
+    stripes: u32,
 }
 
 impl Config {
@@ -175,6 +184,7 @@ impl Config {
                 keys: 20_000,
                 lead: 0.3,
                 cores,
+                stripes: 0,
             };
         }
         let procs = env_number("SLOTCACHE_BENCH_PROCS", cores.max(2) as f64);
@@ -184,6 +194,11 @@ impl Config {
             "SLOTCACHE_BENCH_PROCS must be a whole number ≥ 1, found {procs}"
         );
         assert!(secs > 0.0, "SLOTCACHE_BENCH_SECS must be > 0, found {secs}");
+        let stripes = env_number("SLOTCACHE_BENCH_STRIPES", 0.0);
+        assert!(
+            (0.0..=4096.0).contains(&stripes) && stripes.fract() == 0.0,
+            "SLOTCACHE_BENCH_STRIPES must be a whole number in 1..=4096 (0: default), found {stripes}"
+        );
         Config {
             test,
             procs: procs as usize,
@@ -191,6 +206,7 @@ impl Config {
             keys: KEYS,
             lead: 1.0,
             cores,
+            stripes: stripes as u32,
         }
     }
 
@@ -630,7 +646,11 @@ fn reader_seed(index: usize) -> u64 {
 /// Creates and populates the cache file, checks it, sets every key's
 /// "visited" bit by reading it once, and flushes.
 fn populate(cfg: &Config, path: &Path) -> Cache {
-    let cache = Cache::open(path, roomy_options(cfg.keys, VALUE_LEN)).expect("create the cache");
+    let mut opts = roomy_options(cfg.keys, VALUE_LEN);
+    if cfg.stripes > 0 {
+        opts = opts.stripes(cfg.stripes);
+    }
+    let cache = Cache::open(path, opts).expect("create the cache");
     let info = cache.info();
     let t = Instant::now();
     // In the order the readers' writer will overwrite them, so that its

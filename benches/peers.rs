@@ -33,6 +33,7 @@
 //! |------------------|----------------------------------------------------------------------------|
 //! | slotcache bytes  | `Cache::open(.., roomy_options(KEYS, VALUE_LEN))`, raw 100-byte values      |
 //! | slotcache typed  | the same geometry, values stored as [`Blob`] (archived size 100 bytes)     |
+//! | slotcache byte-range | the bytes file again, created with byte-range stripe locks (`Options::byte_range_locks`, a hidden option): the locks of format version 2, of macOS and of Windows, measured beside the robust mutexes of Linux |
 //! | LMDB (heed)      | one env, map size 4 GiB, `NO_SYNC \| NO_META_SYNC`, TLS read txns (heed's default), one unnamed `Database<Bytes, Bytes>` |
 //! | redb             | one file, default builder (1 GiB page cache), one table `TableDefinition<&[u8], &[u8]>`; timed writes commit with `Durability::None` |
 //! | moka             | `moka::sync::Cache<Vec<u8>, Arc<[u8]>>`, `max_capacity` 2M (nothing is evicted) |
@@ -79,12 +80,21 @@
 //! | bench                             | what one iteration is                                        |
 //! |-----------------------------------|--------------------------------------------------------------|
 //! | `slotcache_set_bytes`             | `set` (`Raw`)                                                  |
+//! | `slotcache_set_bytes_byte_range`  | `set` (`Raw`) on the byte-range file                         |
+//! | `slotcache_set_bytes_hot`, `slotcache_set_bytes_byte_range_hot` | the same two, cycling over the stream's first 4096 keys (a cache-resident working set) |
 //! | `slotcache_set_many_64_per_key`   | 1/64 of a `set_many` (`Raw`) call with 64 consecutive keys     |
 //! | `slotcache_set_many_1024_per_key` | 1/1024 of a `set_many` (`Raw`) call with 1024 consecutive keys |
 //! | `lmdb_put_txn_per_write`          | `write_txn`, `put`, `commit` (`NO_SYNC`)                     |
 //! | `moka_insert`                     | `insert(key.to_vec(), Arc::from(value))`                     |
 //! | `rwlock_hashmap_insert`           | `write()`, `insert(key.to_vec(), value.to_vec())`, unlock    |
+//! | `slotcache_delete`                | `delete` of a present key (see below)                        |
+//! | `slotcache_delete_byte_range`     | the same on the byte-range file                              |
+//! | `moka_remove`                     | `remove(&[u8])` of a present key                             |
 //! | `redb_put_txn_per_write`          | `begin_write`, `Durability::None`, `open_table`, `insert`, `commit` (10 samples) |
+//!
+//! The delete benchmarks use `iter_custom`: timed runs of 256 deletes of
+//! consecutive distinct stream keys (each must be present), each followed
+//! by an untimed re-insert of the run's keys (`set_many`, or moka inserts).
 //!
 //! The `set_many` benchmarks use `iter_custom`: for `iters` keys they make
 //! `set_many` (`Raw`) calls of 64 (or 1024) consecutive stream keys (the last
@@ -200,6 +210,10 @@ struct Fixture {
     zipf: OnceLock<Vec<Key>>,
     /// slotcache with raw-byte values.
     slot_bytes: OnceLock<Cache>,
+    /// The same, in a file created with byte-range stripe locks (the
+    /// stripe locks of format version 2, and of macOS and Windows), to
+    /// compare the two lock kinds in one run.
+    slot_ranged: OnceLock<Cache>,
     /// slotcache with [`Blob`] values.
     slot_typed: OnceLock<Cache>,
     /// LMDB.
@@ -234,6 +248,7 @@ impl Fixture {
             reads,
             zipf: OnceLock::new(),
             slot_bytes: OnceLock::new(),
+            slot_ranged: OnceLock::new(),
             slot_typed: OnceLock::new(),
             lmdb: OnceLock::new(),
             redb: OnceLock::new(),
@@ -275,30 +290,49 @@ impl Fixture {
 
     /// The raw-bytes slotcache file, populated with every key.
     fn slot_bytes(&self) -> &Cache {
-        self.slot_bytes.get_or_init(|| {
-            let path = self.dir.path().join("slotcache-bytes.cache");
-            let cache = Cache::open(path, roomy_options(KEYS, VALUE_LEN)).expect("open");
-            let start = Instant::now();
-            let mut batch: Vec<(Key, Raw)> = Vec::with_capacity(POPULATE_BATCH);
-            for i in self.order() {
-                batch.push((key(i), Raw(value(i, VALUE_LEN))));
-                if batch.len() == POPULATE_BATCH {
-                    cache
-                        .set_many(batch.iter().map(|(k, v)| (k, v)))
-                        .expect("populate");
-                    batch.clear();
-                }
-            }
-            cache
-                .set_many(batch.iter().map(|(k, v)| (k, v)))
-                .expect("populate");
-            check_slotcache("bytes", &cache, start.elapsed());
-            for i in spot_checks() {
-                let got = cache.get::<Raw>(key(i)).expect("get").expect("present");
-                assert_eq!(&*got, &value(i, VALUE_LEN)[..], "slotcache bytes, key {i}");
-            }
-            cache
+        self.slot_bytes
+            .get_or_init(|| self.populate_bytes("bytes", roomy_options(KEYS, VALUE_LEN)))
+    }
+
+    /// The raw-bytes file with byte-range stripe locks, populated alike.
+    fn slot_ranged(&self) -> &Cache {
+        self.slot_ranged.get_or_init(|| {
+            let opts = roomy_options(KEYS, VALUE_LEN).byte_range_locks(true);
+            self.populate_bytes("byte-range", opts)
         })
+    }
+
+    /// Creates `slotcache-{name}.cache` with `opts` and stores every key's
+    /// raw value in it.
+    fn populate_bytes(&self, name: &str, opts: slotcache::Options) -> Cache {
+        let path = self.dir.path().join(format!("slotcache-{name}.cache"));
+        let cache = Cache::open(path, opts).expect("open");
+        let start = Instant::now();
+        self.populate(&cache, |i| Raw(value(i, VALUE_LEN)));
+        check_slotcache(name, &cache, start.elapsed());
+        for i in spot_checks() {
+            let got = cache.get::<Raw>(key(i)).expect("get").expect("present");
+            assert_eq!(&*got, &value(i, VALUE_LEN)[..], "slotcache {name}, key {i}");
+        }
+        cache
+    }
+
+    /// Stores `make(i)` under every key `i`, in the population order, with
+    /// `set_many` calls of [`POPULATE_BATCH`] items.
+    fn populate<V: slotcache::Value>(&self, cache: &Cache, make: impl Fn(usize) -> V) {
+        let mut batch: Vec<(Key, V)> = Vec::with_capacity(POPULATE_BATCH);
+        for i in self.order() {
+            batch.push((key(i), make(i)));
+            if batch.len() == POPULATE_BATCH {
+                cache
+                    .set_many(batch.iter().map(|(k, v)| (k, v)))
+                    .expect("populate");
+                batch.clear();
+            }
+        }
+        cache
+            .set_many(batch.iter().map(|(k, v)| (k, v)))
+            .expect("populate");
     }
 
     /// The typed slotcache file: the same keys, holding [`Blob`]s.
@@ -307,19 +341,7 @@ impl Fixture {
             let path = self.dir.path().join("slotcache-typed.cache");
             let cache = Cache::open(path, roomy_options(KEYS, VALUE_LEN)).expect("open");
             let start = Instant::now();
-            let mut batch: Vec<(Key, Blob)> = Vec::with_capacity(POPULATE_BATCH);
-            for i in self.order() {
-                batch.push((key(i), Blob::for_key(i)));
-                if batch.len() == POPULATE_BATCH {
-                    cache
-                        .set_many(batch.iter().map(|(k, v)| (k, v)))
-                        .expect("populate");
-                    batch.clear();
-                }
-            }
-            cache
-                .set_many(batch.iter().map(|(k, v)| (k, v)))
-                .expect("populate");
+            self.populate(&cache, Blob::for_key);
             check_slotcache("typed", &cache, start.elapsed());
             for i in spot_checks() {
                 let got = cache.get::<Blob>(key(i)).expect("get").expect("present");
@@ -748,6 +770,47 @@ fn set_many_per_key(
     timed
 }
 
+/// Keys of the hot `set` benchmarks: a working set that stays in the CPU
+/// caches (4096 records of ~200 bytes, their index lines and stripe lines).
+const HOT_KEYS: usize = 4096;
+
+/// Keys deleted per timed run of the delete benchmarks.
+const DELETE_RUN: usize = 256;
+
+/// `iters` deletes of present keys, in timed runs of up to [`DELETE_RUN`]
+/// consecutive distinct stream keys, each followed by an untimed
+/// `restore` of the run's keys; returns the time spent deleting.
+fn delete_per_key(
+    cur: &mut Cursor,
+    keys: &[Key],
+    iters: u64,
+    mut delete: impl FnMut(&Key),
+    mut restore: impl FnMut(&[&Key]),
+) -> Duration {
+    let mut run: Vec<&Key> = Vec::with_capacity(DELETE_RUN);
+    let mut left = iters as usize;
+    let mut timed = Duration::ZERO;
+    while left > 0 {
+        run.clear();
+        // Distinct keys only: a key seen twice in a run would be absent the
+        // second time.
+        while run.len() < left.min(DELETE_RUN) {
+            let k = cur.next_key(keys);
+            if !run.contains(&k) {
+                run.push(k);
+            }
+        }
+        let start = Instant::now();
+        for k in &run {
+            delete(k);
+        }
+        timed += start.elapsed();
+        restore(&run);
+        left -= run.len();
+    }
+    timed
+}
+
 /// The write benchmarks: overwrites of existing keys of the uniform stream.
 fn bench_sets(c: &mut Criterion, fx: &Fixture) {
     let mut g = c.benchmark_group("peers_set");
@@ -763,6 +826,15 @@ fn bench_sets(c: &mut Criterion, fx: &Fixture) {
         b.iter(|| {
             cache
                 .set(black_box(slot_cur.next_key(keys)), &Raw(black_box(&val)))
+                .expect("set")
+        })
+    });
+    let mut ranged_cur = Cursor::default();
+    g.bench_function("slotcache_set_bytes_byte_range", |b| {
+        let cache = fx.slot_ranged();
+        b.iter(|| {
+            cache
+                .set(black_box(ranged_cur.next_key(keys)), &Raw(black_box(&val)))
                 .expect("set")
         })
     });
@@ -808,6 +880,87 @@ fn bench_sets(c: &mut Criterion, fx: &Fixture) {
             black_box(old.expect("an overwrite"));
         })
     });
+
+    let raw_val = Raw(&val[..]);
+    // Deletes of present keys: each timed run of DELETE_RUN deletes is
+    // followed by an untimed re-insert of the same keys. The slotcache
+    // files continue their write cursors, so every key is still rewritten
+    // once per lap and none is evicted before it is deleted.
+    for (id, ranged) in [
+        ("slotcache_delete", false),
+        ("slotcache_delete_byte_range", true),
+    ] {
+        let cur = if ranged {
+            &mut ranged_cur
+        } else {
+            &mut slot_cur
+        };
+        g.bench_function(id, |b| {
+            let cache = if ranged {
+                fx.slot_ranged()
+            } else {
+                fx.slot_bytes()
+            };
+            b.iter_custom(|iters| {
+                delete_per_key(
+                    cur,
+                    keys,
+                    iters,
+                    |k| assert!(cache.delete(black_box(k)).expect("delete"), "present"),
+                    |ks| {
+                        cache
+                            .set_many(ks.iter().map(|k| (*k, &raw_val)))
+                            .expect("restore");
+                    },
+                )
+            })
+        });
+    }
+    let mut cur = Cursor::default();
+    g.bench_function("moka_remove", |b| {
+        let moka = fx.moka();
+        b.iter_custom(|iters| {
+            delete_per_key(
+                &mut cur,
+                keys,
+                iters,
+                |k| {
+                    assert!(moka.remove(&black_box(k)[..]).is_some(), "present");
+                },
+                |ks| {
+                    for k in ks {
+                        moka.insert(k.to_vec(), Arc::from(&val[..]));
+                    }
+                },
+            )
+        })
+    });
+
+    // The same two `set`s over a cache-resident working set (the first
+    // HOT_KEYS keys of the stream, rewritten in turn), each on a file of
+    // its own holding only those keys (their log wraps many times; in the
+    // 1M-key files it would evict live keys): without the memory misses of
+    // random keys over a large file, the lock's share shows.
+    let hot = &keys[..HOT_KEYS];
+    for (id, ranged) in [
+        ("slotcache_set_bytes_hot", false),
+        ("slotcache_set_bytes_byte_range_hot", true),
+    ] {
+        let path = fx.dir.path().join(format!("{id}.cache"));
+        let opts = roomy_options(HOT_KEYS, VALUE_LEN).byte_range_locks(ranged);
+        let cache = Cache::open(path, opts).expect("open");
+        cache
+            .set_many(hot.iter().map(|k| (k, &raw_val)))
+            .expect("populate");
+        let mut cur = Cursor::default();
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                cache
+                    .set(black_box(cur.next_key(hot)), &Raw(black_box(&val)))
+                    .expect("set")
+            })
+        });
+    }
 
     // Last in the group: the sample size set here applies to the benchmarks
     // defined after it.

@@ -572,33 +572,27 @@ impl Cache {
         placed.sort_by_key(|p| p.0.stripe);
         let pr = self.shared.process()?;
         let now = now_ns();
-        let expires = self.expiry(ttl, now);
         let groups: Vec<_> = placed.chunk_by(|a, b| a.0.stripe == b.0.stripe).collect();
         let stripes: Vec<u32> = groups.iter().map(|g| g[0].0.stripe).collect();
         if stripes.is_empty() {
             return Ok(());
         }
-        // Held until every stripe is written (see `Process::lock_stripes`).
-        let _locks = pr
-            .lock_stripes(&stripes)
-            .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
         let readers = self.file_readers(pr);
         let mut j = 0;
-        for group in groups {
-            let s = group[0].0.stripe;
-            let mut w = StripeWriter::new(&self.shared.map, &readers, s, self.pin_wait, now);
-            for (kh, key, value) in group {
-                self.prefetch_ahead(j, |i| placed.get(i).map(|p| &p.0));
-                j += 1;
-                let rec = NewRecord {
-                    kind,
-                    schema,
-                    key,
-                    value,
-                    created: now,
-                    expires,
-                };
-                w.put(kh, &rec)?;
+        // Held until every stripe of the chunk is written (see
+        // `Process::lock_stripes`); one chunk unless robust mutexes cap
+        // how many one thread may hold (`StripeLocks::max_held`).
+        let per_chunk = pr.stripe_locks.max_held();
+        for (groups, stripes) in groups.chunks(per_chunk).zip(stripes.chunks(per_chunk)) {
+            let _locks = self.lock_stripes(pr, stripes)?;
+            for group in groups {
+                let s = group[0].0.stripe;
+                let mut w = StripeWriter::new(&self.shared.map, &readers, s, self.pin_wait, now);
+                for (kh, key, value) in *group {
+                    self.prefetch_ahead(j, |i| placed.get(i).map(|p| &p.0));
+                    j += 1;
+                    w.put(kh, &self.record((kind, schema), key, value, now, ttl))?;
+                }
             }
         }
         Ok(())
@@ -629,8 +623,46 @@ impl Cache {
         ttl: Option<Duration>,
     ) -> Result<()> {
         let bytes = value.encode()?;
-        let item = std::iter::once((key, &bytes[..]));
-        self.write_batch(op, (V::KIND, V::schema()), item, ttl)
+        self.write_single(op, (V::KIND, V::schema()), key, &bytes, ttl)
+    }
+
+    /// [`write_batch`](Self::write_batch) of one item, without its
+    /// vectors (sorting, grouping): the path of every `set`.
+    fn write_single(
+        &self,
+        op: &'static str,
+        (kind, schema): (u8, u64),
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        self.writable(op)?;
+        let kh = self.prepare(key, value.len())?;
+        let pr = self.shared.process()?;
+        let now = now_ns();
+        let _lock = self.lock_stripe(pr, kh.stripe)?;
+        let readers = self.file_readers(pr);
+        let mut w = StripeWriter::new(&self.shared.map, &readers, kh.stripe, self.pin_wait, now);
+        w.put(&kh, &self.record((kind, schema), key, value, now, ttl))
+    }
+
+    /// The record of one write at `now`.
+    fn record<'a>(
+        &self,
+        (kind, schema): (u8, u64),
+        key: &'a [u8],
+        value: &'a [u8],
+        now: u64,
+        ttl: Option<Duration>,
+    ) -> NewRecord<'a> {
+        NewRecord {
+            kind,
+            schema,
+            key,
+            value,
+            created: now,
+            expires: self.expiry(ttl, now),
+        }
     }
 
     /// Stores `value` under `key` with the cache's default TTL: a typed
@@ -704,9 +736,7 @@ impl Cache {
         let key = key.as_ref();
         let kh = self.prepare(key, 0)?;
         let pr = self.shared.process()?;
-        let _lock = pr
-            .lock_stripe(kh.stripe)
-            .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
+        let _lock = self.lock_stripe(pr, kh.stripe)?;
         let readers = self.file_readers(pr);
         Ok(StripeWriter::new(
             &self.shared.map,
@@ -756,7 +786,7 @@ impl Cache {
     /// ```
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
-        self.each_stripe(&mut report, |w, r| r.add(&w.verify()))?;
+        self.each_stripe(&mut report, false, |w, r| r.add(&w.verify()))?;
         Ok(report)
     }
 
@@ -786,7 +816,7 @@ impl Cache {
         self.writable("repair")?;
         let mut before = VerifyReport::default();
         let (mut reset, mut cleared, mut fixed) = (0, 0, 0);
-        self.each_stripe(&mut before, |w, r| {
+        self.each_stripe(&mut before, true, |w, r| {
             let (found, done) = w.repair();
             r.add(&found);
             reset += done.reset as u64;
@@ -807,6 +837,7 @@ impl Cache {
     fn each_stripe(
         &self,
         report: &mut VerifyReport,
+        fix: bool,
         mut f: impl FnMut(&mut StripeWriter<'_>, &mut VerifyReport),
     ) -> Result<()> {
         let pr = self.shared.process()?;
@@ -815,9 +846,11 @@ impl Cache {
             if self.shared.read_only.is_some() {
                 continue; // cannot take write locks: pins only
             }
-            let _lock = pr
-                .lock_stripe(s)
-                .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
+            let _lock = if fix {
+                self.lock_stripe(pr, s)?
+            } else {
+                self.lock_stripe_for_verify(pr, s)?
+            };
             let readers = self.file_readers(pr);
             let mut w =
                 StripeWriter::unchecked(&self.shared.map, &readers, s, self.pin_wait, now_ns());
@@ -831,9 +864,7 @@ impl Cache {
         self.writable("clear")?;
         let pr = self.shared.process()?;
         for s in 0..self.shared.geo.stripes {
-            let _lock = pr
-                .lock_stripe(s)
-                .map_err(|e| Error::io("locking a stripe", &self.shared.path, e))?;
+            let _lock = self.lock_stripe(pr, s)?;
             let readers = self.file_readers(pr);
             StripeWriter::new(&self.shared.map, &readers, s, self.pin_wait, now_ns()).clear();
         }
@@ -876,6 +907,96 @@ impl Cache {
     /// Sums the counters of every stripe and every reader slot.
     pub fn stats(&self) -> Stats {
         Stats::collect(&self.shared)
+    }
+
+    /// Takes stripe `s`'s write lock; if its previous owner died holding
+    /// it, repairs the stripe and marks the lock consistent first
+    /// (format.md §6, "A dead owner").
+    fn lock_stripe<'p>(
+        &'p self,
+        pr: &'p crate::process::Process,
+        s: u32,
+    ) -> Result<crate::locks::StripeLock<'p>> {
+        self.lock_stripe_then(pr, s, || self.recover_dead_owner(pr, s))
+    }
+
+    /// Takes stripe `s`'s write lock for [`verify`](Self::verify), which
+    /// writes no byte of the data: a dead previous owner is counted and the
+    /// mutex marked consistent (the lock's own line), but the stripe is
+    /// left as found, for the verification to report and the next writer
+    /// to check (format.md §5.8).
+    fn lock_stripe_for_verify<'p>(
+        &'p self,
+        pr: &'p crate::process::Process,
+        s: u32,
+    ) -> Result<crate::locks::StripeLock<'p>> {
+        self.lock_stripe_then(pr, s, || crate::log::count_dead_owner(&self.shared.map, s))
+    }
+
+    /// Takes stripe `s`'s write lock; if its previous owner died, runs
+    /// `dead_owner` holding it, then marks the lock consistent.
+    fn lock_stripe_then<'p>(
+        &'p self,
+        pr: &'p crate::process::Process,
+        s: u32,
+        dead_owner: impl FnOnce(),
+    ) -> Result<crate::locks::StripeLock<'p>> {
+        let mut lock = pr
+            .lock_stripe(&self.shared.map, s)
+            .map_err(|e| self.lock_error(s, e))?;
+        if lock.owner_died().is_some() {
+            dead_owner();
+            lock.mark_consistent();
+        }
+        Ok(lock)
+    }
+
+    /// [`lock_stripe`](Self::lock_stripe) for a batch's `stripes`
+    /// (ascending, distinct, non-empty; see `Process::lock_stripes`).
+    fn lock_stripes<'p>(
+        &'p self,
+        pr: &'p crate::process::Process,
+        stripes: &[u32],
+    ) -> Result<crate::locks::BatchLock<'p>> {
+        let mut locks = pr
+            .lock_stripes(&self.shared.map, stripes)
+            .map_err(|e| self.lock_error(stripes[0], e))?;
+        let dead = locks.owners_died();
+        if !dead.is_empty() {
+            for s in dead {
+                self.recover_dead_owner(pr, s);
+            }
+            locks.mark_consistent();
+        }
+        Ok(locks)
+    }
+
+    /// Repairs stripe `s`, whose lock this thread holds after its previous
+    /// owner died (see `StripeWriter::recover_dead_owner`).
+    #[cold]
+    fn recover_dead_owner(&self, pr: &crate::process::Process, s: u32) {
+        let readers = self.file_readers(pr);
+        StripeWriter::unchecked(&self.shared.map, &readers, s, self.pin_wait, now_ns())
+            .recover_dead_owner();
+    }
+
+    /// The error of a failed stripe lock: [`Error::StripeLockDamaged`]
+    /// for a robust mutex left unusable or damaged, else an I/O error.
+    #[cold]
+    fn lock_error(&self, s: u32, e: std::io::Error) -> Error {
+        let damaged = |why| Error::StripeLockDamaged {
+            path: self.shared.path.clone(),
+            stripe: s,
+            why,
+        };
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if e.raw_os_error() == Some(libc::ENOTRECOVERABLE) {
+            return damaged("not recoverable: released inconsistent after its owner died, by a program other than slotcache");
+        }
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            return damaged("its bytes were changed from outside");
+        }
+        Error::io("locking a stripe", &self.shared.path, e)
     }
 
     /// The readers of this file as its writers see them.

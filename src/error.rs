@@ -49,6 +49,33 @@ pub enum Error {
         found: u32,
     },
 
+    /// The file's stripe write locks are of a kind this process cannot
+    /// take (format.md §6): robust mutexes laid out by another C library,
+    /// architecture or platform.
+    #[error("{path} uses {file_uses}, but this process supports {supported}: write to it from a process built for the same platform and C library, open it read-only, or remove it and let this process recreate it")]
+    StripeLockKind {
+        /// The file.
+        path: PathBuf,
+        /// The lock kind the file's header records.
+        file_uses: String,
+        /// What this process can take.
+        supported: String,
+    },
+
+    /// A stripe's robust mutex is unusable (format.md §6): not
+    /// recoverable (`ENOTRECOVERABLE`: a process found its owner dead and
+    /// released it without marking it consistent, which slotcache never
+    /// does), or its bytes were damaged from outside.
+    #[error("the write lock of stripe {stripe} of {path} is unusable ({why}): remove the file and let the cache be recreated")]
+    StripeLockDamaged {
+        /// The file.
+        path: PathBuf,
+        /// The stripe.
+        stripe: u32,
+        /// What was found.
+        why: &'static str,
+    },
+
     /// The file is shorter or longer than its header says.
     #[error("{path} is {found} bytes long but its header describes {expected} bytes (truncated or extended by another program)")]
     SizeMismatch {

@@ -107,6 +107,11 @@ pub use regen_lock::RegenGuard;
 pub use rkyv;
 pub use stats::Stats;
 
+/// Test hooks of the write path (not a public promise): see
+/// `tests/robust.rs`.
+#[doc(hidden)]
+pub use log::{stall_at as __stall_at, StallPoint as __StallPoint};
+
 #[cfg(test)]
 mod tests {
     //! The module graph of `src/`, parsed from the sources: every

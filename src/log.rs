@@ -141,6 +141,20 @@ impl<'a> StripeWriter<'a> {
         self.reset();
     }
 
+    /// Repairs the stripe after its previous lock owner died holding the
+    /// lock (a robust mutex's `EOWNERDEAD`, format.md §6), and counts it in
+    /// the stripe's `owner_deaths`. What a dead owner can leave is listed
+    /// in format.md §7; every case but damaged head and tail words needs
+    /// nothing now (wasted bytes past the head are overwritten, an
+    /// interrupted eviction is finished when the head next enters a
+    /// segment, §5.4 step 1), and those are what [`check`](Self::check)
+    /// resets, as it does for any writer. The caller marks the mutex
+    /// consistent afterwards.
+    pub(crate) fn recover_dead_owner(&self) {
+        self.check();
+        count_dead_owner(self.map, self.s);
+    }
+
     /// Whether head and tail satisfy the invariants of format.md §2.2.
     /// Loads only.
     fn sane(&self) -> bool {
@@ -245,10 +259,12 @@ impl<'a> StripeWriter<'a> {
                 &zeros[..(size - voff - rec.value.len() as u64) as usize],
             );
         }
+        stall(StallPoint::BeforeHead);
         // The head moves before the slot is published: a crash between the
         // two wastes the space instead of letting the next writer overwrite a
         // record a reader may already have found.
         self.set_head(pos + size);
+        stall(StallPoint::BeforeSlot);
         let word = index::slot_word(kh.tag, pos);
         let bucket = Buckets::of(self.map, kh);
         match self.find_key(&bucket, kh, rec.key) {
@@ -544,10 +560,65 @@ impl<'a> StripeWriter<'a> {
                     bump(&self.entry.entries, -1);
                     bump(&self.entry.evictions, 1);
                 }
+                stall(StallPoint::MidEviction);
             }
             p += size;
         }
         self.set_tail(to);
+    }
+}
+
+/// Counts a dead owner of stripe `s`'s lock in its `owner_deaths` word
+/// (format.md §2.2a). The caller holds the lock.
+pub(crate) fn count_dead_owner(map: &Map, s: u32) {
+    bump(&map.stripe_mutex(s).owner_deaths, 1);
+}
+
+/// Points of the write path where a test can make a writer stop, holding
+/// the stripe lock, so that it can be killed there ([`stall_at`]). Not a
+/// public promise.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StallPoint {
+    /// `put`: the record's bytes are written, the head not yet moved.
+    BeforeHead = 1,
+    /// `put`: the head is moved, the key's slot not yet stored.
+    BeforeSlot = 2,
+    /// Eviction: one slot of the evicted segment is cleared or re-pointed,
+    /// the tail not yet moved.
+    MidEviction = 3,
+}
+
+/// The armed [`StallPoint`] (0: none). One relaxed load per check.
+static STALL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+/// The file a stalled writer creates to say it is there.
+static STALL_ANNOUNCE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Test hook, not a public promise: the first writer of this process that
+/// reaches `point` creates the file `announce` and then sleeps forever,
+/// holding its stripe lock, for a test to kill it there.
+#[doc(hidden)]
+pub fn stall_at(point: StallPoint, announce: std::path::PathBuf) {
+    let _ = STALL_ANNOUNCE.set(announce);
+    STALL.store(point as u8, Ordering::SeqCst);
+}
+
+/// Stops here forever if a test armed `point` ([`stall_at`]).
+#[inline]
+fn stall(point: StallPoint) {
+    if STALL.load(Ordering::Relaxed) == point as u8 {
+        stall_here();
+    }
+}
+
+#[cold]
+fn stall_here() -> ! {
+    if let Some(p) = STALL_ANNOUNCE.get() {
+        let _ = std::fs::write(p, b"stalled");
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
 

@@ -119,6 +119,15 @@ impl Map {
         self.view(self.geo.stripe_off + s as u64 * crate::layout::STRIPE_ENTRY)
     }
 
+    /// Stripe `s`'s mutex line (format.md §2.2a).
+    ///
+    /// Panics if `s` is not a stripe of the file.
+    #[inline]
+    pub(crate) fn stripe_mutex(&self, s: u32) -> &crate::layout::mutex::StripeMutex {
+        assert!(s < self.geo.stripes, "stripe {s} out of range");
+        self.view(self.geo.mutex_off + s as u64 * crate::layout::STRIPE_MUTEX)
+    }
+
     /// Reader slot `i`'s counter line.
     ///
     /// Panics if `i` is not a reader slot of the file.

@@ -112,6 +112,7 @@ fn initialize(file: &File, path: &Path, opts: &Options) -> Result<Geometry> {
         created: now_ns(),
         default_ttl: ttl,
         regen_stripes: opts.regen_stripes,
+        lock: crate::locks::kind_for_new_file(opts.byte_range_locks),
     };
     let h = header.encode(MAGIC_INIT);
     let err = |op, e| Error::io(op, path, e);
@@ -135,9 +136,36 @@ fn initialize(file: &File, path: &Path, opts: &Options) -> Result<Geometry> {
         file.set_len(geo.file_size)
             .map_err(|e| err("sizing the file", e))?;
     }
+    if header.lock != crate::layout::mutex::LockWord::BYTE_RANGE {
+        init_mutexes(file, &geo).map_err(|e| err("initialising the stripe mutexes", e))?;
+    }
     // Publish: the magic goes last.
     write_at(file, &MAGIC, 0).map_err(|e| err("publishing the header", e))?;
     Ok(geo)
+}
+
+/// Initialises every stripe mutex of a file being created (robust kind,
+/// format.md §4 step 3), in a mapping of its own: the file still starts
+/// with `SLOTINIT` and the open lock is held, so nobody else uses them.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn init_mutexes(file: &File, geo: &Geometry) -> io::Result<()> {
+    let raw = memmap2::MmapOptions::new()
+        .len(geo.file_size as usize)
+        .map_raw(file)?;
+    let map = crate::map::Map::new(raw, *geo, true);
+    for s in 0..geo.stripes {
+        // SAFETY: the file is not yet published (magic `SLOTINIT`) and we
+        // hold its open lock, so no process uses the mutex; the mapping is
+        // shared and writable.
+        unsafe { crate::locks::robust::init(map.stripe_mutex(s))? };
+    }
+    Ok(())
+}
+
+/// Only Linux with glibc creates robust-mutex files.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn init_mutexes(_: &File, _: &Geometry) -> io::Result<()> {
+    unreachable!("kind_for_new_file gives byte-range locks here")
 }
 
 /// Reserves disk space for the first `len` bytes of `file`, so that a full
@@ -469,6 +497,10 @@ fn validate_and_map(
     let mut h = vec![0u8; HEADER_SIZE as usize];
     read_at(file, &mut h, 0).map_err(|e| err("reading the header", e))?;
     let header = Header::decode(path, &h, len)?;
+    if read_only.is_none() {
+        // Read-only handles never take a stripe lock: any kind reads.
+        crate::locks::check_kind(path, header.lock)?;
+    }
     let flags = rkyv_flags();
     if header.rkyv_flags != flags {
         return Err(Error::FormatFlags {

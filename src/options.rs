@@ -55,6 +55,7 @@ pub struct Options {
     pub(crate) pin_wait: Duration,
     pub(crate) dogpile: DogpileDefaults,
     pub(crate) on_corrupt: OnCorrupt,
+    pub(crate) byte_range_locks: bool,
 }
 
 impl Default for Options {
@@ -73,6 +74,7 @@ impl Default for Options {
             pin_wait: Duration::from_millis(100),
             dogpile: DogpileDefaults::default(),
             on_corrupt: OnCorrupt::Error,
+            byte_range_locks: false,
         }
     }
 }
@@ -204,6 +206,16 @@ impl Options {
     /// [`OnCorrupt::Error`]).
     pub fn on_corrupt(mut self, what: OnCorrupt) -> Options {
         self.on_corrupt = what;
+        self
+    }
+
+    /// Not a public promise: creates the file with byte-range stripe locks
+    /// even where robust mutexes are available (format.md §6), so that
+    /// benchmarks and tests can compare both kinds on one machine. An
+    /// existing file keeps the kind it was created with.
+    #[doc(hidden)]
+    pub fn byte_range_locks(mut self, yes: bool) -> Options {
+        self.byte_range_locks = yes;
         self
     }
 

@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::layout::locks::LIVE;
+use crate::layout::mutex::LockWord;
 use crate::locks::{self, BatchLock, Mode, StripeLock, StripeLocks};
 use crate::map::Map;
 use std::collections::{BTreeMap, HashMap};
@@ -27,7 +28,8 @@ pub(crate) struct Process {
     pub generation: u64,
     /// Process id that built this state.
     pub pid: u32,
-    /// In-process halves of the stripe write locks.
+    /// The stripe write locks, of the file's kind (byte-range locks with
+    /// their in-process halves, or robust mutexes in the mapping).
     pub stripe_locks: StripeLocks,
     /// Reader slots held by threads of this process (their liveness locks
     /// are ours, so `locks::held_by_other` cannot see them).
@@ -94,12 +96,12 @@ pub(crate) struct ProcessPinState {
 
 impl Process {
     /// Builds the state for `file` in the current process.
-    pub(crate) fn new(file: Arc<File>, stripes: u32, reader_slots: u32) -> Process {
+    pub(crate) fn new(file: Arc<File>, stripes: u32, reader_slots: u32, lock: LockWord) -> Process {
         Process {
             file,
             generation: crate::fork::generation(),
             pid: std::process::id(),
-            stripe_locks: StripeLocks::new(stripes),
+            stripe_locks: StripeLocks::new(stripes, lock),
             owned_slots: (0..reader_slots).map(|_| AtomicBool::new(false)).collect(),
             claim: Mutex::new(()),
             ro_pins: Mutex::new(Default::default()),
@@ -115,7 +117,12 @@ impl Process {
     /// registered so that the child's own children detach from it when
     /// they fork in turn (a grandchild that never uses the cache would
     /// otherwise keep the child's locks alive after the child dies).
-    pub(crate) fn for_child(file: Arc<File>, stripes: u32, reader_slots: u32) -> Process {
+    pub(crate) fn for_child(
+        file: Arc<File>,
+        stripes: u32,
+        reader_slots: u32,
+        lock: LockWord,
+    ) -> Process {
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
@@ -125,23 +132,32 @@ impl Process {
                 fl >= 0 && fl & libc::O_ACCMODE != libc::O_RDONLY
             };
             crate::fork::register_lock_file(file.as_raw_fd(), writable);
-            let mut p = Process::new(file, stripes, reader_slots);
+            let mut p = Process::new(file, stripes, reader_slots, lock);
             p.lock_fd_registered = true;
             p
         }
         #[cfg(not(target_os = "linux"))]
-        Process::new(file, stripes, reader_slots)
+        Process::new(file, stripes, reader_slots, lock)
     }
 
-    /// Takes stripe `s`'s write lock (see [`StripeLocks::lock`]).
-    pub(crate) fn lock_stripe(&self, s: u32) -> std::io::Result<StripeLock<'_>> {
-        self.stripe_locks.lock(&self.file, s)
+    /// Takes stripe `s`'s write lock (see [`StripeLocks::lock`]) in the
+    /// file mapped as `map`.
+    pub(crate) fn lock_stripe<'p>(
+        &'p self,
+        map: &'p Map,
+        s: u32,
+    ) -> std::io::Result<StripeLock<'p>> {
+        self.stripe_locks.lock(map, &self.file, s)
     }
 
     /// Takes the write locks of a batch's `stripes` (ascending, distinct,
     /// non-empty; see [`StripeLocks::lock_many`]).
-    pub(crate) fn lock_stripes(&self, stripes: &[u32]) -> std::io::Result<BatchLock<'_>> {
-        self.stripe_locks.lock_many(&self.file, stripes)
+    pub(crate) fn lock_stripes<'p>(
+        &'p self,
+        map: &'p Map,
+        stripes: &[u32],
+    ) -> std::io::Result<BatchLock<'p>> {
+        self.stripe_locks.lock_many(map, &self.file, stripes)
     }
 
     /// Claims a free reader slot for this process (a thread's, or the

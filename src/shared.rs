@@ -81,7 +81,12 @@ impl Shared {
         fd: Fd,
     ) -> Shared {
         let geo = header.geo;
-        let process = Box::into_raw(Box::new(Process::new(file, geo.stripes, geo.reader_slots)));
+        let process = Box::into_raw(Box::new(Process::new(
+            file,
+            geo.stripes,
+            geo.reader_slots,
+            header.lock,
+        )));
         let shared = Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             path,
@@ -124,6 +129,7 @@ impl Shared {
             file,
             self.geo.stripes,
             self.geo.reader_slots,
+            self.header.lock,
         )));
         match self
             .process

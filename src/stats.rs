@@ -53,6 +53,12 @@ pub struct Stats {
     /// [`Cache::repair`](crate::Cache::repair). Never by
     /// [`Cache::verify`](crate::Cache::verify), which only reports.
     pub stripe_repairs: u64,
+    /// Stripe write locks whose owner died holding them (killed in the
+    /// middle of a write), found by the next writer, which repaired the
+    /// stripe before writing (robust-mutex files, format.md §6; byte-range
+    /// locks are released by the kernel without a trace, so this stays 0
+    /// in such files).
+    pub lock_owner_deaths: u64,
     /// Creator runs of `get_or_create` and friends.
     pub creates: u64,
     /// Stale values served while another caller regenerated.
@@ -89,6 +95,9 @@ pub struct StripeStats {
     pub index_evictions: u64,
     /// Times the stripe was found damaged and reset empty.
     pub repairs: u64,
+    /// Times a writer found the stripe's lock owner dead and repaired the
+    /// stripe (see [`Stats::lock_owner_deaths`]).
+    pub lock_owner_deaths: u64,
 }
 
 /// Reads stripe `s`'s counters (relaxed loads): the one reading of a
@@ -108,6 +117,7 @@ pub(crate) fn stripe_counters(map: &Map, s: u32) -> StripeStats {
         pin_waits: a(&e.pin_waits),
         index_evictions: a(&e.index_evictions),
         repairs: a(&e.repairs),
+        lock_owner_deaths: a(&map.stripe_mutex(s).owner_deaths),
     }
 }
 
@@ -133,6 +143,7 @@ impl Stats {
             st.deletes = st.deletes.wrapping_add(c.deletes);
             st.pin_waits = st.pin_waits.wrapping_add(c.pin_waits);
             st.stripe_repairs = st.stripe_repairs.wrapping_add(c.repairs);
+            st.lock_owner_deaths = st.lock_owner_deaths.wrapping_add(c.lock_owner_deaths);
         }
         if (st.entries as i64) < 0 {
             st.entries = 0;

@@ -2,7 +2,9 @@
 //! over its stripes' lock bytes when it can, and falls back to one lock per
 //! stripe when another process holds a stripe of that range (format.md §6).
 //! Linux only: the test holds a stripe's lock itself, through an open file
-//! description of its own, exactly as another process would.
+//! description of its own, exactly as another process would. The file is
+//! created with byte-range stripe locks, the kind this protocol belongs to
+//! (robust-mutex batches: `tests/robust.rs`).
 #![cfg(target_os = "linux")]
 
 use slotcache::{Cache, Options, Raw};
@@ -48,7 +50,11 @@ fn key_on(c: &Cache, s: u32) -> String {
 fn batch_skips_a_busy_stripe_it_does_not_need_and_waits_for_one_it_needs() {
     let dir = common::TempDir::new("batch_locks", "range");
     let path = dir.join("c");
-    let c = Cache::open(&path, Options::new().capacity(16 << 20).stripes(8)).unwrap();
+    let opts = Options::new()
+        .capacity(16 << 20)
+        .stripes(8)
+        .byte_range_locks(true);
+    let c = Cache::open(&path, opts).unwrap();
     let (k1, k3, k6) = (key_on(&c, 1), key_on(&c, 3), key_on(&c, 6));
     let held = hold_stripe(&path, 3);
 

@@ -136,6 +136,7 @@ struct Counters {
     mismatched: u64,
     pin_waits: u64,
     stripe_repairs: u64,
+    lock_owner_deaths: u64,
     creates: u64,
     stale_served: u64,
     waits: u64,
@@ -161,6 +162,7 @@ fn counters(s: &slotcache::Stats) -> Counters {
         mismatched: s.mismatched,
         pin_waits: s.pin_waits,
         stripe_repairs: s.stripe_repairs,
+        lock_owner_deaths: s.lock_owner_deaths,
         creates: s.creates,
         stale_served: s.stale_served,
         waits: s.waits,
@@ -283,8 +285,8 @@ fn print_stats(out: &mut impl Write, s: &StatsJson) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "writes      {} inserts, {} deletes, {} evictions ({} index full), {} second chances, {} pin waits, {} stripe repairs",
-        c.inserts, c.deletes, c.evictions, c.index_evictions, c.reinserts, c.pin_waits, c.stripe_repairs
+        "writes      {} inserts, {} deletes, {} evictions ({} index full), {} second chances, {} pin waits, {} stripe repairs, {} dead lock owners",
+        c.inserts, c.deletes, c.evictions, c.index_evictions, c.reinserts, c.pin_waits, c.stripe_repairs, c.lock_owner_deaths
     )?;
     writeln!(
         out,

@@ -162,8 +162,10 @@ pub mod hdr {
     pub const INDEX_OFF: usize = 104;
     /// `u64` data offset.
     pub const DATA_OFF: usize = 112;
-    /// `u32` CRC32 of bytes 8..120.
+    /// `u32` CRC32 of bytes 8..120 and 124..128.
     pub const CRC: usize = 120;
+    /// `u32` stripe lock kind (format.md §2.1, §6).
+    pub const LOCK_WORD: usize = 124;
     /// End of the atomic header words (hard/soft invalidation, reader
     /// high-water mark, clears).
     pub const ATOMICS_END: usize = 160;
@@ -204,9 +206,12 @@ fn put_u64(b: &mut [u8], off: usize, v: u64) {
     b[off..off + 8].copy_from_slice(&v.to_le_bytes());
 }
 
-/// Recomputes the header CRC of `file` (at least 124 bytes).
+/// Recomputes the header CRC of `file` (at least 128 bytes): CRC32 of
+/// bytes 8..120, then of the lock word.
 pub fn fix_header_crc(file: &mut [u8]) {
-    let crc = crc32(&file[8..hdr::CRC]);
+    let mut covered = file[8..hdr::CRC].to_vec();
+    covered.extend_from_slice(&file[hdr::LOCK_WORD..hdr::LOCK_WORD + 4]);
+    let crc = crc32(&covered);
     put_u32(file, hdr::CRC, crc);
 }
 
@@ -243,7 +248,9 @@ impl Layout {
     /// The layout of the file `info` describes.
     pub fn of(info: &Info) -> Layout {
         let stripes = info.stripes as u64;
-        let reader_off = align_up(HEADER as u64 + stripes * 128, 64);
+        // The stripe table (128 bytes a stripe), then the stripe mutex
+        // table (64 bytes a stripe).
+        let reader_off = align_up(HEADER as u64 + stripes * 128, 64) + stripes * 64;
         let slot = 128 + align_up(stripes * 8, 64);
         let reader_len = info.reader_slots as u64 * slot;
         let index_off = align_up(reader_off + reader_len, 4096);
@@ -274,7 +281,8 @@ pub fn relayout_header(h: &mut [u8]) -> u64 {
     let segment_size = get_u64(h, hdr::SEGMENT_SIZE);
     let buckets = get_u32(h, hdr::BUCKETS) as u64;
     let readers = get_u32(h, hdr::READER_SLOTS) as u64;
-    let reader_off = align_up(HEADER as u64 + stripes.saturating_mul(128), 64);
+    let reader_off = align_up(HEADER as u64 + stripes.saturating_mul(128), 64)
+        .saturating_add(stripes.saturating_mul(64));
     let slot = 128 + align_up(stripes.saturating_mul(8), 64);
     let index_off = align_up(
         reader_off.saturating_add(readers.saturating_mul(slot)),
@@ -305,7 +313,10 @@ fn fresh_header(opts: &Options, tag: &str) -> (Vec<u8>, u64) {
     drop(cache);
     let mut file = std::fs::read(scratch.path()).expect("reading a fresh cache file");
     let len = file.len() as u64;
-    file.truncate(HEADER);
+    // The header and the tables before the reader table: the stripe
+    // mutexes of a robust-mutex file are initialised at creation, not zero.
+    let reader_off = get_u64(&file, hdr::READER_OFF) as usize;
+    file.truncate(reader_off);
     put_u64(&mut file, hdr::SEED, FIXED_SEED);
     put_u64(&mut file, hdr::CREATED, FIXED_CREATED);
     fix_header_crc(&mut file);

@@ -23,6 +23,7 @@ class Stats:
     mismatched: int
     pin_waits: int
     stripe_repairs: int
+    lock_owner_deaths: int
     creates: int
     stale_served: int
     waits: int

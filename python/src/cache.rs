@@ -386,6 +386,7 @@ impl PyCache {
             mismatched,
             pin_waits,
             stripe_repairs,
+            lock_owner_deaths,
             creates,
             stale_served,
             waits,

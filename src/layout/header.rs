@@ -4,6 +4,7 @@
 //! fields of a file, whose [`encode`](Header::encode) and
 //! [`decode`](Header::decode) are the two directions of one codec.
 
+use super::mutex::LockWord;
 use super::regen_hint::HINT_WORDS;
 use super::{
     Geometry, FORMAT_VERSION, HEADER_SIZE, MAGIC, MAX_KEY_LEN, MAX_READER_SLOTS, MAX_REGEN_STRIPES,
@@ -61,16 +62,28 @@ pub struct HeaderFields {
     pub index_off: u64,
     /// Offset of the data region.
     pub data_off: u64,
-    /// CRC32 of bytes [`CRC_START`]..[`CRC_END`].
+    /// CRC32 of bytes [`CRC_START`]..[`CRC_END`] and of `lock_word`
+    /// ([`header_crc`]).
     pub header_crc: u32,
-    /// Zero.
-    pub zero: u32,
+    /// The stripe lock kind and mutex ABI ([`LockWord`]).
+    pub lock_word: u32,
 }
 
 /// First byte covered by the header CRC (after the magic).
 pub const CRC_START: usize = offset_of!(HeaderFields, format_version);
-/// End of the bytes covered by the header CRC.
+/// End of the first run of bytes covered by the header CRC.
 pub const CRC_END: usize = offset_of!(HeaderFields, header_crc);
+/// The lock word, the second run of bytes covered by the header CRC.
+const LOCK_WORD: usize = offset_of!(HeaderFields, lock_word);
+
+/// The header CRC of the header bytes `h`: CRC32 of bytes 8..120 then
+/// 124..128 (the lock word), skipping the CRC field itself.
+pub fn header_crc(h: &[u8]) -> u32 {
+    let mut c = crc32fast::Hasher::new();
+    c.update(&h[CRC_START..CRC_END]);
+    c.update(&h[LOCK_WORD..LOCK_WORD + 4]);
+    c.finalize()
+}
 
 /// The header page as mapped. Every word is atomic (the immutable fields
 /// and the reserved space too), so a reference to it never claims that
@@ -127,6 +140,7 @@ const _: () = {
     assert!(offset_of!(HeaderFields, index_off) == 104);
     assert!(offset_of!(HeaderFields, data_off) == 112);
     assert!(offset_of!(HeaderFields, header_crc) == 120);
+    assert!(offset_of!(HeaderFields, lock_word) == 124);
     assert!(size_of::<HeaderFields>() == 128);
     assert!(offset_of!(SharedHeader, hard_invalidate) == 128);
     assert!(offset_of!(SharedHeader, soft_invalidate) == 136);
@@ -213,7 +227,7 @@ header_codec!(
     index_off,
     data_off,
     header_crc,
-    zero,
+    lock_word,
 );
 
 /// The immutable header fields of a file, validated.
@@ -231,6 +245,8 @@ pub struct Header {
     pub default_ttl: u64,
     /// Number of regeneration lock stripes.
     pub regen_stripes: u32,
+    /// The kind of stripe locks the file uses (format.md §6).
+    pub lock: LockWord,
 }
 
 impl Header {
@@ -260,11 +276,11 @@ impl Header {
             index_off: g.index_off,
             data_off: g.data_off,
             header_crc: 0,
-            zero: 0,
+            lock_word: self.lock.to_u32(),
         };
         let mut h = vec![0u8; HEADER_SIZE as usize];
         f.write(&mut h);
-        f.header_crc = crc32fast::hash(&h[CRC_START..CRC_END]);
+        f.header_crc = header_crc(&h);
         f.write(&mut h);
         h
     }
@@ -293,7 +309,7 @@ impl Header {
             expected,
             found,
         };
-        let crc = crc32fast::hash(&h[CRC_START..CRC_END]);
+        let crc = header_crc(h);
         if crc != f.header_crc {
             return Err(bad(
                 "header_crc",
@@ -383,6 +399,14 @@ impl Header {
                 f.reader_slot_size.to_string(),
             ));
         }
+        let lock = LockWord::from_u32(f.lock_word);
+        if !lock.is_known() {
+            return Err(bad(
+                "lock_word",
+                "0 (byte-range locks) or a robust-mutex word (format.md §2.1)".into(),
+                format!("{:#010x}", f.lock_word),
+            ));
+        }
         if geo.file_size != f.file_size {
             return Err(bad(
                 "file_size",
@@ -397,6 +421,7 @@ impl Header {
             created: f.created,
             default_ttl: f.default_ttl,
             regen_stripes: f.regen_stripes,
+            lock,
         })
     }
 }

@@ -9,7 +9,7 @@
 //! offsets are in [`locks`].
 //!
 //! A file is, in order: the header (one 4 KiB page), the stripe table, the
-//! reader table, the index and the data region. [`Geometry::new`] computes
+//! stripe mutex table ([`mutex::StripeMutex`]), the reader table, the index and the data region. [`Geometry::new`] computes
 //! where each one starts from the five numbers that define a file; it
 //! serves both [`Geometry::plan`] (a new file) and [`Header::decode`]
 //! (an existing one, which compares every stored offset with it). The
@@ -19,6 +19,7 @@ pub mod crc32c;
 pub mod header;
 pub mod index;
 pub mod locks;
+pub mod mutex;
 pub mod reader;
 pub mod record;
 pub mod regen_hint;
@@ -26,6 +27,7 @@ pub mod stripe;
 
 pub use header::Header;
 pub use index::{BUCKET_SIZE, BUCKET_SLOTS};
+pub use mutex::STRIPE_MUTEX;
 pub use reader::READER_COUNTERS;
 pub use record::kind;
 pub use stripe::STRIPE_ENTRY;
@@ -100,6 +102,9 @@ pub struct Geometry {
     pub reader_slot_size: u64,
     /// Offset of the stripe table.
     pub stripe_off: u64,
+    /// Offset of the stripe mutex table (not stored: follows the stripe
+    /// table).
+    pub mutex_off: u64,
     /// Offset of the reader table.
     pub reader_off: u64,
     /// Offset of the index.
@@ -165,7 +170,8 @@ impl Geometry {
         reader_slots: u32,
     ) -> Geometry {
         let stripe_off = HEADER_SIZE;
-        let reader_off = align_up(stripe_off + stripes as u64 * STRIPE_ENTRY, LINE);
+        let mutex_off = align_up(stripe_off + stripes as u64 * STRIPE_ENTRY, LINE);
+        let reader_off = mutex_off + stripes as u64 * STRIPE_MUTEX;
         let reader_slot_size = READER_COUNTERS + align_up(stripes as u64 * WORD, LINE);
         let index_off = align_up(reader_off + reader_slots as u64 * reader_slot_size, PAGE);
         let data_off = align_up(
@@ -182,6 +188,7 @@ impl Geometry {
             reader_slots,
             reader_slot_size,
             stripe_off,
+            mutex_off,
             reader_off,
             index_off,
             data_off,
@@ -274,7 +281,9 @@ impl Geometry {
     pub fn assert_fits(&self, len: u64) {
         let stripes = self.stripes as u64;
         assert!(self.stripe_off >= HEADER_SIZE && self.stripe_off % LINE == 0);
-        assert!(self.stripe_off + stripes * STRIPE_ENTRY <= self.reader_off);
+        assert!(self.stripe_off + stripes * STRIPE_ENTRY <= self.mutex_off);
+        assert!(self.mutex_off % LINE == 0);
+        assert!(self.mutex_off + stripes * STRIPE_MUTEX <= self.reader_off);
         assert!(self.reader_off % LINE == 0 && self.reader_slot_size % LINE == 0);
         assert!(self.reader_slot_size >= READER_COUNTERS + stripes * WORD);
         assert!(
@@ -301,6 +310,7 @@ mod tests {
             created: 1,
             default_ttl: 0,
             regen_stripes: 64,
+            lock: mutex::LockWord::BYTE_RANGE,
         };
         h.encode(MAGIC)
     }
@@ -350,7 +360,8 @@ mod tests {
         assert_eq!(g.data_off % 4096, 0);
         assert_eq!(g.segment_size % MIN_SEGMENT, 0);
         assert!(g.buckets as u64 * 8 * 8 >= 200_000);
-        assert!(g.reader_off >= g.stripe_off + 8 * STRIPE_ENTRY);
+        assert_eq!(g.mutex_off, g.stripe_off + 8 * STRIPE_ENTRY);
+        assert_eq!(g.reader_off, g.mutex_off + 8 * STRIPE_MUTEX);
         assert!(g.index_off >= g.reader_off + 64 * g.reader_slot_size);
         assert_eq!(g.data(3, g.ring_size() + 5), g.data(3, 5));
     }

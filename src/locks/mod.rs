@@ -1,8 +1,11 @@
 //! Locking: the operating system's byte-range locks on the cache file
-//! (stripe write locks, regeneration locks, reader-slot liveness locks and
-//! read-only pins), the lock held while a file is opened ([`OpenLock`]),
-//! and the stripe write locks themselves with their in-process halves
-//! ([`stripe`]: one stripe, or a batch's range of stripes).
+//! (stripe write locks of byte-range files, regeneration locks,
+//! reader-slot liveness locks and read-only pins), the lock held while a
+//! file is opened ([`OpenLock`]), the stripe write locks themselves
+//! ([`stripe`]: one stripe, or a batch's stripes; byte-range locks with
+//! their in-process halves, or robust mutexes) and the robust
+//! process-shared mutexes of Linux with glibc (`robust`). Which kind a
+//! file's stripe locks are is recorded in its header ([`check_kind`]).
 //!
 //! Each lock is one byte at an offset far beyond the data
 //! ([`crate::layout::locks`]), so it never covers bytes anyone reads or
@@ -32,9 +35,61 @@
 //!   while opening is one more byte ([`OpenLock`]), not a lock over the
 //!   whole file, which would cover all the others.
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) mod robust;
 pub(crate) mod stripe;
 
 pub(crate) use stripe::{BatchLock, StripeLock, StripeLocks};
+
+use crate::error::{Error, Result};
+use crate::layout::mutex::LockWord;
+use std::path::Path;
+
+/// The stripe lock kind a file created by this process records: robust
+/// mutexes where this build lays them out and the system accepts them
+/// (Linux with glibc), unless `byte_range` asks for byte-range locks;
+/// byte-range locks everywhere else.
+pub(crate) fn kind_for_new_file(byte_range: bool) -> LockWord {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if !byte_range {
+        if let Some(w) = robust::available() {
+            return w;
+        }
+    }
+    let _ = byte_range;
+    LockWord::BYTE_RANGE
+}
+
+/// What this process can take, in words, for errors.
+fn supported() -> String {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if let Some(w) = robust::native() {
+        return format!("byte-range stripe locks and {w}");
+    }
+    "byte-range stripe locks only (robust process-shared mutexes need Linux with glibc on x86_64 or aarch64)".into()
+}
+
+/// `Ok` when a writable handle of this process can take the stripe locks
+/// a file records (`kind`); else [`Error::StripeLockKind`] naming what the
+/// file uses and what this process supports. Byte-range locks work
+/// everywhere; a robust-mutex file needs the very ABI that laid its
+/// mutexes out (never guessed: another C library or size could lay the
+/// same bytes out differently, and falling back to byte-range locks would
+/// not exclude the processes that use the mutexes).
+pub(crate) fn check_kind(path: &Path, kind: LockWord) -> Result<()> {
+    if kind == LockWord::BYTE_RANGE {
+        return Ok(());
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if robust::native() == Some(kind) {
+        return Ok(());
+    }
+    Err(Error::StripeLockKind {
+        path: path.to_path_buf(),
+        file_uses: kind.to_string(),
+        supported: supported(),
+    })
+}
 
 use std::fs::File;
 use std::io;

@@ -165,6 +165,34 @@ impl Report {
     }
 }
 
+/// The scaling target of the multi-process benchmark: `field` of the row
+/// with 2 processes over that of the row with 1, among `rows` that `pick`
+/// selects; met at ≥ 1.8×. Rates are shown divided by `scale` with `unit`.
+fn two_over_one(
+    rows: &Value,
+    pick: impl Fn(&Value) -> bool,
+    field: &str,
+    scale: f64,
+    unit: &str,
+) -> Option<(String, bool)> {
+    let rows = rows.as_array()?;
+    let rate = |n: u64| {
+        rows.iter()
+            .find(|x| x["procs"] == n && pick(x))
+            .and_then(|x| json_f(x, field))
+    };
+    let (a, b) = (rate(1)?, rate(2)?);
+    let s = b / a;
+    Some((
+        format!(
+            "{:.2} {unit}/s ÷ {:.2} {unit}/s = **{s:.2}×**",
+            b / scale,
+            a / scale
+        ),
+        s >= 1.8,
+    ))
+}
+
 fn json_f(v: &Value, k: &str) -> Option<f64> {
     v.get(k)?.as_f64()
 }
@@ -241,20 +269,59 @@ fn main() {
         (ps, "slotcache_set_bytes"),
         0.3,
     );
-    let two_readers = multiproc.as_ref().and_then(|m| {
-        let rows = m["readers"].as_array()?;
-        let one = rows
-            .iter()
-            .find(|x| x["procs"] == 1 && x["writer"] == false)?;
-        let two = rows
-            .iter()
-            .find(|x| x["procs"] == 2 && x["writer"] == false)?;
-        let (a, b) = (json_f(one, "gets_per_sec")?, json_f(two, "gets_per_sec")?);
-        let s = b / a;
-        Some((
-            format!("{:.2} M/s ÷ {:.2} M/s = **{s:.2}×**", b / 1e6, a / 1e6),
-            s >= 1.8,
-        ))
+    r.ratio_target(
+        "`set` (`Raw`) 100 B ÷ moka insert",
+        (ps, "slotcache_set_bytes"),
+        (ps, "moka_insert"),
+        0.4,
+    );
+    r.ratio_target(
+        "`set` (`Raw`) 100 B ÷ the same `set` with byte-range stripe locks",
+        (ps, "slotcache_set_bytes"),
+        (ps, "slotcache_set_bytes_byte_range"),
+        0.2,
+    );
+    r.ratio_target(
+        "`set` (`Raw`) 100 B over 4096 hot keys ÷ the same with byte-range stripe locks",
+        (ps, "slotcache_set_bytes_hot"),
+        (ps, "slotcache_set_bytes_byte_range_hot"),
+        0.2,
+    );
+    r.ratio_target(
+        "`delete` ÷ moka remove",
+        (ps, "slotcache_delete"),
+        (ps, "moka_remove"),
+        0.4,
+    );
+    r.ratio_target(
+        "`delete` ÷ the same `delete` with byte-range stripe locks",
+        (ps, "slotcache_delete"),
+        (ps, "slotcache_delete_byte_range"),
+        0.2,
+    );
+    let mp = multiproc.as_ref();
+    let two_writers = mp.and_then(|m| {
+        two_over_one(
+            &m["writers"],
+            |x| x["mode"] == "disjoint",
+            "sets_per_sec",
+            1e3,
+            "k",
+        )
+    });
+    r.target(
+        "2 writer processes on disjoint stripes ÷ 1 (aggregate sets/s)",
+        two_writers,
+        "≥ 1.8×",
+    );
+    let two_readers = mp.and_then(|m| {
+        two_over_one(
+            &m["readers"],
+            |x| x["writer"] == false,
+            "gets_per_sec",
+            1e6,
+            "M",
+        )
     });
     r.target(
         "2 reader processes ÷ 1 (aggregate gets/s)",
@@ -375,6 +442,24 @@ fn main() {
         ps,
         &[
             ("slotcache_set_bytes", "slotcache `set` (`Raw`)"),
+            (
+                "slotcache_set_bytes_byte_range",
+                "slotcache `set` (`Raw`), byte-range stripe locks",
+            ),
+            (
+                "slotcache_set_bytes_hot",
+                "slotcache `set` (`Raw`), 4096 hot keys",
+            ),
+            (
+                "slotcache_set_bytes_byte_range_hot",
+                "slotcache `set` (`Raw`), 4096 hot keys, byte-range stripe locks",
+            ),
+            ("slotcache_delete", "slotcache `delete`"),
+            (
+                "slotcache_delete_byte_range",
+                "slotcache `delete`, byte-range stripe locks",
+            ),
+            ("moka_remove", "moka remove"),
             (
                 "slotcache_set_many_64_per_key",
                 "slotcache `set_many` (`Raw`), 64 per call, per key",
