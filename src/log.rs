@@ -624,13 +624,17 @@ impl<'a> StripeWriter<'a> {
                         (kept, false)
                     }
                     Ring::Probation if !fresh => (false, false),
-                    Ring::Probation if read || self.main_lends(size) => {
+                    Ring::Probation if read || self.main_lends(size).is_some() => {
                         if !rh.verify(all) {
                             (false, false)
                         } else {
                             // Main refusing the copy makes it a ghost too.
-                            let lent = if read { Hits::Zero } else { Hits::Lent };
-                            let kept = self.copy_to_main(p, r, size, slot, kh.tag, lent);
+                            let bits = if read {
+                                Hits::Zero
+                            } else {
+                                self.main_lends(size).unwrap_or(Hits::Zero)
+                            };
+                            let kept = self.copy_to_main(p, r, size, slot, kh.tag, bits);
                             (kept, !kept)
                         }
                     }
@@ -656,23 +660,26 @@ impl<'a> StripeWriter<'a> {
     }
 
     /// Whether main takes an entry leaving probation unread (format.md
-    /// §5.4): while it has room for `size` more bytes without evicting, or
-    /// while its oldest segment holds such a lent entry. Probation is a
-    /// fixed ring and cannot grow into main's free space as S3-FIFO's small
-    /// queue does; lending main's space to unread entries, and taking it
-    /// back as they reach main's tail, does that in a log.
-    fn main_lends(&self, size: u64) -> bool {
+    /// §5.4), and how the entry is marked there: while main has room for
+    /// `size` more bytes without evicting, it is *lent* main's free space
+    /// (marked R2 alone); while main's oldest segment still holds such a
+    /// lent entry, main keeps taking unread exits, unmarked, as it hands
+    /// the lent space back, so that a lap of main passes what the empty
+    /// cache took in. Probation is a fixed ring and cannot grow into main's
+    /// free space as S3-FIFO's small queue does; this is the log's way of
+    /// doing that once, from empty.
+    fn main_lends(&self, size: u64) -> Option<Hits> {
         let seg = self.geo.segment_size;
         let (head, tail) = (self.head(Ring::Main), self.tail(Ring::Main));
         if head - tail + size + 2 * seg <= self.ring(Ring::Main).size() {
-            return true;
+            return Some(Hits::Lent);
         }
         // Whether main's oldest segment holds a lent entry, remembered per
         // tail in the stripe entry so the segment is walked once per lap.
         let memo = (tail + RECORD_ALIGN) << 1;
         let known = self.entry.lend_memo.load(Ordering::Relaxed);
         if known & !1 == memo {
-            return known & 1 == 1;
+            return (known & 1 == 1).then_some(Hits::Zero);
         }
         let end = head.min((tail / seg + 1) * seg);
         let mut p = tail;
@@ -692,7 +699,7 @@ impl<'a> StripeWriter<'a> {
         self.entry
             .lend_memo
             .store(memo | lends as u64, Ordering::Relaxed);
-        lends
+        lends.then_some(Hits::Zero)
     }
 
     /// Copies the record of `size` bytes at `p` of ring `from` to main's

@@ -121,8 +121,10 @@ pub(crate) fn stripe_counters(map: &Map, s: u32) -> StripeStats {
     StripeStats {
         stripe: s,
         entries: a(&e.entries),
-        bytes_used: a(&e.head).saturating_sub(a(&e.tail))
-            + a(&e.prob_head).saturating_sub(a(&e.prob_tail)),
+        // Saturating: a damaged file may hold any words here.
+        bytes_used: a(&e.head)
+            .saturating_sub(a(&e.tail))
+            .saturating_add(a(&e.prob_head).saturating_sub(a(&e.prob_tail))),
         inserts: a(&e.inserts),
         evictions: a(&e.evictions),
         reinserts: a(&e.reinserts),
