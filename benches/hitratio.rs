@@ -38,7 +38,9 @@
 //!   entries, to show what an index sized to the entry count costs. A key
 //!   may live in either of two 8-slot buckets of its stripe and a new key
 //!   takes the emptier one; only when both are full does a write evict the
-//!   victim of the two (the oldest unvisited entry, else the oldest).
+//!   victim of the two (the oldest of the first non-empty class of
+//!   probation-unread, probation-read, main-unread, main-read: format.md
+//!   §5.2).
 //!
 //! # Streams (default run)
 //!

@@ -50,6 +50,26 @@
 //! Traces come from `$SLOTCACHE_TRACES` (default `../shared/traces` beside
 //! the workspace root); a missing trace is skipped with a message.
 //! `SLOTCACHE_BENCH_THREADS` (default 2) sets how many replays run at once.
+//!
+//! # The engine run (`-- --engine`)
+//!
+//! Replays every workload through the **real engine** (`Cache`, one file
+//! per size, cache-aside with `get`/`set`) and, at the number of entries
+//! the engine held on average over the second half of the measured
+//! requests, through exact LRU, moka 0.12 and the S3-FIFO simulation: the
+//! comparison issue #14 §3 asks for. Also records the engine's write
+//! amplification (`rewritten_bytes` per hit: reinsertions and promotions)
+//! and its promotion, ghost and reinsertion counters. Writes
+//! `target/slotcache-bench/traces-engine.json` and one SVG per workload to
+//! `target/slotcache-bench/engine-NAME.svg`.
+//!
+//! ```text
+//! nice -n 10 cargo bench --bench traces -- --engine            # every workload, every size
+//! SLOTCACHE_TRACES_ONLY=OLTP,loop SLOTCACHE_TRACES_SIZES=table \
+//!     cargo bench --bench traces -- --engine                   # a subset, table sizes only
+//! SLOTCACHE_TRACES_CUT=3000000 ...                             # first N requests of each trace
+//! cargo bench --bench traces -- --engine --test                # smoke: OLTP's first 50K requests
+//! ```
 
 use plotters::prelude::*;
 use serde_json::{json, Value};
@@ -534,6 +554,10 @@ fn plot(path: &std::path::Path, title: &str, sizes: &[usize], rows: &[(String, V
 
 fn main() {
     let test = std::env::args().any(|a| a == "--test");
+    if std::env::args().any(|a| a == "--engine") {
+        engine_main(test);
+        return;
+    }
     let t0 = Instant::now();
     let dir = traces::traces_dir();
     println!(
@@ -619,48 +643,20 @@ fn main() {
     drop(bench_dir);
 
     // Every (workload, size, policy), spread over a few threads.
-    let threads: usize = std::env::var("SLOTCACHE_BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2)
-        .max(1);
-    let jobs: Vec<(usize, usize)> = workloads
-        .iter()
-        .enumerate()
-        .flat_map(|(wi, w)| w.sizes.iter().map(move |&s| (wi, s)))
-        .collect();
-    let next = Mutex::new(0usize);
-    let results: Mutex<Vec<(usize, usize, Vec<Outcome>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|sc| {
-        for _ in 0..threads {
-            sc.spawn(|| loop {
-                let j = {
-                    let mut n = next.lock().expect("lock");
-                    let j = *n;
-                    *n += 1;
-                    j
-                };
-                let Some(&(wi, size)) = jobs.get(j) else {
-                    break;
-                };
-                let w = &workloads[wi];
-                let lru = run_policy("lru", w, size, 0.0);
-                let mut outs = vec![lru.clone()];
-                for p in &POLICIES[1..] {
-                    outs.push(run_policy(p, w, size, lru.held));
-                }
-                let line: Vec<String> = POLICIES
-                    .iter()
-                    .zip(&outs)
-                    .map(|(p, o)| format!("{p} {:.2}", 100.0 * o.ratio()))
-                    .collect();
-                println!("{} @ {size}: {}", w.name, line.join(" | "));
-                results.lock().expect("lock").push((wi, size, outs));
-            });
+    let results = for_each_size(&workloads, |w, size| {
+        let lru = run_policy("lru", w, size, 0.0);
+        let mut outs = vec![lru.clone()];
+        for p in &POLICIES[1..] {
+            outs.push(run_policy(p, w, size, lru.held));
         }
+        let line: Vec<String> = POLICIES
+            .iter()
+            .zip(&outs)
+            .map(|(p, o)| format!("{p} {:.2}", 100.0 * o.ratio()))
+            .collect();
+        println!("{} @ {size}: {}", w.name, line.join(" | "));
+        outs
     });
-    let mut results = results.into_inner().expect("results");
-    results.sort_by_key(|&(wi, s, _)| (wi, s));
 
     // Table, JSON, plots.
     println!();
@@ -768,4 +764,355 @@ fn check_parse() {
     assert!(traces::parse("x 1 0 0".as_bytes(), Format::Arc, None).is_err());
     let lirs = traces::parse("0\n1\n2\n1\n".as_bytes(), Format::Lirs, None).expect("lirs");
     assert_eq!(lirs, [0, 1, 2, 1]);
+}
+
+// ---------------------------------------------------------------------------
+// The engine run
+
+/// Runs `f` on every (workload, size), spread over `SLOTCACHE_BENCH_THREADS`
+/// threads (default 2); the results sorted by workload, then size.
+fn for_each_size<T: Send>(
+    workloads: &[Workload],
+    f: impl Fn(&Workload, usize) -> T + Sync,
+) -> Vec<(usize, usize, T)> {
+    let threads: usize = std::env::var("SLOTCACHE_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
+        .max(1);
+    let jobs: Vec<(usize, usize)> = workloads
+        .iter()
+        .enumerate()
+        .flat_map(|(wi, w)| w.sizes.iter().map(move |&s| (wi, s)))
+        .collect();
+    let next = Mutex::new(0usize);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|sc| {
+        for _ in 0..threads {
+            sc.spawn(|| loop {
+                let j = {
+                    let mut n = next.lock().expect("lock");
+                    *n += 1;
+                    *n - 1
+                };
+                let Some(&(wi, size)) = jobs.get(j) else {
+                    break;
+                };
+                let out = f(&workloads[wi], size);
+                results.lock().expect("lock").push((wi, size, out));
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results");
+    results.sort_by_key(|r: &(usize, usize, T)| (r.0, r.1));
+    results
+}
+
+/// References replayed beside the engine, at its entry count.
+const REFERENCES: [&str; 3] = ["lru", "moka", "s3fifo"];
+
+/// What one engine replay measured.
+struct EngineOutcome {
+    /// Hits and entries, as for the simulations.
+    o: Outcome,
+    /// `stats()` deltas over the measured part.
+    rewritten_bytes: u64,
+    promotions: u64,
+    reinserts: u64,
+    ghosts: u64,
+    ghost_hits: u64,
+    index_evictions: u64,
+    /// The file's geometry.
+    info: slotcache::Info,
+}
+
+/// Replays `w` cache-aside through a new engine file whose main rings hold
+/// about 90% of `entries` records (probation holds about a tenth more).
+fn engine_replay(dir: &BenchDir, w: &Workload, entries: usize) -> EngineOutcome {
+    let t0 = Instant::now();
+    let target = ((entries as f64 * 0.9) as usize).max(64);
+    let cache = open_engine(dir, &format!("engine-{}-{entries}", w.name), target);
+    let info = cache.info();
+    let mut value = vec![0u8; VALUE_LEN];
+    let measured = w.ids.len() - w.warmup;
+    let half = w.warmup + measured / 2;
+    let step = (measured / 4_000).max(1);
+    let (mut o, mut samples, mut sum) = (Outcome::default(), 0u64, 0f64);
+    let mut start = cache.stats();
+    for (n, &id) in w.ids.iter().enumerate() {
+        if n == w.warmup {
+            start = cache.stats();
+        }
+        let k = key(id as usize);
+        let hit = engine_get(&cache, &k, id);
+        if !hit {
+            fill_value(id as usize, &mut value);
+            engine_set(&cache, &k, &value);
+        }
+        if n >= w.warmup {
+            o.requests += 1;
+            o.hits += hit as u64;
+            if id < w.scan_from {
+                o.non_scan_requests += 1;
+                o.non_scan_hits += hit as u64;
+            }
+            if n >= half && (n - half).is_multiple_of(step) {
+                samples += 1;
+                sum += cache.stats().entries as f64;
+            }
+        }
+    }
+    let end = cache.stats();
+    o.held = sum / samples.max(1) as f64;
+    o.rewrites = end.promotions + end.reinserts - start.promotions - start.reinserts;
+    o.scale = 1.0;
+    o.secs = t0.elapsed().as_secs_f64();
+    drop(cache);
+    EngineOutcome {
+        o,
+        rewritten_bytes: end.rewritten_bytes - start.rewritten_bytes,
+        promotions: end.promotions - start.promotions,
+        reinserts: end.reinserts - start.reinserts,
+        ghosts: end.ghosts - start.ghosts,
+        ghost_hits: end.ghost_hits - start.ghost_hits,
+        index_evictions: end.index_evictions - start.index_evictions,
+        info,
+    }
+}
+
+/// A comma-separated list from the environment, if set.
+fn env_list(name: &str) -> Option<Vec<String>> {
+    let v = std::env::var(name).ok()?;
+    Some(v.split(',').map(|s| s.trim().to_string()).collect())
+}
+
+/// `-- --engine`: the real engine against LRU, moka and S3-FIFO at the
+/// engine's entry count (see the module documentation).
+fn engine_main(test: bool) {
+    let t0 = Instant::now();
+    let dir = traces::traces_dir();
+    let only = env_list("SLOTCACHE_TRACES_ONLY");
+    let cut: Option<usize> = std::env::var("SLOTCACHE_TRACES_CUT")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let table_only = std::env::var("SLOTCACHE_TRACES_SIZES").is_ok_and(|v| v == "table");
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
+    let mut workloads = Vec::new();
+    if test {
+        if let Some(t) = traces::load(&dir, &TRACES[0], Some(50_000)) {
+            workloads.push(Workload {
+                name: t.name.to_string(),
+                source: source(&TRACES[0]),
+                ids: t.ids,
+                warmup: 0,
+                scan_from: u64::MAX,
+                sizes: vec![500, 2_000],
+                table: [500, 2_000],
+            });
+        }
+    } else {
+        for spec in TRACES.iter().filter(|s| wanted(s.name)) {
+            if let Some(t) = traces::load(&dir, spec, cut) {
+                let (sizes, table) = trace_sizes(spec.name);
+                workloads.push(Workload {
+                    name: t.name.to_string(),
+                    source: source(spec),
+                    ids: t.ids,
+                    warmup: 0,
+                    scan_from: u64::MAX,
+                    sizes,
+                    table,
+                });
+            }
+        }
+        workloads.extend(
+            zipf_workloads(1_000_000, 1_000_000, 5_000_000)
+                .into_iter()
+                .filter(|w| wanted(&w.name)),
+        );
+    }
+    if table_only {
+        for w in &mut workloads {
+            w.sizes = w.table.to_vec();
+            w.sizes.dedup();
+        }
+    }
+    let bench_dir = BenchDir::new("traces-engine");
+    let results = for_each_size(&workloads, |w, size| {
+        let e = engine_replay(&bench_dir, w, size);
+        let held = (e.o.held.round() as usize).max(1);
+        let refs: Vec<Outcome> = REFERENCES
+            .iter()
+            .map(|p| run_policy(p, w, held, 0.0))
+            .collect();
+        println!(
+            "{} @ {size}: engine {:.2} (held {:.0}) | lru {:.2} | moka {:.2} | s3fifo {:.2} | \
+                     {:.3} bytes rewritten per hit; engine {:.1} s",
+            w.name,
+            100.0 * e.o.ratio(),
+            e.o.held,
+            100.0 * refs[0].ratio(),
+            100.0 * refs[1].ratio(),
+            100.0 * refs[2].ratio(),
+            e.rewritten_bytes as f64 / e.o.hits.max(1) as f64,
+            e.o.secs
+        );
+        (e, refs)
+    });
+    drop(bench_dir);
+    println!();
+    println!(
+        "{:<16} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "workload",
+        "size",
+        "held",
+        "engine",
+        "lru",
+        "moka",
+        "s3fifo",
+        "-lru pp",
+        "-moka pp",
+        "B/hit"
+    );
+    let mut json_workloads = Vec::new();
+    for (wi, w) in workloads.iter().enumerate() {
+        let mut series: Vec<(String, Vec<f64>)> = ["slotcache"]
+            .iter()
+            .chain(REFERENCES.iter())
+            .map(|p| (p.to_string(), Vec::new()))
+            .collect();
+        let mut sizes_json = Vec::new();
+        for (_, size, (e, refs)) in results.iter().filter(|r| r.0 == wi) {
+            let ratio = e.o.ratio();
+            println!(
+                "{:<16} {:>8} {:>8.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>+8.2} {:>+8.2} {:>10.1}",
+                w.name,
+                size,
+                e.o.held,
+                100.0 * ratio,
+                100.0 * refs[0].ratio(),
+                100.0 * refs[1].ratio(),
+                100.0 * refs[2].ratio(),
+                100.0 * (ratio - refs[0].ratio()),
+                100.0 * (ratio - refs[1].ratio()),
+                e.rewritten_bytes as f64 / e.o.hits.max(1) as f64
+            );
+            series[0].1.push(ratio);
+            for (i, r) in refs.iter().enumerate() {
+                series[i + 1].1.push(r.ratio());
+            }
+            let non_scan = |o: &Outcome| {
+                (w.scan_from != u64::MAX)
+                    .then(|| o.non_scan_hits as f64 / o.non_scan_requests.max(1) as f64)
+            };
+            let mut refs_json = serde_json::Map::new();
+            for (p, r) in REFERENCES.iter().zip(refs) {
+                refs_json.insert(
+                    p.to_string(),
+                    json!({
+                        "hit_ratio": r.ratio(),
+                        "non_scan_hit_ratio": non_scan(r),
+                        "entries_held": r.held,
+                        "seconds": r.secs,
+                    }),
+                );
+            }
+            sizes_json.push(json!({
+                "entries": size,
+                "in_table": w.table.contains(size),
+                "requests": e.o.requests,
+                "engine": {
+                    "hit_ratio": ratio,
+                    "non_scan_hit_ratio": non_scan(&e.o),
+                    "hits": e.o.hits,
+                    "entries_held": e.o.held,
+                    "rewritten_bytes": e.rewritten_bytes,
+                    "rewritten_bytes_per_hit": e.rewritten_bytes as f64 / e.o.hits.max(1) as f64,
+                    "records_rewritten_per_hit": e.o.rewrites as f64 / e.o.hits.max(1) as f64,
+                    "promotions": e.promotions,
+                    "reinserts": e.reinserts,
+                    "ghosts": e.ghosts,
+                    "ghost_hits": e.ghost_hits,
+                    "index_evictions": e.index_evictions,
+                    "seconds": e.o.secs,
+                    "geometry": {
+                        "stripes": e.info.stripes,
+                        "segments": e.info.segments,
+                        "segment_size": e.info.segment_size,
+                        "index_slots": e.info.index_slots,
+                        "file_size": e.info.file_size,
+                    },
+                },
+                "references": refs_json,
+            }));
+        }
+        if sizes_json.is_empty() {
+            continue;
+        }
+        json_workloads.push(json!({
+            "name": w.name,
+            "source": w.source,
+            "requests": w.ids.len(),
+            "warmup": w.warmup,
+            "table_sizes": w.table,
+            "sizes": sizes_json,
+        }));
+        if w.sizes.len() >= 2 {
+            let file = format!("engine-{}{}.svg", if test { "test-" } else { "" }, w.name);
+            let path = results_dir().join(file);
+            let title = format!("{} ({}): slotcache engine vs references", w.name, w.source);
+            plot(&path, &title, &w.sizes, &series);
+            eprintln!("slotcache bench: plot written to {}", path.display());
+        }
+    }
+    let out = json!({
+        "record_bytes": RECORD,
+        "moka_pending_tasks_every": MOKA_EVERY,
+        "cut": cut,
+        "only": only,
+        "table_sizes_only": table_only,
+        "workloads": json_workloads,
+        "test_mode": test,
+    });
+    // Subsets merge into the JSON of earlier runs, workload by workload.
+    let name = if test {
+        "traces-engine-test"
+    } else {
+        "traces-engine"
+    };
+    write_result(name, &merge_engine_json(name, out));
+    println!("total {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+/// `new` with the workloads of an earlier `name.json` that `new` does not
+/// replay kept, so subset runs add up to one file.
+fn merge_engine_json(name: &str, mut new: Value) -> Value {
+    let path = results_dir().join(format!("{name}.json"));
+    let Some(old) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return new;
+    };
+    let names: Vec<String> = new["workloads"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|w| w["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let (Some(old_w), Some(new_w)) =
+        (old["workloads"].as_array(), new["workloads"].as_array_mut())
+    {
+        for w in old_w {
+            if w["name"]
+                .as_str()
+                .is_some_and(|n| !names.iter().any(|m| m == n))
+            {
+                new_w.push(w.clone());
+            }
+        }
+    }
+    new
 }

@@ -9,14 +9,68 @@
 //! [`layout::index`](crate::layout::index)'s.
 
 use crate::layout::index::{
-    self as lx, ALT_MULTIPLIER, BUCKET_BITS, BUCKET_SLOTS, POS_MASK, STRIPE_BITS, TAG_HASH_SHIFT,
-    TAG_MASK, TAG_SHIFT,
+    self as lx, ALT_MULTIPLIER, BUCKET_BITS, BUCKET_SLOTS, POS_MASK, PROBATION, STRIPE_BITS,
+    TAG_HASH_SHIFT, TAG_MASK, TAG_SHIFT,
 };
-use crate::layout::{Geometry, RECORD_ALIGN};
+use crate::layout::{Geometry, Ring, RECORD_ALIGN};
 use crate::map::Map;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) use crate::layout::index::{occupied, slot_word, word_pos, word_tag, VISITED};
+#[cfg(test)]
+pub(crate) use crate::layout::index::slot_word;
+pub(crate) use crate::layout::index::{
+    occupied, ring_word, word_pos, word_ring, word_tag, COUNT_BITS, VISITED, VISITED2,
+};
+
+/// The tails of a stripe's two rings, as loaded together (format.md §2.2:
+/// one cache line): what decides whether a slot word is live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Tails {
+    /// The main ring's tail.
+    pub main: u64,
+    /// The probation ring's tail.
+    pub prob: u64,
+}
+
+impl Tails {
+    /// Loads stripe `s`'s two tails (relaxed: readers order them with the
+    /// pin's SeqCst re-check, writers hold the lock).
+    #[inline]
+    pub(crate) fn load(map: &Map, s: u32) -> Tails {
+        let e = map.stripe(s);
+        Tails {
+            main: e.tail.load(Ordering::Relaxed),
+            prob: e.prob_tail.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The tail of ring `r`.
+    #[inline]
+    pub(crate) fn of(&self, r: Ring) -> u64 {
+        match r {
+            Ring::Main => self.main,
+            Ring::Probation => self.prob,
+        }
+    }
+
+    /// Whether slot word `w` names a live entry: occupied, and at or
+    /// above the tail of the ring it names.
+    #[inline]
+    pub(crate) fn live(&self, w: u64) -> bool {
+        occupied(w) && word_pos(w) >= self.of(word_ring(w))
+    }
+
+    /// Whether slot word `w` is a ghost (format.md §2.4): it names a
+    /// probation position below the probation tail by at most `window`
+    /// bytes.
+    #[inline]
+    pub(crate) fn ghost(&self, w: u64, window: u64) -> bool {
+        occupied(w)
+            && w & PROBATION != 0
+            && word_pos(w) < self.prob
+            && self.prob - word_pos(w) <= window
+    }
+}
 
 /// Where a key lives: its hash, stripe, bucket and tag.
 #[derive(Clone, Copy, Debug)]
@@ -157,8 +211,8 @@ impl<'m> Buckets<'m> {
     /// compare the key against them. Reads the index lines, so they should
     /// be in cache already ([`Buckets::prefetch_lines`]).
     pub(crate) fn prefetch_records(&self, map: &Map, kh: &KeyHash) {
-        for (_, w) in self.candidates(kh.tag, 0) {
-            map.prefetch(map.geo().data(kh.stripe, word_pos(w)));
+        for (_, w) in self.candidates(kh.tag, Tails::default()) {
+            map.prefetch(map.geo().ring_data(kh.stripe, word_ring(w), word_pos(w)));
         }
     }
 
@@ -179,14 +233,15 @@ impl<'m> Buckets<'m> {
     }
 
     /// Iterates `(slot, word)` over the slots whose tag matches and whose
-    /// position is at or above `tail` (live candidates), first choice first.
+    /// position is at or above the tail of the ring they name (live
+    /// candidates), first choice first.
     /// Every word of both buckets is loaded before any is examined, so the
     /// two cache lines are fetched in parallel.
     #[inline]
     pub(crate) fn candidates(
         &self,
         tag: u64,
-        tail: u64,
+        tails: Tails,
     ) -> impl Iterator<Item = (&'m AtomicU64, u64)> + '_ {
         let mut words = [0u64; PAIR_SLOTS];
         // Relaxed + fence: a read-only mapping may only be loaded Relaxed.
@@ -199,48 +254,81 @@ impl<'m> Buckets<'m> {
         // one, or none on a miss); only those are examined further.
         let mut mask = tag_mask(&words, tag);
         mask &= (1u32 << self.n) - 1;
-        // `word_pos(w) >= tail` on the raw position bits, which also rules
-        // out empty slots (and cannot underflow on them).
-        let min_bits = tail.div_ceil(RECORD_ALIGN);
+        // `word_pos(w) >= tail` of the word's ring on the raw position
+        // bits, which also rules out empty slots (and cannot underflow on
+        // them).
+        let min_bits = [
+            tails.main.div_ceil(RECORD_ALIGN),
+            tails.prob.div_ceil(RECORD_ALIGN),
+        ];
         std::iter::from_fn(move || loop {
             if mask == 0 {
                 return None;
             }
             let i = mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            if words[i] & POS_MASK > min_bits {
+            let ring = ((words[i] & PROBATION) != 0) as usize;
+            if words[i] & POS_MASK > min_bits[ring] {
                 return Some((self.slot(i), words[i]));
             }
         })
     }
 
-    /// Finds the slot whose word names exactly `pos` (writer side).
-    pub(crate) fn find_pos(&self, pos: u64) -> Option<(&'m AtomicU64, u64)> {
+    /// Finds the slot whose word names exactly `pos` of ring `ring`
+    /// (writer side).
+    pub(crate) fn find_pos(&self, ring: Ring, pos: u64) -> Option<(&'m AtomicU64, u64)> {
         (0..self.n).find_map(|i| {
             let s = self.slot(i);
             let w = s.load(Ordering::Acquire);
-            (occupied(w) && word_pos(w) == pos).then_some((s, w))
+            (occupied(w) && word_ring(w) == ring && word_pos(w) == pos).then_some((s, w))
+        })
+    }
+
+    /// The slot holding a ghost (format.md §2.4) with tag `tag`, if any:
+    /// a key that left probation unread within the last `window` bytes of
+    /// probation evictions (writer side).
+    pub(crate) fn find_ghost(&self, tag: u64, tails: Tails, window: u64) -> Option<&'m AtomicU64> {
+        (0..self.n).map(|i| self.slot(i)).find(|s| {
+            let w = s.load(Ordering::Acquire);
+            word_tag(w) == tag && tails.ghost(w, window)
         })
     }
 
     /// Picks the slot for a new key (writer side, under the stripe lock): a
-    /// free slot (empty, or naming a dead position) of the bucket with more
-    /// free slots (the first choice on a tie), otherwise the victim of both
-    /// — the oldest entry not read since written, or the oldest of all.
+    /// free slot (empty, or naming a dead position that is no ghost) of the
+    /// bucket with more such slots (the first choice on a tie); otherwise
+    /// the oldest ghost of both; otherwise the victim of both — the oldest
+    /// entry of the first non-empty class of: in probation and not read,
+    /// in probation and read, in main and not read, in main and read.
     /// Returns the slot and whether it evicts a live entry.
-    pub(crate) fn free_or_victim(&self, tail: u64) -> (&'m AtomicU64, bool) {
-        let mut victim: Option<(&AtomicU64, u64)> = None;
+    pub(crate) fn free_or_victim(&self, tails: Tails, window: u64) -> (&'m AtomicU64, bool) {
+        let mut victim: Option<(&AtomicU64, (u8, u64))> = None;
+        let mut ghost: Option<(&AtomicU64, u64)> = None;
         let mut free: [(usize, Option<&AtomicU64>); 2] = [(0, None); 2];
-        let rank = |w: u64| (w & VISITED != 0, word_pos(w));
+        let rank = |w: u64| {
+            let class = match (word_ring(w), w & VISITED != 0) {
+                (Ring::Probation, false) => 0,
+                (Ring::Probation, true) => 1,
+                (Ring::Main, false) => 2,
+                (Ring::Main, true) => 3,
+            };
+            (class, word_pos(w))
+        };
         for i in 0..self.n {
             let s = self.slot(i);
             let w = s.load(Ordering::Acquire);
-            if !occupied(w) || word_pos(w) < tail {
+            if tails.live(w) {
+                if victim.is_none_or(|(_, v)| rank(w) < v) {
+                    victim = Some((s, rank(w)));
+                }
+            } else if tails.ghost(w, window) {
+                if ghost.is_none_or(|(_, g)| word_pos(w) < g) {
+                    ghost = Some((s, word_pos(w)));
+                }
+            } else {
                 let f = &mut free[i / BUCKET_SLOTS];
                 f.0 += 1;
                 f.1.get_or_insert(s);
-            } else if victim.is_none_or(|(_, v)| rank(w) < rank(v)) {
-                victim = Some((s, w));
             }
         }
         let pick = if free[1].0 > free[0].0 {
@@ -248,7 +336,7 @@ impl<'m> Buckets<'m> {
         } else {
             free[0].1
         };
-        match pick {
+        match pick.or(ghost.map(|g| g.0)) {
             Some(s) => (s, false),
             None => (victim.expect("a bucket has slots").0, true),
         }
@@ -300,13 +388,19 @@ fn tag_mask(words: &[u64; PAIR_SLOTS], tag: u64) -> u32 {
     mask
 }
 
-/// Marks an entry visited, once: only when the bit is not already set, and
-/// only if the slot still holds the word the reader saw.
+/// Counts a hit in an entry's slot (format.md §5.1 step 2.4): sets R1 if
+/// it is clear, else R2 if that is clear, each at most once per entry
+/// life, and only if the slot still holds the word the reader saw.
 #[inline]
 pub(crate) fn mark_visited(slot: &AtomicU64, word: u64) {
-    if word & VISITED == 0 {
-        let _ = slot.compare_exchange(word, word | VISITED, Ordering::Relaxed, Ordering::Relaxed);
-    }
+    let bit = if word & VISITED == 0 {
+        VISITED
+    } else if word & VISITED2 == 0 {
+        VISITED2
+    } else {
+        return;
+    };
+    let _ = slot.compare_exchange(word, word | bit, Ordering::Relaxed, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -323,6 +417,10 @@ mod tests {
                 assert_eq!(word_tag(w), tag);
                 assert_eq!(word_pos(w | VISITED), pos);
                 assert_eq!(word_tag(w | VISITED), tag);
+                let p = ring_word(tag, Ring::Probation, pos) | COUNT_BITS;
+                assert_eq!((word_pos(p), word_tag(p)), (pos, tag));
+                assert_eq!(word_ring(p), Ring::Probation);
+                assert_eq!(word_ring(w | COUNT_BITS), Ring::Main);
             }
         }
     }
@@ -353,7 +451,7 @@ mod tests {
         let kh = two_choice_key(map.geo());
         let b = Buckets::of(&map, &kh);
         // Empty: the first choice's first slot, no eviction.
-        let (slot, evicts) = b.free_or_victim(0);
+        let (slot, evicts) = b.free_or_victim(main(0), 0);
         assert!(!evicts);
         assert!(std::ptr::eq(slot, b.slot(0)));
         // Fill the first bucket: the second (emptier) one is chosen.
@@ -361,7 +459,7 @@ mod tests {
             b.slot(i)
                 .store(slot_word(kh.tag, 16 * (i as u64 + 1)), Ordering::SeqCst);
         }
-        let (slot, evicts) = b.free_or_victim(0);
+        let (slot, evicts) = b.free_or_victim(main(0), 0);
         assert!(!evicts && std::ptr::eq(slot, b.slot(BUCKET_SLOTS)));
         for i in BUCKET_SLOTS..2 * BUCKET_SLOTS {
             b.slot(i)
@@ -369,24 +467,118 @@ mod tests {
         }
         // Full: the oldest entry not visited is the victim.
         mark_visited(b.slot(0), b.slot(0).load(Ordering::SeqCst));
-        let (slot, evicts) = b.free_or_victim(0);
+        let (slot, evicts) = b.free_or_victim(main(0), 0);
         assert!(
             evicts && std::ptr::eq(slot, b.slot(1)),
             "slot 0 was visited"
         );
         // Positions below the tail are free again.
-        let (slot, evicts) = b.free_or_victim(16 * 3);
+        let (slot, evicts) = b.free_or_victim(main(16 * 3), 0);
         assert!(!evicts && std::ptr::eq(slot, b.slot(0)));
         // Candidates: the key's tag at or above the tail, first choice first.
         let found: Vec<u64> = b
-            .candidates(kh.tag, 16 * 15)
+            .candidates(kh.tag, main(16 * 15))
             .map(|(_, w)| word_pos(w))
             .collect();
         assert_eq!(found, [16 * 15, 16 * 16]);
-        assert!(b.candidates(kh.tag ^ 1, 0).next().is_none(), "another tag");
-        assert_eq!(b.find_pos(16 * 9).map(|(_, w)| word_pos(w)), Some(16 * 9));
+        assert!(
+            b.candidates(kh.tag ^ 1, main(0)).next().is_none(),
+            "another tag"
+        );
+        assert_eq!(
+            b.find_pos(Ring::Main, 16 * 9).map(|(_, w)| word_pos(w)),
+            Some(16 * 9)
+        );
         Bucket::at(&map, kh.stripe, kh.bucket).clear();
-        assert_eq!(b.candidates(kh.tag, 0).count(), BUCKET_SLOTS);
+        assert_eq!(b.candidates(kh.tag, main(0)).count(), BUCKET_SLOTS);
+    }
+
+    /// Tails with the main ring's at `t` and probation's at 0.
+    fn main(t: u64) -> Tails {
+        Tails { main: t, prob: 0 }
+    }
+
+    #[test]
+    fn ghosts_are_found_reused_before_victims_and_age_out() {
+        let map = crate::testing::bare_map(1 << 20, 1, 4, 64);
+        let kh = two_choice_key(map.geo());
+        let b = Buckets::of(&map, &kh);
+        // Fill both buckets: slot 0 a probation entry, the rest main ones.
+        for i in 0..2 * BUCKET_SLOTS {
+            let ring = if i == 0 { Ring::Probation } else { Ring::Main };
+            b.slot(i).store(
+                ring_word(kh.tag, ring, 16 * (i as u64 + 1)),
+                Ordering::SeqCst,
+            );
+        }
+        let tails = Tails { main: 0, prob: 0 };
+        assert!(tails.live(b.slot(0).load(Ordering::SeqCst)));
+        assert!(
+            b.find_ghost(kh.tag, tails, 1 << 20).is_none(),
+            "live, not a ghost"
+        );
+        // Full: the probation entry, never read, is the victim before any
+        // main entry, even older ones.
+        let (slot, evicts) = b.free_or_victim(tails, 1 << 20);
+        assert!(evicts && std::ptr::eq(slot, b.slot(0)));
+        // Read, it still goes before main's entries; among main's, the
+        // oldest unread one goes first.
+        mark_visited(b.slot(0), b.slot(0).load(Ordering::SeqCst));
+        let (slot, evicts) = b.free_or_victim(tails, 1 << 20);
+        assert!(evicts && std::ptr::eq(slot, b.slot(0)));
+        let w0 = b.slot(0).load(Ordering::SeqCst);
+        b.slot(0).store(0, Ordering::SeqCst);
+        b.slot(1)
+            .store(b.slot(1).load(Ordering::SeqCst) | VISITED, Ordering::SeqCst);
+        b.slot(2)
+            .store(b.slot(2).load(Ordering::SeqCst) | VISITED, Ordering::SeqCst);
+        b.slot(0)
+            .store(ring_word(kh.tag, Ring::Main, 16 * 40), Ordering::SeqCst);
+        let (slot, evicts) = b.free_or_victim(tails, 1 << 20);
+        assert!(
+            evicts && std::ptr::eq(slot, b.slot(3)),
+            "slots 1 and 2 were read"
+        );
+        b.slot(0).store(w0, Ordering::SeqCst);
+        // Probation's tail passes it: a ghost within the window, with the
+        // key's tag, is reused before any live entry is evicted.
+        let tails = Tails { main: 0, prob: 32 };
+        let w = b.slot(0).load(Ordering::SeqCst);
+        assert!(!tails.live(w) && tails.ghost(w, 16));
+        assert!(std::ptr::eq(
+            b.find_ghost(kh.tag, tails, 16).unwrap(),
+            b.slot(0)
+        ));
+        assert!(b.find_ghost(kh.tag ^ 1, tails, 16).is_none(), "another tag");
+        let (slot, evicts) = b.free_or_victim(tails, 16);
+        assert!(!evicts && std::ptr::eq(slot, b.slot(0)));
+        // Past the window it is only a free slot; main positions below the
+        // main tail never are ghosts.
+        let tails = Tails { main: 48, prob: 64 };
+        assert!(!tails.ghost(w, 16) && b.find_ghost(kh.tag, tails, 16).is_none());
+        assert!(!tails.ghost(b.slot(1).load(Ordering::SeqCst), 1 << 20));
+        let (slot, evicts) = b.free_or_victim(tails, 16);
+        assert!(!evicts && std::ptr::eq(slot, b.slot(0)));
+    }
+
+    #[test]
+    fn a_reader_counts_two_hits_at_most() {
+        let slot = AtomicU64::new(ring_word(5, Ring::Probation, 4096));
+        let w0 = slot.load(Ordering::SeqCst);
+        mark_visited(&slot, w0);
+        let w1 = slot.load(Ordering::SeqCst);
+        assert_eq!(w1, w0 | VISITED);
+        mark_visited(&slot, w0); // a stale word: the CAS fails harmlessly
+        assert_eq!(slot.load(Ordering::SeqCst), w1);
+        mark_visited(&slot, w1);
+        let w2 = slot.load(Ordering::SeqCst);
+        assert_eq!(w2, w0 | VISITED | VISITED2);
+        mark_visited(&slot, w2);
+        assert_eq!(slot.load(Ordering::SeqCst), w2);
+        assert_eq!(
+            (word_ring(w2), word_pos(w2), word_tag(w2)),
+            (Ring::Probation, 4096, 5)
+        );
     }
 
     #[test]

@@ -169,13 +169,13 @@ impl<'c> Iter<'c> {
         self.slots.clear();
         self.seen.clear();
         self.at = 0;
-        let tail = sh.map.stripe(s).tail.load(Ordering::Relaxed);
+        let tails = crate::index::Tails::load(&sh.map, s);
         for b in 0..geo.buckets {
             let bucket = Bucket::at(&sh.map, s, b);
             for i in 0..BUCKET_SLOTS {
                 // Relaxed + fence: a read-only mapping may only be loaded Relaxed.
                 let w = bucket.slot(i).load(Ordering::Relaxed);
-                if index::occupied(w) && index::word_pos(w) >= tail {
+                if tails.live(w) {
                     self.slots.push((b, w));
                 }
             }
@@ -198,10 +198,11 @@ impl<'c> Iter<'c> {
                 && rh.key(all).starts_with(prefix)
                 && !seen.contains(&rh.hash)
         };
-        let PinnedRecord { pin, rh, all } = match read_at(sh, s, index::word_pos(w), placed)? {
-            ReadAt::Found(r) => r,
-            ReadAt::Skip | ReadAt::Corrupt => return Ok(None),
-        };
+        let PinnedRecord { pin, rh, all } =
+            match read_at(sh, s, index::word_ring(w), index::word_pos(w), placed)? {
+                ReadAt::Found(r) => r,
+                ReadAt::Skip | ReadAt::Corrupt => return Ok(None),
+            };
         let (meta, hard) = entry_meta(sh, &rh);
         if hard || (!self.include_stale && meta.is_stale()) {
             return Ok(None);

@@ -6,7 +6,14 @@
 //! [`StripeWriter`] at a time mutates a stripe's head, tail, index buckets
 //! and log space — in this process or any other.
 //!
-//! Invariants (see `format.md`, "Log"):
+//! A stripe has two rings (format.md §2.5, §5.4): new keys enter the small
+//! probation ring; when its tail passes an entry, one read since it was
+//! written is copied (promoted) to the main ring and one never read leaves
+//! a ghost in its index slot (a `set` that finds its key's ghost goes to
+//! main directly); the main ring reinserts entries read since their last
+//! pass (a 2-bit count in the slot, decremented at each pass).
+//!
+//! Invariants, per ring (see `format.md`, "Log"):
 //! - `tail <= head`; positions below `tail` are dead: readers ignore index
 //!   slots naming them, and their bytes may be reused once no reader pins
 //!   them.
@@ -16,10 +23,10 @@
 //! - Bytes at or above `head` are named by no index slot.
 
 use crate::error::{Error, PinHolder, Result};
-use crate::index::{self, Bucket, Buckets, KeyHash, VISITED};
+use crate::index::{self, Bucket, Buckets, KeyHash, Tails, COUNT_BITS, VISITED, VISITED2};
 use crate::layout::record::{self, RecordHeader, RECORD_HEADER};
 use crate::layout::stripe::StripeEntry;
-use crate::layout::{Geometry, BUCKET_SLOTS, MAX_POSITION, RECORD_ALIGN};
+use crate::layout::{Geometry, Ring, RingGeo, BUCKET_SLOTS, MAX_POSITION, RECORD_ALIGN};
 use crate::map::Map;
 use crate::read::record_at;
 use crate::readers::{Holder, PinScan};
@@ -124,12 +131,13 @@ impl<'a> StripeWriter<'a> {
         }
     }
 
-    /// Checks the stripe's head and tail before trusting them. They are only
-    /// ever written by holders of this lock with `tail <= head <= tail +
-    /// ring`, both 16-aligned; anything else means the file was damaged
+    /// Checks the stripe's heads and tails before trusting them. They are
+    /// only ever written by holders of this lock with
+    /// `tail <= head <= tail + ring`, both 16-aligned; anything else means the file was damaged
     /// from outside. Then the stripe's entries cannot be trusted either: it
-    /// is emptied and restarted at the next segment boundary, so every walk
-    /// stays bounded and no slot can name space that is being rewritten.
+    /// is emptied and both rings restart at their next segment boundary, so
+    /// every walk stays bounded and no slot can name space that is being
+    /// rewritten.
     ///
     /// Every reset is counted in the stripe's `repairs` word (format.md
     /// §2.2), so [`Stats::stripe_repairs`](crate::Stats::stripe_repairs)
@@ -155,56 +163,95 @@ impl<'a> StripeWriter<'a> {
         count_dead_owner(self.map, self.s);
     }
 
-    /// Whether head and tail satisfy the invariants of format.md §2.2.
-    /// Loads only.
+    /// Whether both rings' heads and tails satisfy the invariants of
+    /// format.md §2.2. Loads only.
     fn sane(&self) -> bool {
-        let (h, t) = (self.head(), self.tail());
-        let ring = self.geo.ring_size();
-        t <= h
-            && h - t <= ring
-            && h < MAX_POSITION
-            && h % RECORD_ALIGN == 0
-            && t % RECORD_ALIGN == 0
+        RINGS.iter().all(|&r| {
+            let (h, t) = (self.head(r), self.tail(r));
+            t <= h
+                && h - t <= self.ring(r).size()
+                && h < MAX_POSITION
+                && h % RECORD_ALIGN == 0
+                && t % RECORD_ALIGN == 0
+        })
     }
 
-    /// Empties a damaged stripe and restarts it at the next segment
-    /// boundary (see [`check`](Self::check)); counts the repair.
+    /// Empties a damaged stripe and restarts both rings at their next
+    /// segment boundary (see [`check`](Self::check)); counts the repair.
     fn reset(&self) {
-        let (h, t) = (self.head(), self.tail());
-        let seg = self.geo.segment_size;
-        let restart = match h.max(t).checked_add(seg) {
-            Some(p) if p < MAX_POSITION / 2 => p / seg * seg,
-            _ => 0,
-        };
         self.clear_index();
-        self.set_tail(restart);
-        self.set_head(restart);
+        for r in RINGS {
+            let (h, t) = (self.head(r), self.tail(r));
+            let seg = self.ring(r).segment_size;
+            let restart = match h.max(t).checked_add(seg) {
+                Some(p) if p < MAX_POSITION / 2 => p / seg * seg,
+                _ => 0,
+            };
+            self.set_tail(r, restart);
+            self.set_head(r, restart);
+        }
         bump(&self.entry.repairs, 1);
     }
 
-    fn tail(&self) -> u64 {
-        self.entry.tail.load(Ordering::SeqCst)
+    /// The geometry of ring `r`.
+    fn ring(&self, r: Ring) -> &'a RingGeo {
+        self.geo.ring(r)
     }
 
-    fn head(&self) -> u64 {
-        self.entry.head.load(Ordering::Acquire)
+    fn tail_word(&self, r: Ring) -> &'a AtomicU64 {
+        match r {
+            Ring::Main => &self.entry.tail,
+            Ring::Probation => &self.entry.prob_tail,
+        }
     }
 
-    fn set_head(&self, h: u64) {
-        self.entry.head.store(h, Ordering::Release);
+    fn head_word(&self, r: Ring) -> &'a AtomicU64 {
+        match r {
+            Ring::Main => &self.entry.head,
+            Ring::Probation => &self.entry.prob_head,
+        }
     }
 
-    fn set_tail(&self, t: u64) {
-        self.entry.tail.store(t, Ordering::SeqCst);
+    fn tail(&self, r: Ring) -> u64 {
+        self.tail_word(r).load(Ordering::SeqCst)
     }
 
-    /// The header of the record at `pos` and the whole record's bytes, if
-    /// `pos` holds a well-formed record within its segment.
-    fn record_at(&self, pos: u64) -> Option<(RecordHeader, &'a [u8])> {
+    fn head(&self, r: Ring) -> u64 {
+        self.head_word(r).load(Ordering::Acquire)
+    }
+
+    fn set_head(&self, r: Ring, h: u64) {
+        self.head_word(r).store(h, Ordering::Release);
+    }
+
+    fn set_tail(&self, r: Ring, t: u64) {
+        self.tail_word(r).store(t, Ordering::SeqCst);
+    }
+
+    /// Both tails, for deciding which slots are live.
+    fn tails(&self) -> Tails {
+        Tails {
+            main: self.tail(Ring::Main),
+            prob: self.tail(Ring::Probation),
+        }
+    }
+
+    /// How far below the probation tail a slot still counts as a ghost
+    /// (format.md §2.4): as many probation bytes as the main ring holds
+    /// live, `(segments - 1.5) * segment_size`.
+    fn ghost_window(&self) -> u64 {
+        let main = self.ring(Ring::Main);
+        (2 * main.segments as u64 - 3) * main.segment_size / 2
+    }
+
+    /// The header of the record at `pos` of ring `r` and the whole
+    /// record's bytes, if `pos` holds a well-formed record within its
+    /// segment.
+    fn record_at(&self, r: Ring, pos: u64) -> Option<(RecordHeader, &'a [u8])> {
         // SAFETY: we hold the stripe's write lock and `pos` is at or above
-        // the tail (callers check): only a holder of this lock writes the
-        // stripe's log, so nobody writes these bytes while we read them.
-        unsafe { record_at(self.map, self.s, pos, u64::MAX) }
+        // the ring's tail (callers check): only a holder of this lock writes
+        // the stripe's log, so nobody writes these bytes while we read them.
+        unsafe { record_at(self.map, self.s, r, pos, u64::MAX) }
     }
 
     /// The slot holding `key`, if the key is live in this stripe.
@@ -214,21 +261,35 @@ impl<'a> StripeWriter<'a> {
         kh: &KeyHash,
         key: &[u8],
     ) -> Option<(&'a AtomicU64, u64)> {
-        let tail = self.tail();
-        let head = self.head();
-        bucket.candidates(kh.tag, tail).find(|&(_, w)| {
-            let pos = index::word_pos(w);
-            pos < head
+        let heads = [self.head(Ring::Main), self.head(Ring::Probation)];
+        bucket.candidates(kh.tag, self.tails()).find(|&(_, w)| {
+            let (r, pos) = (index::word_ring(w), index::word_pos(w));
+            pos < heads[r as usize]
                 && self
-                    .record_at(pos)
+                    .record_at(r, pos)
                     .is_some_and(|(rh, all)| rh.hash == kh.hash && rh.key(all) == key)
         })
     }
 
-    /// Appends `rec` and points the key's slot at it.
+    /// Appends `rec` and points the key's slot at it. A record larger than
+    /// a probation segment goes to main; otherwise a live key stays in its
+    /// ring, and a new key goes to probation, or to main when its ghost is
+    /// found.
     pub(crate) fn put(&mut self, kh: &KeyHash, rec: &NewRecord<'_>) -> Result<()> {
         let size = record::record_size(rec.key.len(), rec.value.len());
-        let pos = self.reserve(size)?;
+        let bucket = Buckets::of(self.map, kh);
+        let ring = match self.find_key(&bucket, kh, rec.key) {
+            _ if size > self.ring(Ring::Probation).segment_size => Ring::Main,
+            Some((_, w)) => index::word_ring(w),
+            None => match bucket.find_ghost(kh.tag, self.tails(), self.ghost_window()) {
+                Some(_) => {
+                    bump(&self.entry.ghost_hits, 1);
+                    Ring::Main
+                }
+                None => Ring::Probation,
+            },
+        };
+        let pos = self.reserve(ring, size)?;
         let header = RecordHeader {
             crc: 0,
             kind: rec.kind,
@@ -240,7 +301,7 @@ impl<'a> StripeWriter<'a> {
             schema: rec.schema,
         }
         .encode(rec.key, rec.value);
-        let base = self.geo.data(self.s, pos);
+        let base = self.geo.ring_data(self.s, ring, pos);
         let voff = record::value_offset(rec.key.len());
         let zeros = [0u8; RECORD_ALIGN as usize];
         // SAFETY: `reserve` returned space at the head of a segment that no
@@ -263,14 +324,18 @@ impl<'a> StripeWriter<'a> {
         // The head moves before the slot is published: a crash between the
         // two wastes the space instead of letting the next writer overwrite a
         // record a reader may already have found.
-        self.set_head(pos + size);
+        self.set_head(ring, pos + size);
         stall(StallPoint::BeforeSlot);
-        let word = index::slot_word(kh.tag, pos);
-        let bucket = Buckets::of(self.map, kh);
+        let word = index::ring_word(kh.tag, ring, pos);
+        // Found again: `reserve` may have promoted, ghosted or evicted it.
         match self.find_key(&bucket, kh, rec.key) {
             Some((slot, _)) => slot.store(word, Ordering::Release),
             None => {
-                let (slot, evicts) = bucket.free_or_victim(self.tail());
+                let (tails, window) = (self.tails(), self.ghost_window());
+                let (slot, evicts) = match bucket.find_ghost(kh.tag, tails, window) {
+                    Some(ghost) => (ghost, false),
+                    None => bucket.free_or_victim(tails, window),
+                };
                 slot.store(word, Ordering::Release);
                 if evicts {
                     bump(&self.entry.evictions, 1);
@@ -301,7 +366,9 @@ impl<'a> StripeWriter<'a> {
     /// Drops every entry of the stripe.
     pub(crate) fn clear(&mut self) {
         self.clear_index();
-        self.set_tail(self.head());
+        for r in RINGS {
+            self.set_tail(r, self.head(r));
+        }
     }
 
     /// Empties every index bucket of the stripe and zeroes its entry count.
@@ -313,14 +380,15 @@ impl<'a> StripeWriter<'a> {
     }
 
     /// Checks the stripe against its invariants (the caller holds the
-    /// lock) without writing a byte of the file: head and tail first
+    /// lock) without writing a byte of the file: heads and tails first
     /// (format.md §2.2; a stripe failing them is counted damaged and
     /// neither its log nor its index is walked, since neither can be
     /// bounded or trusted); then every live index slot must name a
-    /// well-formed record of its own stripe, one of its two buckets and
-    /// tag (else it is dangling), whose CRC verifies (else a bad checksum);
-    /// the live log is walked and its records no slot names are
-    /// CRC-checked too (bad ones are unreachable damage). O(stripe size).
+    /// well-formed record of its own stripe, ring, one of its two buckets
+    /// and tag (else it is dangling), whose CRC verifies (else a bad
+    /// checksum); the live log of both rings is walked and its records no
+    /// slot names are CRC-checked too (bad ones are unreachable damage).
+    /// O(stripe size).
     pub(crate) fn verify(&self) -> StripeCheck {
         self.examine(false).0
     }
@@ -345,35 +413,40 @@ impl<'a> StripeWriter<'a> {
             }
             return (report, done);
         }
-        let (head, tail) = (self.head(), self.tail());
-        let seg = self.geo.segment_size;
-        let mut p = tail;
-        while p < head {
-            let seg_end = (p / seg + 1) * seg;
-            match self.record_at(p) {
-                Some((rh, all)) if p + rh.size() <= head => {
-                    report.records_scanned += 1;
-                    // Named records are checked through their slot below.
-                    if !self.named(p, &rh) && !rh.verify(all) {
-                        report.unreachable_bad_checksums += 1;
+        for r in RINGS {
+            let (head, tail) = (self.head(r), self.tail(r));
+            let seg = self.ring(r).segment_size;
+            let mut p = tail;
+            while p < head {
+                let seg_end = (p / seg + 1) * seg;
+                match self.record_at(r, p) {
+                    Some((rh, all)) if p + rh.size() <= head => {
+                        report.records_scanned += 1;
+                        // Named records are checked through their slot below.
+                        if !self.named(r, p, &rh) && !rh.verify(all) {
+                            report.unreachable_bad_checksums += 1;
+                        }
+                        p += rh.size();
                     }
-                    p += rh.size();
+                    _ => p = seg_end,
                 }
-                _ => p = seg_end,
             }
         }
+        let tails = self.tails();
+        let heads = [self.head(Ring::Main), self.head(Ring::Probation)];
         let mut live = 0u64;
         for b in 0..self.geo.buckets {
             let bucket = Bucket::at(self.map, self.s, b);
             for i in 0..BUCKET_SLOTS {
                 let slot = bucket.slot(i);
                 let w = slot.load(Ordering::Acquire);
-                if !index::occupied(w) || index::word_pos(w) < tail {
+                if !tails.live(w) {
                     continue;
                 }
                 live += 1;
-                let pos = index::word_pos(w);
-                let rec = (pos < head).then(|| self.record_at(pos)).flatten();
+                let (r, pos) = (index::word_ring(w), index::word_pos(w));
+                let head = heads[r as usize];
+                let rec = (pos < head).then(|| self.record_at(r, pos)).flatten();
                 let well_formed = rec.filter(|(rh, _)| {
                     let k = KeyHash::from_hash(rh.hash, self.geo);
                     pos + rh.size() <= head
@@ -412,34 +485,36 @@ impl<'a> StripeWriter<'a> {
         (report, done)
     }
 
-    /// Whether a slot of the record's own buckets names position `p` with
-    /// the record's tag (the evictor's notion of a live record).
-    fn named(&self, p: u64, rh: &RecordHeader) -> bool {
+    /// Whether a slot of the record's own buckets names position `p` of
+    /// ring `r` with the record's tag (the evictor's notion of a live
+    /// record).
+    fn named(&self, r: Ring, p: u64, rh: &RecordHeader) -> bool {
         let kh = KeyHash::from_hash(rh.hash, self.geo);
         kh.stripe == self.s
             && Buckets::of(self.map, &kh)
-                .find_pos(p)
+                .find_pos(r, p)
                 .is_some_and(|(_, w)| index::word_tag(w) == kh.tag)
     }
 
-    /// Makes room for `size` bytes at the head and returns their position.
-    fn reserve(&mut self, size: u64) -> Result<u64> {
-        let seg = self.geo.segment_size;
-        let mut h = self.head();
+    /// Makes room for `size` bytes at the head of ring `r` and returns
+    /// their position.
+    fn reserve(&mut self, r: Ring, size: u64) -> Result<u64> {
+        let seg = self.ring(r).segment_size;
+        let mut h = self.head(r);
         if h % seg != 0 && h + size > (h / seg + 1) * seg {
             // Close the segment: mark where its records end.
             // SAFETY: [h, h+16) is at the head, inside the current segment
             // (records are 16-aligned, so at least 16 bytes remain).
             unsafe {
                 self.map
-                    .write(self.geo.data(self.s, h), &record::end_marker())
+                    .write(self.geo.ring_data(self.s, r, h), &record::end_marker())
             };
             h = (h / seg + 1) * seg;
-            self.set_head(h);
+            self.set_head(r, h);
         }
         if h % seg == 0 {
-            self.enter_segment(h / seg, size)?;
-            h = self.head();
+            self.enter_segment(r, h / seg, size)?;
+            h = self.head(r);
         }
         if h + size >= MAX_POSITION {
             return Err(Error::PositionsExhausted { stripe: self.s });
@@ -448,38 +523,40 @@ impl<'a> StripeWriter<'a> {
         Ok(h)
     }
 
-    /// Prepares segment `k` for appending: the old contents of its place in
-    /// the ring must be dead and unpinned, and the oldest live segment is
-    /// evicted (its recently read entries reinserted into `k`, keeping
-    /// `reserve` bytes free) so the next segment is free in turn.
-    fn enter_segment(&mut self, k: u64, reserve: u64) -> Result<()> {
-        let seg = self.geo.segment_size;
-        let n = self.geo.segments as u64;
+    /// Prepares segment `k` of ring `r` for appending: the old contents of
+    /// its place in the ring must be dead and unpinned, and the oldest live
+    /// segment is evicted (main: its recently read entries reinserted into
+    /// `k`, keeping `reserve` bytes free; probation: its read entries
+    /// promoted to main) so the next segment is free in turn.
+    fn enter_segment(&mut self, r: Ring, k: u64, reserve: u64) -> Result<()> {
+        let seg = self.ring(r).segment_size;
+        let n = self.ring(r).segments as u64;
         // 1. Whatever `k` replaces in the ring must be below the tail. It
         //    already is unless a writer died mid-eviction; then drop it.
         let must_be_dead = (k + 1).saturating_sub(n) * seg;
-        if self.tail() < must_be_dead {
-            self.evict(self.tail(), must_be_dead, 0);
+        if self.tail(r) < must_be_dead {
+            self.evict(r, self.tail(r), must_be_dead, 0);
         }
         // 2. No live reader may still read it.
         if k >= n {
-            self.wait_unpinned(must_be_dead, k % n)?;
+            self.wait_unpinned(r, must_be_dead, k % n)?;
         }
         // 3. Keep one free segment ahead: evict the oldest live one.
         let next_dead = (k + 2).saturating_sub(n) * seg;
-        if self.tail() < next_dead {
-            self.evict(self.tail(), next_dead, seg - reserve);
+        if self.tail(r) < next_dead {
+            self.evict(r, self.tail(r), next_dead, seg - reserve);
         }
         Ok(())
     }
 
     /// Waits (up to `pin_wait`) until no live reader pins anything below
-    /// `end`, the end of the space about to be reused.
-    fn wait_unpinned(&mut self, end: u64, phys: u64) -> Result<()> {
+    /// `end` in ring `r`, the end of the space about to be reused.
+    fn wait_unpinned(&mut self, r: Ring, end: u64, phys: u64) -> Result<()> {
         let start = Instant::now();
         let mut waited = false;
+        let id = r.id(self.s, self.geo.stripes);
         loop {
-            let holder = self.pins.find_pin(self.s, end, phys)?;
+            let holder = self.pins.find_pin(id, end, phys)?;
             let Some(holder) = holder else { return Ok(()) };
             if !waited {
                 waited = true;
@@ -502,21 +579,28 @@ impl<'a> StripeWriter<'a> {
         }
     }
 
-    /// Evicts every record in `[from, to)` (segment-aligned `to`), then
-    /// moves the tail to `to`. Live entries read since they were written are
-    /// copied to the head while `budget` bytes allow (second chance); the
-    /// rest lose their index slot.
-    fn evict(&mut self, from: u64, to: u64, mut budget: u64) {
-        let seg = self.geo.segment_size;
+    /// Evicts every record in `[from, to)` (segment-aligned `to`) of ring
+    /// `r`, then moves its tail to `to`. Each record still named by its
+    /// slot, fresh and intact:
+    /// - main: with a non-zero count, copied to the head while `budget`
+    ///   bytes allow, its count decremented (reinsertion); else its slot is
+    ///   cleared;
+    /// - probation: read since written (or while main has room), copied to
+    ///   main's head, count cleared (promotion); else its slot is left as it
+    ///   is and becomes a ghost when the tail passes it.
+    ///
+    /// Expired, invalidated or damaged records lose their slot.
+    fn evict(&mut self, r: Ring, from: u64, to: u64, mut budget: u64) {
+        let seg = self.ring(r).segment_size;
         let header = self.map.header();
         let hard = header.hard_invalidate.load(Ordering::Acquire);
         let soft = header.soft_invalidate.load(Ordering::Acquire);
-        let head_before = self.head();
+        let head_before = self.head(r);
         let mut p = from;
         while p < to {
             let seg_end = (p / seg + 1) * seg;
             let rec = if p < head_before {
-                self.record_at(p)
+                self.record_at(r, p)
             } else {
                 None
             };
@@ -532,29 +616,54 @@ impl<'a> StripeWriter<'a> {
             }
             let bucket = Buckets::of(self.map, &kh);
             if let Some((slot, w)) = bucket
-                .find_pos(p)
+                .find_pos(r, p)
                 .filter(|&(_, w)| index::word_tag(w) == kh.tag)
             {
                 let fresh = (rh.expires == 0 || rh.expires > self.now)
                     && rh.created > hard
                     && rh.created > soft;
-                if w & VISITED != 0 && fresh && size <= budget && rh.verify(all) {
-                    let to_pos = self.head();
-                    // SAFETY: the destination is at the head of the segment
-                    // `enter_segment` cleared (unpinned, unnamed), the source
-                    // a published record in an older segment; they cannot
-                    // overlap because they lie in different segments.
-                    unsafe {
-                        self.map.copy_within(
-                            self.geo.data(self.s, p),
-                            self.geo.data(self.s, to_pos),
-                            size,
-                        )
-                    };
-                    self.set_head(to_pos + size);
-                    slot.store(index::slot_word(kh.tag, to_pos), Ordering::Release);
-                    budget -= size;
-                    bump(&self.entry.reinserts, 1);
+                // R1 means read at least once; R2 alone marks an entry
+                // lent to main unread (format.md §2.4), which counts 0.
+                let read = w & VISITED != 0;
+                let (kept, ghost) = match r {
+                    Ring::Main => {
+                        let hits = if w & VISITED2 != 0 {
+                            Hits::Two
+                        } else {
+                            Hits::Zero
+                        };
+                        let kept = read
+                            && fresh
+                            && size <= budget
+                            && rh.verify(all)
+                            && self.copy_to_main(p, r, size, slot, kh.tag, hits);
+                        (kept, false)
+                    }
+                    Ring::Probation if !fresh => (false, false),
+                    Ring::Probation if read || self.main_lends(size).is_some() => {
+                        if !rh.verify(all) {
+                            (false, false)
+                        } else {
+                            // Main refusing the copy makes it a ghost too.
+                            let bits = if read {
+                                Hits::Zero
+                            } else {
+                                self.main_lends(size).unwrap_or(Hits::Zero)
+                            };
+                            let kept = self.copy_to_main(p, r, size, slot, kh.tag, bits);
+                            (kept, !kept)
+                        }
+                    }
+                    Ring::Probation => (false, true),
+                };
+                if kept {
+                    budget = budget.saturating_sub(size);
+                } else if ghost {
+                    // A ghost: the slot stays, naming a position about to
+                    // fall below the tail. Nothing is written.
+                    bump(&self.entry.entries, -1);
+                    bump(&self.entry.evictions, 1);
+                    bump(&self.entry.ghosts, 1);
                 } else {
                     slot.store(0, Ordering::Release);
                     bump(&self.entry.entries, -1);
@@ -564,8 +673,118 @@ impl<'a> StripeWriter<'a> {
             }
             p += size;
         }
-        self.set_tail(to);
+        self.set_tail(r, to);
     }
+
+    /// Whether main takes an entry leaving probation unread (format.md
+    /// §5.4), and how the entry is marked there: while main has room for
+    /// `size` more bytes without evicting, it is *lent* main's free space
+    /// (marked R2 alone); while main's oldest segment still holds such a
+    /// lent entry, main keeps taking unread exits, unmarked, as it hands
+    /// the lent space back, so that a lap of main passes what the empty
+    /// cache took in. Probation is a fixed ring and cannot grow into main's
+    /// free space as S3-FIFO's small queue does; this is the log's way of
+    /// doing that once, from empty.
+    fn main_lends(&self, size: u64) -> Option<Hits> {
+        let seg = self.geo.segment_size;
+        let (head, tail) = (self.head(Ring::Main), self.tail(Ring::Main));
+        if head - tail + size + 2 * seg <= self.ring(Ring::Main).size() {
+            return Some(Hits::Lent);
+        }
+        // Whether main's oldest segment holds a lent entry, remembered per
+        // tail in the stripe entry so the segment is walked once per lap.
+        let memo = (tail + RECORD_ALIGN) << 1;
+        let known = self.entry.lend_memo.load(Ordering::Relaxed);
+        if known & !1 == memo {
+            return (known & 1 == 1).then_some(Hits::Zero);
+        }
+        let end = head.min((tail / seg + 1) * seg);
+        let mut p = tail;
+        let mut lends = false;
+        while p < end && !lends {
+            let Some((rh, _)) = self.record_at(Ring::Main, p) else {
+                break;
+            };
+            let kh = KeyHash::from_hash(rh.hash, self.geo);
+            if kh.stripe != self.s {
+                break;
+            }
+            let named = Buckets::of(self.map, &kh).find_pos(Ring::Main, p);
+            lends = named.is_some_and(|(_, w)| w & COUNT_BITS == VISITED2);
+            p += rh.size();
+        }
+        self.entry
+            .lend_memo
+            .store(memo | lends as u64, Ordering::Relaxed);
+        lends.then_some(Hits::Zero)
+    }
+
+    /// Copies the record of `size` bytes at `p` of ring `from` to main's
+    /// head and re-points `slot` at the copy with the hit bits `hits`
+    /// leaves it (a reinsertion of an entry read twice keeps one hit; an
+    /// entry lent to main unread is marked so). A copy within
+    /// main uses the segment `enter_segment` just freed (the caller keeps
+    /// it within budget); a promotion appends through main's `reserve`,
+    /// which may evict main's tail. Returns false, copying nothing, when
+    /// main cannot take it (a live pin, positions exhausted).
+    fn copy_to_main(
+        &mut self,
+        p: u64,
+        from: Ring,
+        size: u64,
+        slot: &AtomicU64,
+        tag: u64,
+        hits: Hits,
+    ) -> bool {
+        let to_pos = match from {
+            Ring::Main => self.head(Ring::Main),
+            Ring::Probation => match self.reserve(Ring::Main, size) {
+                Ok(pos) => pos,
+                Err(_) => return false,
+            },
+        };
+        // SAFETY: the destination is at main's head, in a segment
+        // `enter_segment` cleared (unpinned, unnamed); the source a
+        // published record of an older segment of main, or of probation:
+        // they cannot overlap (different segments, or different rings).
+        unsafe {
+            self.map.copy_within(
+                self.geo.ring_data(self.s, from, p),
+                self.geo.ring_data(self.s, Ring::Main, to_pos),
+                size,
+            )
+        };
+        self.set_head(Ring::Main, to_pos + size);
+        let bits = match hits {
+            Hits::Zero => 0,
+            Hits::Two => VISITED,
+            Hits::Lent => VISITED2,
+        };
+        slot.store(
+            index::ring_word(tag, Ring::Main, to_pos) | bits,
+            Ordering::Release,
+        );
+        bump(&self.entry.rewritten_bytes, size as i64);
+        match from {
+            Ring::Main => bump(&self.entry.reinserts, 1),
+            Ring::Probation => bump(&self.entry.promotions, 1),
+        }
+        true
+    }
+}
+
+/// Both rings, main first.
+const RINGS: [Ring; 2] = [Ring::Main, Ring::Probation];
+
+/// What a copy to main leaves in the slot's hit bits.
+#[derive(Clone, Copy)]
+enum Hits {
+    /// Count 0: a promotion of a read entry, or a reinsertion of one read once.
+    Zero,
+    /// A reinsertion of an entry read twice: one hit kept (R1).
+    Two,
+    /// An entry lent to main unread: R2 alone, which counts 0.
+    Lent,
 }
 
 /// Counts a dead owner of stripe `s`'s lock in its `owner_deaths` word
@@ -634,7 +853,8 @@ fn bump(a: &AtomicU64, by: i64) {
 #[cfg(test)]
 mod tests {
     use super::{NewRecord, StripeWriter};
-    use crate::index::{self, Buckets, KeyHash};
+    use crate::index::{self, Buckets, KeyHash, Tails};
+    use crate::layout::Ring;
     use crate::layout::{kind, record};
     use crate::map::Map;
     use crate::testing::{bare_map, NoPins, TestDir};
@@ -661,6 +881,10 @@ mod tests {
     /// head and tail aligned, at most a ring apart, and one free segment
     /// ahead of the head's.
     fn assert_ring((h, t): (u64, u64), seg: u64, n: u64, i: u32) {
+        if h == 0 {
+            assert_eq!(t, 0, "i={i}");
+            return;
+        }
         let k = if h % seg == 0 { h / seg - 1 } else { h / seg };
         assert!(t <= h && h - t <= seg * n, "i={i} head={h} tail={t}");
         assert!(
@@ -670,10 +894,27 @@ mod tests {
         assert_eq!((h % 16, t % 16), (0, 0), "i={i}");
     }
 
+    /// [`assert_ring`] for both rings of stripe `s`.
+    fn assert_rings(map: &Map, s: u32, i: u32) {
+        let e = map.stripe(s);
+        let geo = map.geo();
+        assert_ring(
+            map_head_tail(map, s),
+            geo.segment_size,
+            geo.main.segments as u64,
+            i,
+        );
+        let prob = (
+            e.prob_head.load(Ordering::SeqCst),
+            e.prob_tail.load(Ordering::SeqCst),
+        );
+        assert_ring(prob, geo.prob.segment_size, geo.prob.segments as u64, i);
+    }
+
     /// Writes `key` = `value` into its stripe of a bare map (no file, no
     /// locks: the test is the only writer), returning the new record's
-    /// position.
-    fn put(map: &Map, key: &[u8], value: &[u8], now: u64) -> u64 {
+    /// ring and position.
+    fn put(map: &Map, key: &[u8], value: &[u8], now: u64) -> (Ring, u64) {
         let kh = KeyHash::new(key, 7, map.geo());
         let mut w = StripeWriter::new(map, &NoPins, kh.stripe, Duration::ZERO, now);
         let rec = NewRecord {
@@ -685,21 +926,29 @@ mod tests {
             expires: 0,
         };
         w.put(&kh, &rec).unwrap();
-        let (h, _) = map_head_tail(map, kh.stripe);
-        h - record::record_size(key.len(), value.len())
+        let (_, word) = Buckets::of(map, &kh)
+            .candidates(kh.tag, Tails::load(map, kh.stripe))
+            .find(|&(_, w)| {
+                let (ring, pos) = (index::word_ring(w), index::word_pos(w));
+                // SAFETY: the test is the only writer of the map.
+                unsafe { crate::read::record_at(map, kh.stripe, ring, pos, u64::MAX) }
+                    .is_some_and(|(rh, all)| rh.key(all) == key)
+            })
+            .expect("the key was written");
+        (index::word_ring(word), index::word_pos(word))
     }
 
     /// The value of `key` in a bare map, read the way the writer finds
     /// keys (index candidates, then the record's hash and key).
     fn value_of(map: &Map, key: &[u8]) -> Option<Vec<u8>> {
         let kh = KeyHash::new(key, 7, map.geo());
-        let (head, tail) = map_head_tail(map, kh.stripe);
         Buckets::of(map, &kh)
-            .candidates(kh.tag, tail)
+            .candidates(kh.tag, Tails::load(map, kh.stripe))
             .find_map(|(_, w)| {
-                let pos = index::word_pos(w);
+                let (ring, pos) = (index::word_ring(w), index::word_pos(w));
                 // SAFETY: the test is the only writer of the map.
-                let (rh, all) = unsafe { crate::read::record_at(map, kh.stripe, pos, head)? };
+                let (rh, all) =
+                    unsafe { crate::read::record_at(map, kh.stripe, ring, pos, u64::MAX)? };
                 (rh.key(all) == key && rh.verify(all)).then(|| rh.value(all).to_vec())
             })
     }
@@ -710,7 +959,12 @@ mod tests {
         let p1 = put(&map, b"a", b"one", 1);
         assert_eq!(value_of(&map, b"a").as_deref(), Some(&b"one"[..]));
         let p2 = put(&map, b"a", b"two", 2);
-        assert!(p2 > p1, "a new record at a higher position");
+        assert_eq!(
+            (p1.0, p2.0),
+            (Ring::Probation, Ring::Probation),
+            "a new key"
+        );
+        assert!(p2.1 > p1.1, "a new record at a higher position");
         assert_eq!(value_of(&map, b"a").as_deref(), Some(&b"two"[..]));
         let kh = KeyHash::new(b"a", 7, map.geo());
         let e = map.stripe(kh.stripe);
@@ -731,12 +985,10 @@ mod tests {
     #[test]
     fn bare_map_ring_wraps_with_one_free_segment_ahead() {
         let map = bare_map(1 << 20, 1, 6, 10_000);
-        let geo = *map.geo();
-        let (seg, n) = (geo.segment_size, geo.segments as u64);
         for i in 0..5000u32 {
             let v = vec![i as u8; (i as usize * 37) % 3000];
             put(&map, &i.to_le_bytes(), &v, 10);
-            assert_ring(map_head_tail(&map, 0), seg, n, i);
+            assert_rings(&map, 0, i);
         }
         let e = map.stripe(0);
         assert!(e.evictions.load(Ordering::SeqCst) > 0);
@@ -757,18 +1009,18 @@ mod tests {
             "inv",
             Options::new().capacity(1 << 20).stripes(1).segments(6),
         );
-        let geo = c.shared().geo;
-        let (seg, n) = (geo.segment_size, geo.segments as u64);
         for i in 0..5000u32 {
             let v = vec![i as u8; (i as usize * 37) % 3000];
             c.set(i.to_le_bytes(), &Raw(&v)).unwrap();
             if i % 7 == 0 {
                 let _ = c.get::<Raw>((i / 2).to_le_bytes()).unwrap();
             }
-            assert_ring(head_tail(&c, 0), seg, n, i);
+            assert_rings(&c.shared().map, 0, i);
         }
         let st = c.stats();
-        assert!(st.evictions > 0 && st.reinserts > 0, "{st:?}");
+        // Read entries got their second chance: promoted out of probation
+        // (this main ring never fills up enough to reinsert).
+        assert!(st.evictions > 0 && st.promotions > 0, "{st:?}");
         // Everything the index names is readable and intact.
         let live = (0..5000u32)
             .filter(|i| c.get::<Raw>(i.to_le_bytes()).unwrap().is_some())
@@ -824,7 +1076,7 @@ mod tests {
         let sh = c.shared();
         let kh = KeyHash::new(key.as_bytes(), sh.header.seed, &sh.geo);
         let b = Buckets::of(&sh.map, &kh);
-        let mut found = b.candidates(kh.tag, 0);
+        let mut found = b.candidates(kh.tag, Tails::default());
         let hit = found.next().expect("the key has a slot");
         assert!(found.next().is_none(), "one slot with the key's tag");
         hit
@@ -891,7 +1143,8 @@ mod tests {
         let sh = c.shared();
         // A flipped value byte: the CRC fails.
         let (_, w) = slot_of(&c, "crc");
-        let at = sh.geo.data(0, index::word_pos(w)) + record::value_offset(3);
+        let at =
+            sh.geo.ring_data(0, index::word_ring(w), index::word_pos(w)) + record::value_offset(3);
         {
             use std::io::{Seek, SeekFrom, Write};
             let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();

@@ -137,13 +137,14 @@ impl Map {
         self.view(self.geo.reader_slot(i))
     }
 
-    /// Reader slot `i`'s pin word for stripe `s`.
+    /// Reader slot `i`'s pin word for ring id `s` (format.md §2.3: a
+    /// stripe's main ring is its number, its probation ring `stripes` + it).
     ///
     /// Panics if `i` or `s` is out of range.
     #[inline]
     pub(crate) fn pin(&self, i: u32, s: u32) -> &AtomicU64 {
         assert!(
-            i < self.geo.reader_slots && s < self.geo.stripes,
+            i < self.geo.reader_slots && s < 2 * self.geo.stripes,
             "pin word {i}/{s} out of range"
         );
         self.view(self.geo.pin_word(i, s))
@@ -157,17 +158,32 @@ impl Map {
         let off = self.geo.reader_slot(i) + READER_COUNTERS;
         debug_assert!(off % WORD == 0);
         // SAFETY: as for `view`: `assert_fits` checked that a reader slot
-        // has room for one word per stripe after its counter line, so the
-        // `stripes` consecutive words from `off` (8-aligned: the slot is
+        // has room for two words per stripe after its counter line, so the
+        // `2 * stripes` consecutive words from `off` (8-aligned: the slot is
         // 64-aligned, the counter line 128 bytes) are inside the mapping,
         // alive as long as `self`, and only ever accessed atomically.
         let pins = unsafe {
             std::slice::from_raw_parts(
                 self.raw.as_ptr().add(off as usize) as *const AtomicU64,
-                self.geo.stripes as usize,
+                2 * self.geo.stripes as usize,
             )
         };
         ReaderSlot { counters, pins }
+    }
+
+    /// The tail of ring id `r` (format.md §2.3): the main ring's `tail`
+    /// of stripe `r`, or the probation ring's `prob_tail` of stripe
+    /// `r - stripes`.
+    ///
+    /// Panics if `r` is out of range.
+    #[inline]
+    pub(crate) fn ring_tail(&self, r: u32) -> &AtomicU64 {
+        let stripes = self.geo.stripes;
+        if r < stripes {
+            &self.stripe(r).tail
+        } else {
+            &self.stripe(r - stripes).prob_tail
+        }
     }
 
     /// Bucket `b` of stripe `s`.

@@ -363,7 +363,7 @@ fn open_registered(path: &Path, opts: &Options, reg: &mut Reg<'_>) -> Result<Arc
     // Released: an opener that starts over takes the lock again.
     let result = match outcome {
         Locked::Retry(opts) => return open_registered(path, &opts, reg),
-        Locked::Done(result) => result,
+        Locked::Done(result) => *result,
     };
     let (header, map) = result?;
     #[cfg(target_os = "linux")]
@@ -404,7 +404,7 @@ enum Locked {
     /// a damaged file was just replaced.
     Retry(Options),
     /// The validated header and the mapping, or why not.
-    Done(Result<(Header, Map)>),
+    Done(Box<Result<(Header, Map)>>),
 }
 
 /// The part of an open that holds the open lock (`file` is the file just
@@ -434,7 +434,7 @@ fn locked(
             // wait here and then find the replacement.
             return match replace_damaged(path, file, opts) {
                 Ok(()) => Locked::Retry(opts.clone().on_corrupt(OnCorrupt::Error)),
-                Err(e) => Locked::Done(Err(e)),
+                Err(e) => Locked::Done(Box::new(Err(e))),
             };
         }
     }
@@ -453,7 +453,7 @@ fn locked(
             let _ = std::fs::remove_file(path);
         }
     }
-    Locked::Done(result)
+    Locked::Done(Box::new(result))
 }
 
 /// Initialises `file` if it is empty or half-made (and writable), then

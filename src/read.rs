@@ -5,9 +5,9 @@
 
 use crate::clock::now_ns;
 use crate::error::Result;
-use crate::index::{mark_visited, word_pos, Buckets, KeyHash};
-use crate::layout::reader;
+use crate::index::{mark_visited, word_pos, word_ring, Buckets, KeyHash, Tails};
 use crate::layout::record::{RecordHeader, RECORD_HEADER};
+use crate::layout::{reader, Ring};
 use crate::map::Map;
 use crate::readers::{count, Pin};
 use crate::shared::Shared;
@@ -84,7 +84,7 @@ pub(crate) struct PinnedRecord<'c> {
     pub all: &'c [u8],
 }
 
-/// The record at position `pos` of stripe `s`, if `pos` holds a
+/// The record at position `pos` of ring `ring` of stripe `s`, if `pos` holds a
 /// well-formed record within its segment that ends at or before `end`:
 /// its decoded header and the whole record's bytes (header, key, padding,
 /// value). The one decoding of a record in the mapping, for readers (with
@@ -101,15 +101,17 @@ pub(crate) struct PinnedRecord<'c> {
 pub(crate) unsafe fn record_at(
     map: &Map,
     s: u32,
+    ring: Ring,
     pos: u64,
     end: u64,
 ) -> Option<(RecordHeader, &[u8])> {
     let geo = map.geo();
-    let room = geo.segment_size - geo.seg_div.rem(pos);
+    let rg = geo.ring(ring);
+    let room = rg.segment_size - rg.seg_div.rem(pos);
     if room < RECORD_HEADER {
         return None;
     }
-    let off = geo.data(s, pos);
+    let off = geo.ring_data(s, ring, pos);
     // SAFETY: the caller's contract: nobody writes these bytes (the header
     // of a record below `end`, or the writer's own log) meanwhile.
     let h = unsafe { map.bytes(off, RECORD_HEADER) };
@@ -124,7 +126,7 @@ pub(crate) unsafe fn record_at(
 }
 
 /// The one read path shared by lookups and iteration: pins position `pos`
-/// of stripe `s` (named by an index slot just loaded, followed by an
+/// of ring `ring` of stripe `s` (named by an index slot just loaded, followed by an
 /// acquire fence), re-checks it is live, decodes the record header within
 /// its segment and below the head, asks `want` whether this is the record
 /// wanted (before paying for the checksum), and verifies the CRC. Loads
@@ -133,6 +135,7 @@ pub(crate) unsafe fn record_at(
 pub(crate) fn read_at<'c>(
     shared: &'c Arc<Shared>,
     s: u32,
+    ring: Ring,
     pos: u64,
     want: impl FnOnce(&RecordHeader, &[u8]) -> bool,
 ) -> Result<ReadAt<'c>> {
@@ -140,11 +143,16 @@ pub(crate) fn read_at<'c>(
     // so a published record is always below it. A slot at or past the head
     // can only come from a damaged file: that space is being (re)written,
     // and a pin there would protect nothing.
-    let head = shared.map.stripe(s).head.load(Ordering::Relaxed);
+    let e = shared.map.stripe(s);
+    let head = match ring {
+        Ring::Main => &e.head,
+        Ring::Probation => &e.prob_head,
+    }
+    .load(Ordering::Relaxed);
     if pos >= head {
         return Ok(ReadAt::Corrupt);
     }
-    let Some(pin) = Pin::acquire(shared, s, pos)? else {
+    let Some(pin) = Pin::acquire(shared, ring.id(s, shared.geo.stripes), pos)? else {
         return Ok(ReadAt::Skip);
     };
     // SAFETY: the record at `pos` is published (its slot was loaded with
@@ -152,7 +160,7 @@ pub(crate) fn read_at<'c>(
     // the head) and pinned above the tail, so no process writes these bytes
     // while `pin` lives; the `PinnedRecord` we return carries `pin` with
     // the slice.
-    let Some((rh, all)) = (unsafe { record_at(&shared.map, s, pos, head) }) else {
+    let Some((rh, all)) = (unsafe { record_at(&shared.map, s, ring, pos, head) }) else {
         return Ok(ReadAt::Corrupt);
     };
     if !want(&rh, all) {
@@ -209,19 +217,20 @@ pub(crate) fn lookup<'c>(
     kh: &KeyHash,
     stale_ok: bool,
 ) -> Result<Option<Found<'c>>> {
-    let tail = sh.map.stripe(kh.stripe).tail.load(Ordering::Relaxed);
+    let tails = Tails::load(&sh.map, kh.stripe);
     let bucket = Buckets::of(&sh.map, kh);
-    for (slot, w) in bucket.candidates(kh.tag, tail) {
+    for (slot, w) in bucket.candidates(kh.tag, tails) {
         // Another key with the same tag is skipped before its checksum.
         let this_key = |rh: &RecordHeader, all: &[u8]| rh.hash == kh.hash && rh.key(all) == key;
-        let PinnedRecord { pin, rh, all } = match read_at(sh, kh.stripe, word_pos(w), this_key)? {
-            ReadAt::Found(r) => r,
-            ReadAt::Skip => continue,
-            ReadAt::Corrupt => {
-                count(sh, reader::CORRUPT);
-                continue;
-            }
-        };
+        let PinnedRecord { pin, rh, all } =
+            match read_at(sh, kh.stripe, word_ring(w), word_pos(w), this_key)? {
+                ReadAt::Found(r) => r,
+                ReadAt::Skip => continue,
+                ReadAt::Corrupt => {
+                    count(sh, reader::CORRUPT);
+                    continue;
+                }
+            };
         let (meta, hard) = entry_meta(sh, &rh);
         if hard || (!stale_ok && meta.is_stale()) {
             pin.count(reader::EXPIRED);

@@ -118,8 +118,8 @@ impl ThreadSlot {
                 generation: pr.generation,
                 index: i,
                 plain,
-                counts: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
-                pinned: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
+                counts: (0..2 * geo.stripes).map(|_| Cell::new(0)).collect(),
+                pinned: (0..2 * geo.stripes).map(|_| Cell::new(0)).collect(),
                 owner: Arc::downgrade(shared),
             });
             SLOTS
@@ -248,7 +248,7 @@ impl ProcessPins {
         *positions.entry(pos).or_insert(0) += 1;
         let lowest = *positions.keys().next().expect("just inserted");
         word.swap(lowest + 1, Ordering::SeqCst);
-        if shared.map.stripe(s).tail.load(Ordering::SeqCst) > pos {
+        if shared.map.ring_tail(s).load(Ordering::SeqCst) > pos {
             Self::remove(&mut st, shared, slot, s, pos);
             return Ok(false);
         }
@@ -351,12 +351,13 @@ pub(crate) enum Pin<'c> {
 }
 
 impl<'c> Pin<'c> {
-    /// Pins `pos` of stripe `s` and checks it is still live. `None` when the
-    /// position fell below the tail meanwhile (the caller treats that like a
-    /// slot that changed under it).
+    /// Pins `pos` of ring id `s` (a stripe's main ring is its number, its
+    /// probation ring `stripes` + it: format.md §2.3) and checks it is
+    /// still live. `None` when the position fell below the ring's tail
+    /// meanwhile (the caller treats that like a slot that changed under it).
     #[inline]
     pub(crate) fn acquire(shared: &'c Arc<Shared>, s: u32, pos: u64) -> Result<Option<Pin<'c>>> {
-        let tail = &shared.map.stripe(s).tail;
+        let tail = shared.map.ring_tail(s);
         if shared.read_only.is_none() {
             let slot = ThreadSlot::get(shared)?;
             let prev = slot.pin(shared, s, pos);
@@ -373,9 +374,10 @@ impl<'c> Pin<'c> {
         }
         let pr = shared.process()?;
         let geo = &shared.geo;
+        let ring = geo.ring(crate::layout::Ring::from_bit(s >= geo.stripes));
         let off = RO_PIN
             + s as u64 * geo.segments as u64
-            + (pos / geo.segment_size) % geo.segments as u64;
+            + (pos / ring.segment_size) % ring.segments as u64;
         {
             let mut pins = pr.ro_pins.lock().unwrap_or_else(|p| p.into_inner());
             let n = pins.entry(off).or_insert(0);
@@ -534,9 +536,10 @@ pub(crate) fn pin_holder(
     Ok(alive.then_some(Holder::Slot(i)))
 }
 
-/// Finds a live reader that pins any position below `end` in stripe `s`,
-/// or holds a read-only pin on physical segment `phys`. Pins of dead
-/// readers are ignored. The caller stored the tail past `end` before.
+/// Finds a live reader that pins any position below `end` in ring id `s`
+/// (format.md §2.3), or holds a read-only pin on its physical segment
+/// `phys`. Pins of dead readers are ignored. The caller stored the tail
+/// past `end` before.
 ///
 /// First issues the barrier that makes plain pin stores visible
 /// ([`barrier::heavy`]); if it cannot, a live slot marked [`PINS_PLAIN`]
@@ -585,8 +588,9 @@ fn scan_pins(
     Ok(None)
 }
 
-/// Live pins on stripe `s` (reader slots of live threads with a non-zero
-/// pin word, plus read-only pins held on its segments), for `verify`.
+/// Live pins on stripe `s`'s two rings (reader slots of live threads with
+/// a non-zero pin word, plus read-only pins held on its segments), for
+/// `verify`.
 pub(crate) fn count_live_pins(shared: &Shared, pr: &Process, s: u32) -> Result<u64> {
     let geo = &shared.geo;
     let me = ThreadSlot::current_index(shared);
@@ -594,18 +598,21 @@ pub(crate) fn count_live_pins(shared: &Shared, pr: &Process, s: u32) -> Result<u
     // decision: without the barrier a fresh plain pin may be missed).
     barrier::heavy();
     let mut n = 0;
-    for i in 0..slots_to_scan(shared) {
-        let w = shared.map.pin(i, s).load(Ordering::SeqCst);
-        if w != 0 && pin_holder(shared, pr, me, i)?.is_some() {
-            n += 1;
+    for ring in [crate::layout::Ring::Main, crate::layout::Ring::Probation] {
+        let r = ring.id(s, geo.stripes);
+        for i in 0..slots_to_scan(shared) {
+            let w = shared.map.pin(i, r).load(Ordering::SeqCst);
+            if w != 0 && pin_holder(shared, pr, me, i)?.is_some() {
+                n += 1;
+            }
         }
-    }
-    for g in 0..geo.segments as u64 {
-        let ro = RO_PIN + s as u64 * geo.segments as u64 + g;
-        if locks::held_by_other(&pr.file, ro)
-            .map_err(|e| Error::io("checking read-only pins", &shared.path, e))?
-        {
-            n += 1;
+        for g in 0..geo.ring(ring).segments as u64 {
+            let ro = RO_PIN + r as u64 * geo.segments as u64 + g;
+            if locks::held_by_other(&pr.file, ro)
+                .map_err(|e| Error::io("checking read-only pins", &shared.path, e))?
+            {
+                n += 1;
+            }
         }
     }
     Ok(n)
@@ -614,7 +621,7 @@ pub(crate) fn count_live_pins(shared: &Shared, pr: &Process, s: u32) -> Result<u
 /// Who pins space a writer wants to reuse: what the log asks before it
 /// enters a segment (format.md §5.4 step 2).
 pub(crate) trait PinScan {
-    /// A live reader that pins any position below `end` in stripe `s`, or
+    /// A live reader that pins any position below `end` in ring id `s`, or
     /// holds a read-only pin on its physical segment `phys`.
     fn find_pin(&self, s: u32, end: u64, phys: u64) -> Result<Option<Holder>>;
 }

@@ -18,9 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// Live entries in the index.
     pub entries: u64,
-    /// Log bytes between the tails and heads (live and not yet reclaimed).
+    /// Log bytes between the tails and heads of both rings (live and not
+    /// yet reclaimed).
     pub bytes_used: u64,
-    /// Bytes of log space (the data region).
+    /// Bytes of log space (the data region: both rings of every stripe).
     pub capacity: u64,
     /// Lookups that returned a value.
     pub hits: u64,
@@ -36,9 +37,21 @@ pub struct Stats {
     /// use were full: the index is too small for the entries (raise
     /// `Options::max_entries`), not the log.
     pub index_evictions: u64,
-    /// Entries given a second chance: copied forward on eviction because
-    /// they had been read.
+    /// Entries given a second chance in the main ring: copied forward on
+    /// eviction because they had been read since their last pass.
     pub reinserts: u64,
+    /// Entries copied from the probation ring to the main ring because
+    /// they were read while in probation (format.md §5.4).
+    pub promotions: u64,
+    /// Entries that left the probation ring unread and left a ghost in
+    /// their index slot.
+    pub ghosts: u64,
+    /// New keys written straight to the main ring because their ghost was
+    /// found.
+    pub ghost_hits: u64,
+    /// Bytes copied by reinsertions and promotions: the log's write
+    /// amplification (divide by `hits` for bytes rewritten per hit).
+    pub rewritten_bytes: u64,
     /// Entries deleted.
     pub deletes: u64,
     /// Records that failed their checksum or bounds checks, or rkyv
@@ -79,7 +92,7 @@ pub struct StripeStats {
     pub stripe: u32,
     /// Live index slots (approximate after a process died mid-write).
     pub entries: u64,
-    /// Log bytes between the stripe's tail and head.
+    /// Log bytes between the stripe's tails and heads (both rings).
     pub bytes_used: u64,
     /// Records written.
     pub inserts: u64,
@@ -98,6 +111,14 @@ pub struct StripeStats {
     /// Times a writer found the stripe's lock owner dead and repaired the
     /// stripe (see [`Stats::lock_owner_deaths`]).
     pub lock_owner_deaths: u64,
+    /// Entries promoted from probation to main.
+    pub promotions: u64,
+    /// Entries that left probation unread as ghosts.
+    pub ghosts: u64,
+    /// New keys sent to main because their ghost was found.
+    pub ghost_hits: u64,
+    /// Bytes copied by reinsertions and promotions.
+    pub rewritten_bytes: u64,
 }
 
 /// Reads stripe `s`'s counters (relaxed loads): the one reading of a
@@ -109,7 +130,10 @@ pub(crate) fn stripe_counters(map: &Map, s: u32) -> StripeStats {
     StripeStats {
         stripe: s,
         entries: a(&e.entries),
-        bytes_used: a(&e.head).saturating_sub(a(&e.tail)),
+        // Saturating: a damaged file may hold any words here.
+        bytes_used: a(&e.head)
+            .saturating_sub(a(&e.tail))
+            .saturating_add(a(&e.prob_head).saturating_sub(a(&e.prob_tail))),
         inserts: a(&e.inserts),
         evictions: a(&e.evictions),
         reinserts: a(&e.reinserts),
@@ -118,6 +142,10 @@ pub(crate) fn stripe_counters(map: &Map, s: u32) -> StripeStats {
         index_evictions: a(&e.index_evictions),
         repairs: a(&e.repairs),
         lock_owner_deaths: a(&map.stripe_mutex(s).owner_deaths),
+        promotions: a(&e.promotions),
+        ghosts: a(&e.ghosts),
+        ghost_hits: a(&e.ghost_hits),
+        rewritten_bytes: a(&e.rewritten_bytes),
     }
 }
 
@@ -144,6 +172,10 @@ impl Stats {
             st.pin_waits = st.pin_waits.wrapping_add(c.pin_waits);
             st.stripe_repairs = st.stripe_repairs.wrapping_add(c.repairs);
             st.lock_owner_deaths = st.lock_owner_deaths.wrapping_add(c.lock_owner_deaths);
+            st.promotions = st.promotions.wrapping_add(c.promotions);
+            st.ghosts = st.ghosts.wrapping_add(c.ghosts);
+            st.ghost_hits = st.ghost_hits.wrapping_add(c.ghost_hits);
+            st.rewritten_bytes = st.rewritten_bytes.wrapping_add(c.rewritten_bytes);
         }
         if (st.entries as i64) < 0 {
             st.entries = 0;

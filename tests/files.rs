@@ -268,6 +268,33 @@ fn bad_files_are_typed_errors() {
     assert!(matches!(e, Error::Io { .. }), "{e}");
 }
 
+/// A file of format version 2 (one log ring per stripe, before the
+/// probation ring) gets the error any foreign version gets, and is left as
+/// it was.
+#[test]
+fn a_version_2_file_gets_the_foreign_version_error() {
+    let d = dir("v2");
+    let p = common::file_with_one_entry(d.join("v2"), small());
+    patch(&p, 8, &2u32.to_le_bytes());
+    let before = std::fs::read(&p).unwrap();
+    let e = Cache::open(&p, small()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::UnsupportedVersion {
+                expected: 3,
+                found: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(slotcache::FORMAT_VERSION, 3);
+    let msg = e.to_string();
+    assert!(msg.contains("version 2") && msg.contains("older"), "{msg}");
+    assert!(std::fs::read(&p).unwrap() == before, "left untouched");
+}
+
 #[test]
 fn half_created_file_is_initialised_by_the_next_opener() {
     let d = dir("half");

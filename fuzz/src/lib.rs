@@ -244,14 +244,19 @@ pub struct Layout {
     pub ring: u64,
 }
 
+/// Bytes of one stripe-table entry (format.md §2.2).
+const STRIPE_ENTRY: u64 = 192;
+/// Pin bytes per stripe in a reader slot: one word per ring (format.md §2.3).
+const PIN_BYTES: u64 = 16;
+
 impl Layout {
     /// The layout of the file `info` describes.
     pub fn of(info: &Info) -> Layout {
         let stripes = info.stripes as u64;
-        // The stripe table (128 bytes a stripe), then the stripe mutex
-        // table (64 bytes a stripe).
-        let reader_off = align_up(HEADER as u64 + stripes * 128, 64) + stripes * 64;
-        let slot = 128 + align_up(stripes * 8, 64);
+        // The stripe table (`STRIPE_ENTRY` bytes a stripe), then the stripe
+        // mutex table (64 bytes a stripe).
+        let reader_off = align_up(HEADER as u64 + stripes * STRIPE_ENTRY, 64) + stripes * 64;
+        let slot = 128 + align_up(stripes * PIN_BYTES, 64);
         let reader_len = info.reader_slots as u64 * slot;
         let index_off = align_up(reader_off + reader_len, 4096);
         let ring = info.segments as u64 * info.segment_size;
@@ -281,9 +286,9 @@ pub fn relayout_header(h: &mut [u8]) -> u64 {
     let segment_size = get_u64(h, hdr::SEGMENT_SIZE);
     let buckets = get_u32(h, hdr::BUCKETS) as u64;
     let readers = get_u32(h, hdr::READER_SLOTS) as u64;
-    let reader_off = align_up(HEADER as u64 + stripes.saturating_mul(128), 64)
+    let reader_off = align_up(HEADER as u64 + stripes.saturating_mul(STRIPE_ENTRY), 64)
         .saturating_add(stripes.saturating_mul(64));
-    let slot = 128 + align_up(stripes.saturating_mul(8), 64);
+    let slot = 128 + align_up(stripes.saturating_mul(PIN_BYTES), 64);
     let index_off = align_up(
         reader_off.saturating_add(readers.saturating_mul(slot)),
         4096,
@@ -1397,7 +1402,7 @@ impl Runner {
         let range = |r: Region| -> (u64, u64) {
             match r {
                 Region::Header => (0, hdr::ATOMICS_END as u64),
-                Region::Stripes => (lay.stripe_off, lay.stripes * 128),
+                Region::Stripes => (lay.stripe_off, lay.stripes * STRIPE_ENTRY),
                 Region::Readers => (lay.reader_off, lay.reader_len),
                 Region::Index => (lay.index_off, lay.index_len),
                 Region::Data => (lay.data_off, lay.file_size - lay.data_off),

@@ -2,7 +2,7 @@
 //! eight slot words; the slot-word codec; and which bits of a key's hash
 //! choose its stripe, buckets and tag.
 
-use super::RECORD_ALIGN;
+use super::{Ring, RECORD_ALIGN};
 use core::mem::size_of;
 use std::sync::atomic::AtomicU64;
 
@@ -20,24 +20,49 @@ pub struct Bucket {
 pub const BUCKET_SIZE: u64 = size_of::<Bucket>() as u64;
 const _: () = assert!(BUCKET_SIZE == 64);
 
-// Slot word, format.md §2.4: bit 63 visited, bits 51..=62 tag, bits 0..=50
+// Slot word, format.md §2.4: bit 63 R1 (read once), bit 62 R2 (read
+// twice), bit 61 the ring (1 = probation), bits 49..=60 tag, bits 0..=48
 // position / 16 + 1 (0 = empty).
 
-/// Set (once, by CAS) by a reader that hit the entry.
+/// R1: set (once, by CAS) by a reader that hit the entry.
 pub const VISITED: u64 = 1 << 63;
+/// R2: set (once, by CAS) by a reader that hit an entry whose R1 was set.
+pub const VISITED2: u64 = 1 << 62;
+/// Both hit-count bits.
+pub const COUNT_BITS: u64 = VISITED | VISITED2;
+/// The ring bit: the slot names a probation-ring position.
+pub const PROBATION: u64 = 1 << 61;
 /// First bit of the tag in a slot word.
-pub const TAG_SHIFT: u32 = 51;
+pub const TAG_SHIFT: u32 = 49;
 /// Width of the tag: 12 bits.
 pub const TAG_MASK: u64 = 0xFFF;
 /// The position bits of a slot word.
 pub const POS_MASK: u64 = (1 << TAG_SHIFT) - 1;
-const _: () = assert!(VISITED == 1 << (TAG_SHIFT + TAG_MASK.count_ones()));
+const _: () = assert!(PROBATION == 1 << (TAG_SHIFT + TAG_MASK.count_ones()));
+const _: () = assert!(VISITED2 == PROBATION << 1 && VISITED == VISITED2 << 1);
 
-/// Builds a slot word naming `pos` (not visited).
+/// Builds a slot word naming `pos` of the main ring (count 0).
 #[inline]
 pub fn slot_word(tag: u64, pos: u64) -> u64 {
     debug_assert_eq!(pos % RECORD_ALIGN, 0);
     (tag << TAG_SHIFT) | (pos / RECORD_ALIGN + 1)
+}
+
+/// Builds a slot word naming `pos` of ring `ring` (count 0).
+#[inline]
+pub fn ring_word(tag: u64, ring: Ring, pos: u64) -> u64 {
+    slot_word(tag, pos)
+        | if ring == Ring::Probation {
+            PROBATION
+        } else {
+            0
+        }
+}
+
+/// The ring a non-empty slot word names.
+#[inline]
+pub fn word_ring(w: u64) -> Ring {
+    Ring::from_bit(w & PROBATION != 0)
 }
 
 /// Whether a slot word names a position (zero, or a corrupt word with no

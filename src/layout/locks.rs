@@ -10,7 +10,8 @@ pub const WRITE: u64 = BASE;
 pub const REGEN: u64 = BASE + (1 << 32);
 /// Liveness lock of reader slot `i` is at `LIVE + i`.
 pub const LIVE: u64 = BASE + (2 << 32);
-/// Read-only pins: segment `g` of stripe `s` is at `RO_PIN + s * segments + g`.
+/// Read-only pins: segment `g` of ring id `r` (format.md §2.3) is at
+/// `RO_PIN + r * segments + g`.
 pub const RO_PIN: u64 = BASE + (3 << 32);
 /// Windows only: the byte that serialises creating and validating the
 /// file (Unix uses a whole-file `flock`, which is independent of these

@@ -74,8 +74,92 @@ pub const MAX_SEGMENTS: u32 = 1024;
 pub const MAX_CAPACITY: u64 = 1 << 48;
 /// Largest `max_entries` (2^40).
 pub const MAX_ENTRIES: u64 = 1 << 40;
-/// Largest log position (exclusive) an index slot can name: 2^55 bytes.
-pub const MAX_POSITION: u64 = (1 << 55) - RECORD_ALIGN;
+/// Largest log position (exclusive) an index slot can name: 2^53 bytes
+/// per ring.
+pub const MAX_POSITION: u64 = (1 << 53) - RECORD_ALIGN;
+/// Segments of a stripe's probation ring when the stripe has at least 8
+/// (format.md §2.5); 4 below that.
+pub const PROB_SEGMENTS: u32 = 8;
+
+/// One of a stripe's two log rings (format.md §2.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ring {
+    /// The main ring: entries that were read in probation, or whose ghost
+    /// was found, or too large for a probation segment.
+    Main = 0,
+    /// The probation ring: where new keys enter.
+    Probation = 1,
+}
+
+impl Ring {
+    /// The ring whose slot-word ring bit is `bit`.
+    #[inline]
+    pub fn from_bit(bit: bool) -> Ring {
+        if bit {
+            Ring::Probation
+        } else {
+            Ring::Main
+        }
+    }
+
+    /// The pin/ring id of this ring of stripe `s` in a file of `stripes`
+    /// stripes: `s` for main rings, `stripes + s` for probation rings
+    /// (format.md §2.3, §2.5).
+    #[inline]
+    pub fn id(self, s: u32, stripes: u32) -> u32 {
+        s + self as u32 * stripes
+    }
+}
+
+/// Where one ring of a stripe lies and how its positions map onto it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingGeo {
+    /// Segments in the ring.
+    pub segments: u32,
+    /// Bytes per segment.
+    pub segment_size: u64,
+    /// Offset of the ring within its stripe's data.
+    pub base: u64,
+    /// Division by `segment_size`, by multiplication.
+    pub seg_div: Divisor,
+    /// Division by the ring's size, by multiplication.
+    pub ring_div: Divisor,
+}
+
+impl RingGeo {
+    fn new(segments: u32, segment_size: u64, base: u64) -> RingGeo {
+        RingGeo {
+            segments,
+            segment_size,
+            base,
+            seg_div: Divisor::new(segment_size),
+            ring_div: Divisor::new(segments as u64 * segment_size),
+        }
+    }
+
+    /// Bytes of the ring.
+    #[inline]
+    pub fn size(&self) -> u64 {
+        self.segments as u64 * self.segment_size
+    }
+}
+
+/// How a stripe's `segments` segments of `segment_size` bytes are shared
+/// between its rings (format.md §2.5): `(main segments, probation
+/// segments, probation segment size)`. The probation ring takes
+/// `max(1, round(segments / 8))` of the stripe's segments (about 12%, so
+/// that probation holds about a tenth of the entries), cut into 8 segments
+/// (4 when the stripe has fewer than 8: never more than `segments`, so
+/// read-only pin locks stay distinct); main keeps the rest, at least 3.
+pub fn probation_shape(segments: u32, segment_size: u64) -> (u32, u32, u64) {
+    let taken = ((segments + 4) / 8).max(1);
+    let n = if segments >= PROB_SEGMENTS {
+        PROB_SEGMENTS
+    } else {
+        4
+    };
+    (segments - taken, n, taken as u64 * segment_size / n as u64)
+}
 
 /// Rounds `x` up to a multiple of `a` (a power of two).
 pub const fn align_up(x: u64, a: u64) -> u64 {
@@ -113,8 +197,10 @@ pub struct Geometry {
     pub data_off: u64,
     /// Division by `segment_size`, by multiplication.
     pub seg_div: Divisor,
-    /// Division by [`ring_size`](Geometry::ring_size), by multiplication.
-    pub ring_div: Divisor,
+    /// The main ring: the stripe's first segments.
+    pub main: RingGeo,
+    /// The probation ring, after the main ring in each stripe's data.
+    pub prob: RingGeo,
 }
 
 /// Exact division of a `u64` below 2^63 by a divisor fixed when the file is
@@ -172,13 +258,18 @@ impl Geometry {
         let stripe_off = HEADER_SIZE;
         let mutex_off = align_up(stripe_off + stripes as u64 * STRIPE_ENTRY, LINE);
         let reader_off = mutex_off + stripes as u64 * STRIPE_MUTEX;
-        let reader_slot_size = READER_COUNTERS + align_up(stripes as u64 * WORD, LINE);
+        // Two pin words per stripe: one per ring (format.md §2.3).
+        let reader_slot_size = READER_COUNTERS + align_up(2 * stripes as u64 * WORD, LINE);
         let index_off = align_up(reader_off + reader_slots as u64 * reader_slot_size, PAGE);
         let data_off = align_up(
             index_off + stripes as u64 * buckets as u64 * BUCKET_SIZE,
             PAGE,
         );
         let ring = segments as u64 * segment_size;
+        let (main_segments, prob_segments, prob_segment_size) =
+            probation_shape(segments, segment_size);
+        let main = RingGeo::new(main_segments, segment_size, 0);
+        let prob = RingGeo::new(prob_segments, prob_segment_size, main.size());
         Geometry {
             file_size: data_off + stripes as u64 * ring,
             stripes,
@@ -193,7 +284,8 @@ impl Geometry {
             index_off,
             data_off,
             seg_div: Divisor::new(segment_size),
-            ring_div: Divisor::new(ring),
+            main,
+            prob,
         }
     }
 
@@ -239,9 +331,19 @@ impl Geometry {
         ))
     }
 
-    /// Bytes of one stripe's log ring.
+    /// Bytes of one stripe's data: its `segments` segments, shared by its
+    /// main and probation rings.
     pub fn ring_size(&self) -> u64 {
         self.segments as u64 * self.segment_size
+    }
+
+    /// The geometry of ring `r`.
+    #[inline]
+    pub fn ring(&self, r: Ring) -> &RingGeo {
+        match r {
+            Ring::Main => &self.main,
+            Ring::Probation => &self.prob,
+        }
     }
 
     /// Offset of reader slot `i`.
@@ -249,7 +351,8 @@ impl Geometry {
         self.reader_off + i as u64 * self.reader_slot_size
     }
 
-    /// Offset of reader slot `i`'s pin word for stripe `s`.
+    /// Offset of reader slot `i`'s pin word for ring id `s` (a stripe's
+    /// main ring is its number, its probation ring `stripes` + it).
     pub fn pin_word(&self, i: u32, s: u32) -> u64 {
         self.reader_slot(i) + READER_COUNTERS + s as u64 * WORD
     }
@@ -259,9 +362,11 @@ impl Geometry {
         self.index_off + (s as u64 * self.buckets as u64 + b as u64) * BUCKET_SIZE
     }
 
-    /// Offset in the file of log position `pos` of stripe `s`.
-    pub fn data(&self, s: u32, pos: u64) -> u64 {
-        self.data_off + s as u64 * self.ring_size() + self.ring_div.rem(pos)
+    /// Offset in the file of position `pos` of ring `r` of stripe `s`.
+    #[inline]
+    pub fn ring_data(&self, s: u32, r: Ring, pos: u64) -> u64 {
+        let g = self.ring(r);
+        self.data_off + s as u64 * self.ring_size() + g.base + g.ring_div.rem(pos)
     }
 
     /// Largest value that fits in one record with a key of `key_len` bytes
@@ -285,13 +390,16 @@ impl Geometry {
         assert!(self.mutex_off % LINE == 0);
         assert!(self.mutex_off + stripes * STRIPE_MUTEX <= self.reader_off);
         assert!(self.reader_off % LINE == 0 && self.reader_slot_size % LINE == 0);
-        assert!(self.reader_slot_size >= READER_COUNTERS + stripes * WORD);
+        assert!(self.reader_slot_size >= READER_COUNTERS + 2 * stripes * WORD);
         assert!(
             self.reader_off + self.reader_slots as u64 * self.reader_slot_size <= self.index_off
         );
         assert!(self.index_off % LINE == 0);
         assert!(self.index_off + stripes * self.buckets as u64 * BUCKET_SIZE <= self.data_off);
         assert!(self.data_off + stripes * self.ring_size() <= self.file_size);
+        assert!(self.main.base == 0 && self.prob.base == self.main.size());
+        assert!(self.main.size() + self.prob.size() == self.ring_size());
+        assert!(self.prob.segments <= self.segments && self.main.segments >= 3);
         assert!(self.file_size <= len, "the mapping holds the file");
     }
 }
@@ -363,7 +471,33 @@ mod tests {
         assert_eq!(g.mutex_off, g.stripe_off + 8 * STRIPE_ENTRY);
         assert_eq!(g.reader_off, g.mutex_off + 8 * STRIPE_MUTEX);
         assert!(g.index_off >= g.reader_off + 64 * g.reader_slot_size);
-        assert_eq!(g.data(3, g.ring_size() + 5), g.data(3, 5));
+        assert_eq!(
+            g.ring_data(3, Ring::Main, g.main.size() + 5),
+            g.ring_data(3, Ring::Main, 5)
+        );
+        assert_eq!(
+            g.ring_data(3, Ring::Probation, g.prob.size() + 5),
+            g.ring_data(3, Ring::Probation, 5)
+        );
+        assert_eq!(
+            g.ring_data(3, Ring::Probation, 0),
+            g.ring_data(3, Ring::Main, 0) + g.main.size()
+        );
+        assert_eq!(
+            g.ring_data(4, Ring::Main, 0),
+            g.ring_data(3, Ring::Main, 0) + g.ring_size()
+        );
+        // 16 segments: 14 for main, 2 cut into 8 for probation.
+        assert_eq!((g.segments, g.main.segments, g.prob.segments), (16, 14, 8));
+        assert_eq!(g.prob.segment_size, g.segment_size / 4);
+        for n in [4, 5, 7, 8, 11, 16, 64, 1024] {
+            let (m, p, size) = probation_shape(n, MIN_SEGMENT);
+            assert!(m >= 3 && p <= n && size % RECORD_ALIGN == 0, "{n}");
+            assert_eq!(
+                m as u64 * MIN_SEGMENT + p as u64 * size,
+                n as u64 * MIN_SEGMENT
+            );
+        }
     }
 
     #[test]

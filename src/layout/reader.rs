@@ -64,13 +64,14 @@ const _: () = {
 };
 
 /// One reader slot, as the map hands it out: its counters and its pin
-/// words (`pins[s]`: 0, or the lowest position pinned in stripe `s`, plus
-/// one).
+/// words (`pins[r]`: 0, or the lowest position pinned in ring id `r`, plus
+/// one; ring id `s` is stripe `s`'s main ring, `stripes + s` its probation
+/// ring).
 #[derive(Clone, Copy)]
 pub struct ReaderSlot<'m> {
     /// The counter line.
     pub counters: &'m ReaderCounters,
-    /// One pin word per stripe.
+    /// One pin word per ring: `2 * stripes`.
     pub pins: &'m [AtomicU64],
 }
 

@@ -3,19 +3,22 @@
 use core::mem::{offset_of, size_of};
 use std::sync::atomic::AtomicU64;
 
-/// One stripe-table entry, as mapped: two cache lines, the tail alone in
-/// the first (every reader loads it) but for `repairs`, which is written
-/// only on the rare repair path; the writer-owned words in the second.
-/// Only a holder of the stripe's write lock stores to it.
+/// One stripe-table entry, as mapped: three cache lines. The first holds
+/// the two ring tails, which every reader loads (one line for both), and
+/// `repairs`, written only on the rare repair path; the second the main
+/// ring's head and the writer's counters; the third the probation ring's
+/// head and the counters of the probation policy. Only a holder of the
+/// stripe's write lock stores to it.
 #[repr(C, align(64))]
 pub struct StripeEntry {
-    /// Log positions below it are dead.
+    /// Main-ring positions below it are dead.
     pub tail: AtomicU64,
     /// Resets of this stripe after its invariants failed (format.md §5.8).
-    /// Was zero padding: files written before it read 0.
     pub repairs: AtomicU64,
-    _pad: [AtomicU64; 6],
-    /// Next append position.
+    /// Probation-ring positions below it are dead (or ghosts).
+    pub prob_tail: AtomicU64,
+    _pad: [AtomicU64; 5],
+    /// Next append position of the main ring.
     pub head: AtomicU64,
     /// Live index slots (approximate after a crash).
     pub entries: AtomicU64,
@@ -23,7 +26,7 @@ pub struct StripeEntry {
     pub inserts: AtomicU64,
     /// Entries evicted.
     pub evictions: AtomicU64,
-    /// Entries reinserted (second chance).
+    /// Entries reinserted in the main ring (read since their last pass).
     pub reinserts: AtomicU64,
     /// Entries deleted.
     pub deletes: AtomicU64,
@@ -32,6 +35,21 @@ pub struct StripeEntry {
     /// Evictions because both buckets of a new key were full (a subset of
     /// `evictions`).
     pub index_evictions: AtomicU64,
+    /// Next append position of the probation ring.
+    pub prob_head: AtomicU64,
+    /// Entries copied from probation to main (read while in probation).
+    pub promotions: AtomicU64,
+    /// Entries that left probation unread and became ghosts.
+    pub ghosts: AtomicU64,
+    /// Writes of a new key whose ghost was found (they went to main).
+    pub ghost_hits: AtomicU64,
+    /// Bytes copied by promotions and reinsertions (write amplification).
+    pub rewritten_bytes: AtomicU64,
+    /// Whether main's oldest segment holds an entry lent to it unread:
+    /// `(tail + 16) << 1 | answer` for the main tail it was found at, 0 =
+    /// not known (format.md §5.4). A hint: any value is safe.
+    pub lend_memo: AtomicU64,
+    _pad2: [AtomicU64; 2],
 }
 
 /// Size of one stripe-table entry.
@@ -41,6 +59,7 @@ pub const STRIPE_ENTRY: u64 = size_of::<StripeEntry>() as u64;
 const _: () = {
     assert!(offset_of!(StripeEntry, tail) == 0);
     assert!(offset_of!(StripeEntry, repairs) == 8);
+    assert!(offset_of!(StripeEntry, prob_tail) == 16);
     assert!(offset_of!(StripeEntry, head) == 64);
     assert!(offset_of!(StripeEntry, entries) == 72);
     assert!(offset_of!(StripeEntry, inserts) == 80);
@@ -49,5 +68,11 @@ const _: () = {
     assert!(offset_of!(StripeEntry, deletes) == 104);
     assert!(offset_of!(StripeEntry, pin_waits) == 112);
     assert!(offset_of!(StripeEntry, index_evictions) == 120);
-    assert!(STRIPE_ENTRY == 128);
+    assert!(offset_of!(StripeEntry, prob_head) == 128);
+    assert!(offset_of!(StripeEntry, promotions) == 136);
+    assert!(offset_of!(StripeEntry, ghosts) == 144);
+    assert!(offset_of!(StripeEntry, ghost_hits) == 152);
+    assert!(offset_of!(StripeEntry, rewritten_bytes) == 160);
+    assert!(offset_of!(StripeEntry, lend_memo) == 168);
+    assert!(STRIPE_ENTRY == 192);
 };

@@ -197,6 +197,116 @@ fn json_f(v: &Value, k: &str) -> Option<f64> {
     v.get(k)?.as_f64()
 }
 
+/// The real engine's and the references' hit ratios at one size of one
+/// workload of `traces-engine.json` (`cargo bench --bench traces --
+/// --engine`): (engine, LRU, moka, entries held).
+fn engine_cell(e: &Value, workload: &str, size: u64) -> Option<(f64, f64, f64, f64)> {
+    let w = e["workloads"]
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == workload)?;
+    let c = w["sizes"]
+        .as_array()?
+        .iter()
+        .find(|c| c["entries"] == size)?;
+    let refs = &c["references"];
+    Some((
+        json_f(&c["engine"], "hit_ratio")?,
+        json_f(&refs["lru"], "hit_ratio")?,
+        json_f(&refs["moka"], "hit_ratio")?,
+        json_f(&c["engine"], "entries_held")?,
+    ))
+}
+
+/// Issue #14 §3's targets, from the engine run: Zipf streams against
+/// exact LRU, real traces against LRU and moka (each at the entries the
+/// engine held).
+fn engine_targets(r: &mut Report, e: Option<&Value>) {
+    let zipf = [
+        ("zipf-0.99+scans", 100_000, 8.0),
+        ("zipf-0.8", 100_000, 6.0),
+        ("zipf-0.99", 100_000, 3.5),
+        ("zipf-0.8", 10_000, 9.0),
+    ];
+    for (w, size, need) in zipf {
+        let cell = e
+            .and_then(|e| engine_cell(e, w, size))
+            .map(|(sc, lru, _, held)| {
+                let pp = (sc - lru) * 100.0;
+                (
+                    format!(
+                        "{:.2}% − {:.2}% = **{pp:+.2} pp** ({held:.0} entries)",
+                        sc * 100.0,
+                        lru * 100.0
+                    ),
+                    pp >= need,
+                )
+            });
+        r.target(
+            &format!("engine hit ratio `{w}` at {size} entries − exact LRU"),
+            cell,
+            &format!("≥ +{need} pp"),
+        );
+    }
+    let traces = [
+        ("OLTP", [1_000, 10_000]),
+        ("P3", [16_384, 65_536]),
+        ("P6", [16_384, 65_536]),
+        ("loop", [256, 512]),
+        ("multi1", [500, 1_000]),
+        ("sprite", [1_000, 2_000]),
+    ];
+    for (w, sizes) in traces {
+        for size in sizes {
+            let cell = e
+                .and_then(|e| engine_cell(e, w, size))
+                .map(|(sc, lru, moka, held)| {
+                    let (dl, dm) = ((sc - lru) * 100.0, (sc - moka) * 100.0);
+                    (
+                        format!(
+                            "{:.2}%: **{dl:+.2} pp** vs LRU, **{dm:+.2} pp** vs moka ({held:.0} entries)",
+                            sc * 100.0
+                        ),
+                        dl >= 0.0 && dm >= -1.0,
+                    )
+                });
+            r.target(
+                &format!("engine hit ratio, trace `{w}` at {size} entries"),
+                cell,
+                "≥ LRU and ≥ moka − 1 pp",
+            );
+        }
+    }
+}
+
+/// Every cell of the engine run, with the write amplification.
+fn engine_table(r: &mut Report, e: &Value) {
+    r.line("\n### Eviction: the engine against exact LRU, moka and S3-FIFO (same entries)\n");
+    r.line("| workload | size | entries held | engine | LRU | moka | S3-FIFO (sim) | − LRU | − moka | bytes rewritten per hit | promotions | reinserts | ghost hits |");
+    r.line("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for w in e["workloads"].as_array().into_iter().flatten() {
+        for c in w["sizes"].as_array().into_iter().flatten() {
+            let en = &c["engine"];
+            let refs = &c["references"];
+            let h = |v: &Value| json_f(v, "hit_ratio").unwrap_or(f64::NAN) * 100.0;
+            let (sc, lru, moka) = (h(en), h(&refs["lru"]), h(&refs["moka"]));
+            r.line(format!(
+                "| {} | {} | {:.0} | {sc:.2}% | {lru:.2}% | {moka:.2}% | {:.2}% | {:+.2} pp | {:+.2} pp | {:.1} | {} | {} | {} |",
+                w["name"].as_str().unwrap_or("?"),
+                c["entries"],
+                json_f(en, "entries_held").unwrap_or(f64::NAN),
+                h(&refs["s3fifo"]),
+                sc - lru,
+                sc - moka,
+                json_f(en, "rewritten_bytes_per_hit").unwrap_or(f64::NAN),
+                en["promotions"],
+                en["reinserts"],
+                en["ghost_hits"],
+            ));
+        }
+    }
+}
+
 fn main() {
     let crit = target_dir().join("criterion");
     let res = results_dir();
@@ -210,6 +320,7 @@ fn main() {
     let hitratio = read_json(&res.join("hitratio.json"));
     let memory = read_json(&res.join("memory.json"));
     let tiered = read_json(&res.join("tiered.json"));
+    let engine = read_json(&res.join("traces-engine.json"));
 
     r.line("### Targets\n");
     r.line("| target | measured (same run) | target | verdict |");
@@ -363,6 +474,7 @@ fn main() {
     } else {
         r.target("hit ratio versus exact LRU", None, "≥ LRU; +5 pp on scans");
     }
+    engine_targets(&mut r, engine.as_ref());
     let open = r.get("open", "1GiB");
     r.target(
         "open of a 1 GiB file",
@@ -565,6 +677,10 @@ fn main() {
                 pct(s, "model_s3fifo"),
             ));
         }
+    }
+
+    if let Some(e) = &engine {
+        engine_table(&mut r, e);
     }
 
     let opens: Vec<(String, Estimate)> = ["64MiB", "1GiB", "4GiB"]
