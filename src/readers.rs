@@ -59,27 +59,100 @@ fn tls_gone(shared: &Shared) -> Error {
     Error::io("reading", &shared.path, e)
 }
 
+/// The current thread's slots, one per file it read (and per fork
+/// generation). A slot is freed when it leaves this list (its file is gone,
+/// or it is a fork parent's) or with the thread's locals, unless a
+/// [`Pin`] still counts on it: then it is leaked, for [`Pin::Slot`] holds a
+/// plain reference to it (see [`ThreadSlots::remove`]).
+struct ThreadSlots(Vec<Rc<ThreadSlot>>);
+
+impl ThreadSlots {
+    /// Takes the slots `keep` rejects out of the list, freeing those that
+    /// no pin counts on and leaking the others. Forgets [`LAST`] first.
+    fn remove(&mut self, keep: impl Fn(&ThreadSlot) -> bool) {
+        LAST.set(NO_SLOT);
+        let mut i = 0;
+        while i < self.0.len() {
+            if keep(&self.0[i]) {
+                i += 1;
+                continue;
+            }
+            let t = self.0.swap_remove(i);
+            if t.counts.iter().any(|c| c.get() != 0) {
+                // A live `Pin` (say, a guard kept by another thread-local
+                // whose destructor runs later, or inherited across `fork`)
+                // refers to it: it must stay allocated. Its reader slot stays
+                // claimed until the process exits (a rare, bounded leak).
+                std::mem::forget(t);
+            }
+        }
+    }
+}
+
+impl Drop for ThreadSlots {
+    fn drop(&mut self) {
+        self.remove(|_| false);
+    }
+}
+
+/// The last slot [`ThreadSlot::get`] found: `(file id, fork generation,
+/// slot)`. File ids start at 1, so [`NO_SLOT`] matches none.
+type Last = (u64, u64, *const ThreadSlot);
+
+/// [`LAST`] when it names no slot.
+const NO_SLOT: Last = (0, 0, std::ptr::null());
+
 thread_local! {
-    static SLOTS: RefCell<Vec<Rc<ThreadSlot>>> = const { RefCell::new(Vec::new()) };
+    static SLOTS: RefCell<ThreadSlots> = const { RefCell::new(ThreadSlots(Vec::new())) };
+    /// Without a destructor, so it is readable at any time, including
+    /// while the thread's locals are destroyed; [`ThreadSlots::remove`]
+    /// (run by `SLOTS`'s destructor too) resets it before it frees a slot.
+    static LAST: Cell<Last> = const { Cell::new(NO_SLOT) };
 }
 
 impl ThreadSlot {
     /// The current thread's slot for `shared`, claiming one on first use.
+    ///
+    /// The reference is valid until this thread next claims a slot or
+    /// destroys its locals, or, while a [`Pin`] made with it counts on it,
+    /// for as long as that pin lives ([`ThreadSlots::remove`] leaks a slot
+    /// something counts on). Callers use it at once or through a pin.
     #[inline]
-    pub(crate) fn get(shared: &Arc<Shared>) -> Result<Rc<ThreadSlot>> {
+    pub(crate) fn get(shared: &Arc<Shared>) -> Result<&ThreadSlot> {
+        let (id, gen, slot) = LAST.get();
+        if id == shared.id && gen == generation() {
+            // SAFETY: `LAST` names a slot of `SLOTS` (set by `find`, reset
+            // by `ThreadSlots::remove` before any slot leaves the list), so
+            // it is allocated; `ThreadSlot` is not `Sync`, so only this
+            // thread reaches it, and the reference's use follows the
+            // contract above.
+            return Ok(unsafe { &*slot });
+        }
+        Self::find(shared)
+    }
+
+    /// [`get`](ThreadSlot::get) when [`LAST`] names another slot: searches
+    /// the thread's slots, claiming one if it has none for `shared`, and
+    /// remembers it in [`LAST`].
+    #[cold]
+    fn find(shared: &Arc<Shared>) -> Result<&ThreadSlot> {
         let gen = generation();
         let found = SLOTS
             .try_with(|v| {
                 v.borrow()
+                    .0
                     .iter()
                     .find(|t| t.shared_id == shared.id && t.generation == gen)
-                    .cloned()
+                    .map(Rc::as_ptr)
             })
             .map_err(|_| tls_gone(shared))?;
-        match found {
-            Some(t) => Ok(t),
-            None => Self::claim(shared),
-        }
+        let slot = match found {
+            Some(t) => t,
+            None => Self::claim(shared)?,
+        };
+        LAST.set((shared.id, gen, slot));
+        // SAFETY: `slot` is in `SLOTS` (found or just pushed); see `get`.
+        Ok(unsafe { &*slot })
     }
 
     /// The index of the current thread's slot for `shared`, if it has one.
@@ -88,6 +161,7 @@ impl ThreadSlot {
         SLOTS
             .try_with(|v| {
                 v.borrow()
+                    .0
                     .iter()
                     .find(|t| t.shared_id == shared.id && t.generation == gen)
                     .map(|t| t.index)
@@ -96,8 +170,9 @@ impl ThreadSlot {
             .flatten()
     }
 
+    /// Claims a slot of the table for this thread, adding it to `SLOTS`.
     #[cold]
-    fn claim(shared: &Arc<Shared>) -> Result<Rc<ThreadSlot>> {
+    fn claim(shared: &Arc<Shared>) -> Result<*const ThreadSlot> {
         let pr = shared.process()?;
         let geo = &shared.geo;
         let i = pr.claim_slot(&shared.map, &shared.path)?;
@@ -122,14 +197,15 @@ impl ThreadSlot {
                 pinned: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
                 owner: Arc::downgrade(shared),
             });
+            let ptr = Rc::as_ptr(&slot);
             SLOTS
                 .try_with(|v| {
                     let mut v = v.borrow_mut();
-                    v.retain(|t| t.owner.strong_count() > 0 && t.generation == pr.generation);
-                    v.push(slot.clone());
+                    v.remove(|t| t.owner.strong_count() > 0 && t.generation == pr.generation);
+                    v.0.push(slot);
                 })
                 .map_err(|_| tls_gone(shared))?;
-            Ok(slot)
+            Ok(ptr)
         }
     }
 
@@ -330,8 +406,12 @@ fn release_ro_pin(pr: &Process, off: u64) {
 pub(crate) enum Pin<'c> {
     /// A pin word in the thread's reader slot.
     Slot {
-        /// The slot.
-        slot: Rc<ThreadSlot>,
+        /// The slot: a plain reference, valid while this pin lives because
+        /// the pin counts on it ([`ThreadSlots::remove`] never frees a slot
+        /// that a pin counts on), and reached only from this thread
+        /// (`ThreadSlot` is not `Sync`, so neither `Pin` nor a guard holding
+        /// it is `Send`).
+        slot: &'c ThreadSlot,
         /// The file.
         shared: &'c Arc<Shared>,
         /// The stripe pinned.
@@ -638,6 +718,32 @@ impl PinScan for FileReaders<'_> {
 mod tests {
     use super::*;
     use crate::{Cache, Options, Raw};
+
+    /// A slot that a live pin counts on survives leaving the thread's list
+    /// (the pin holds a plain reference to it); one nobody counts on is
+    /// freed, and [`LAST`] forgets both.
+    #[test]
+    fn a_slot_a_pin_counts_on_is_never_freed() {
+        let d = crate::testing::TestDir::new("slot-leak");
+        let cache = Cache::open(d.join("c"), Options::new().capacity(8 << 20)).unwrap();
+        cache.set("k", &Raw(b"v")).unwrap();
+        let shared = cache.shared_arc();
+        let g = cache.get::<Raw>("k").unwrap().unwrap();
+        let weak = SLOTS.with(|v| Rc::downgrade(&v.borrow().0[0]));
+        assert_eq!(LAST.get().0, shared.id);
+        SLOTS.with(|v| v.borrow_mut().remove(|_| false));
+        assert_eq!(LAST.get(), NO_SLOT);
+        assert!(weak.upgrade().is_some(), "freed under a live guard");
+        drop(g); // unpins through the kept slot
+        let weak = {
+            let slot = ThreadSlot::get(shared).unwrap(); // claims a new one
+            assert!(slot.counts.iter().all(|c| c.get() == 0));
+            SLOTS.with(|v| Rc::downgrade(&v.borrow().0[0]))
+        };
+        SLOTS.with(|v| v.borrow_mut().remove(|_| false));
+        assert!(weak.upgrade().is_none(), "an unpinned slot is freed");
+        drop(cache);
+    }
 
     /// A live reader slot marked for plain pins, holding no pin: an evictor
     /// that issued the barrier sees no pin; one that could not must treat
