@@ -30,7 +30,7 @@ use crate::barrier;
 use crate::error::{Error, Result};
 use crate::fork::generation;
 use crate::layout::locks::{LIVE, RO_PIN};
-use crate::layout::reader::{Counter, PINS_FENCED, PINS_PLAIN};
+use crate::layout::reader::{Counter, ReaderCounters, PINS_FENCED, PINS_PLAIN};
 use crate::locks::{self, Mode};
 use crate::process::{Process, ProcessPinState, ProcessPins};
 use crate::shared::Shared;
@@ -50,6 +50,14 @@ pub(crate) struct ThreadSlot {
     plain: bool,
     counts: Box<[Cell<u32>]>,
     pinned: Box<[Cell<u64>]>,
+    /// The slot's pin words in the mapping (one per stripe), and its
+    /// counter line: located once, at the claim, rather than on every read
+    /// (the mapping stays at its address for as long as the file is open,
+    /// also across `fork`, see `map::remap_in_child`). Dereferenced only
+    /// through [`pin_word`](ThreadSlot::pin_word) and
+    /// [`counters`](ThreadSlot::counters), with the file at hand.
+    pins: *const [AtomicU64],
+    counters: *const ReaderCounters,
     owner: Weak<Shared>,
 }
 
@@ -195,6 +203,8 @@ impl ThreadSlot {
                 plain,
                 counts: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
                 pinned: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
+                pins: std::ptr::slice_from_raw_parts(shared.map.pin(i, 0), geo.stripes as usize),
+                counters: shared.map.counters(i),
                 owner: Arc::downgrade(shared),
             });
             let ptr = Rc::as_ptr(&slot);
@@ -209,17 +219,32 @@ impl ThreadSlot {
         }
     }
 
-    /// This slot's pin word for stripe `s`.
+    /// This slot's pin word for stripe `s` of `shared`, the slot's file.
     #[inline]
     fn pin_word<'s>(&self, shared: &'s Shared, s: u32) -> &'s AtomicU64 {
-        shared.map.pin(self.index, s)
+        debug_assert_eq!(shared.id, self.shared_id, "another file's slot");
+        // SAFETY: `pins` is `shared.map.pin(self.index, 0..stripes)` (the
+        // pin words of one slot are consecutive, `Geometry::pin_word`, and
+        // inside the mapping, which `Map::new` checked the geometry fits),
+        // in the mapping of `shared`, which the caller holds alive for 's
+        // and which never moves while it lives; the index is bounds-checked.
+        unsafe { &(*self.pins)[s as usize] }
+    }
+
+    /// This slot's counter line in `shared`, the slot's file.
+    #[inline]
+    fn counters<'s>(&self, shared: &'s Shared) -> &'s ReaderCounters {
+        debug_assert_eq!(shared.id, self.shared_id, "another file's slot");
+        // SAFETY: `counters` is `shared.map.counters(self.index)`, in the
+        // mapping of `shared`, alive and unmoved for 's (as in `pin_word`).
+        unsafe { &*self.counters }
     }
 
     /// Adds one to counter `field`. Only this thread writes the slot's
     /// counters, so a plain load and store do.
     #[inline]
     pub(crate) fn count(&self, shared: &Shared, field: Counter) {
-        let c = shared.map.counters(self.index).get(field);
+        let c = self.counters(shared).get(field);
         c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
