@@ -48,17 +48,27 @@ pub(crate) struct ThreadSlot {
     /// Pins are published with plain stores ([`PINS_PLAIN`]: this process
     /// is registered for the evictors' barrier).
     plain: bool,
-    counts: Box<[Cell<u32>]>,
-    pinned: Box<[Cell<u64>]>,
-    /// The slot's pin words in the mapping (one per stripe), and its
-    /// counter line: located once, at the claim, rather than on every read
-    /// (the mapping stays at its address for as long as the file is open,
-    /// also across `fork`, see `map::remap_in_child`). Dereferenced only
-    /// through [`pin_word`](ThreadSlot::pin_word) and
+    /// Per stripe: the thread's pins and its pin word (one bounds check).
+    stripes: Box<[StripePins]>,
+    /// The slot's counter line in the mapping: located once, at the claim,
+    /// rather than on every read (the mapping stays at its address for as
+    /// long as the file is open, also across `fork`, see
+    /// `map::remap_in_child`). Dereferenced only through
     /// [`counters`](ThreadSlot::counters), with the file at hand.
-    pins: *const [AtomicU64],
     counters: *const ReaderCounters,
     owner: Weak<Shared>,
+}
+
+/// A thread's pins on one stripe of a file.
+struct StripePins {
+    /// How many live pins ([`Pin`]s, and pins being taken) of the thread.
+    count: Cell<u32>,
+    /// What the pin word holds (lowest pinned position + 1), 0 for none.
+    pinned: Cell<u64>,
+    /// The slot's pin word for this stripe in the mapping, located at the
+    /// claim like [`ThreadSlot::counters`]; dereferenced only through
+    /// [`ThreadSlot::pin_word`].
+    word: *const AtomicU64,
 }
 
 /// The error for a read from a thread whose thread-locals are being destroyed.
@@ -86,7 +96,7 @@ impl ThreadSlots {
                 continue;
             }
             let t = self.0.swap_remove(i);
-            if t.counts.iter().any(|c| c.get() != 0) {
+            if t.stripes.iter().any(|p| p.count.get() != 0) {
                 // A live `Pin` (say, a guard kept by another thread-local
                 // whose destructor runs later, or inherited across `fork`)
                 // refers to it: it must stay allocated. Its reader slot stays
@@ -201,9 +211,13 @@ impl ThreadSlot {
                 generation: pr.generation,
                 index: i,
                 plain,
-                counts: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
-                pinned: (0..geo.stripes).map(|_| Cell::new(0)).collect(),
-                pins: std::ptr::slice_from_raw_parts(shared.map.pin(i, 0), geo.stripes as usize),
+                stripes: (0..geo.stripes)
+                    .map(|s| StripePins {
+                        count: Cell::new(0),
+                        pinned: Cell::new(0),
+                        word: shared.map.pin(i, s),
+                    })
+                    .collect(),
                 counters: shared.map.counters(i),
                 owner: Arc::downgrade(shared),
             });
@@ -219,16 +233,15 @@ impl ThreadSlot {
         }
     }
 
-    /// This slot's pin word for stripe `s` of `shared`, the slot's file.
+    /// The pin word of `p` (one of this slot's stripes) in `shared`, the
+    /// slot's file.
     #[inline]
-    fn pin_word<'s>(&self, shared: &'s Shared, s: u32) -> &'s AtomicU64 {
+    fn pin_word<'s>(&self, shared: &'s Shared, p: &StripePins) -> &'s AtomicU64 {
         debug_assert_eq!(shared.id, self.shared_id, "another file's slot");
-        // SAFETY: `pins` is `shared.map.pin(self.index, 0..stripes)` (the
-        // pin words of one slot are consecutive, `Geometry::pin_word`, and
-        // inside the mapping, which `Map::new` checked the geometry fits),
-        // in the mapping of `shared`, which the caller holds alive for 's
-        // and which never moves while it lives; the index is bounds-checked.
-        unsafe { &(*self.pins)[s as usize] }
+        // SAFETY: `p.word` is `shared.map.pin(self.index, s)` for its
+        // stripe `s`, a word in the mapping of `shared`, which the caller
+        // holds alive for 's and which never moves while it lives.
+        unsafe { &*p.word }
     }
 
     /// This slot's counter line in `shared`, the slot's file.
@@ -255,16 +268,16 @@ impl ThreadSlot {
     /// sequentially consistent swap otherwise.
     #[inline]
     fn pin(&self, shared: &Shared, s: u32, pos: u64) -> u64 {
-        let c = &self.counts[s as usize];
-        let cur = &self.pinned[s as usize];
+        let p = &self.stripes[s as usize];
+        let (c, cur) = (&p.count, &p.pinned);
         let prev = cur.get();
         let want = pos + 1;
         if c.get() == 0 || want < prev {
             if self.plain {
-                self.pin_word(shared, s).store(want, Ordering::Relaxed);
+                self.pin_word(shared, p).store(want, Ordering::Relaxed);
                 barrier::light();
             } else {
-                self.pin_word(shared, s).swap(want, Ordering::SeqCst);
+                self.pin_word(shared, p).swap(want, Ordering::SeqCst);
             }
             cur.set(want);
         }
@@ -289,11 +302,11 @@ impl ThreadSlot {
     /// restoring the word to what the other guards on the stripe need.
     #[cold]
     fn back_off(&self, shared: &Shared, s: u32, prev: u64) {
-        let c = &self.counts[s as usize];
-        if c.get() > 1 && self.pinned[s as usize].get() != prev {
-            c.set(c.get() - 1);
-            self.pin_word(shared, s).store(prev, Ordering::Release);
-            self.pinned[s as usize].set(prev);
+        let p = &self.stripes[s as usize];
+        if p.count.get() > 1 && p.pinned.get() != prev {
+            p.count.set(p.count.get() - 1);
+            self.pin_word(shared, p).store(prev, Ordering::Release);
+            p.pinned.set(prev);
         } else {
             self.unpin(shared, s);
         }
@@ -301,11 +314,11 @@ impl ThreadSlot {
 
     #[inline]
     fn unpin(&self, shared: &Shared, s: u32) {
-        let c = &self.counts[s as usize];
-        c.set(c.get() - 1);
-        if c.get() == 0 && self.generation == generation() {
-            self.pin_word(shared, s).store(0, Ordering::Release);
-            self.pinned[s as usize].set(0);
+        let p = &self.stripes[s as usize];
+        p.count.set(p.count.get() - 1);
+        if p.count.get() == 0 && self.generation == generation() {
+            self.pin_word(shared, p).store(0, Ordering::Release);
+            p.pinned.set(0);
         }
     }
 }
@@ -762,7 +775,7 @@ mod tests {
         drop(g); // unpins through the kept slot
         let weak = {
             let slot = ThreadSlot::get(shared).unwrap(); // claims a new one
-            assert!(slot.counts.iter().all(|c| c.get() == 0));
+            assert!(slot.stripes.iter().all(|p| p.count.get() == 0));
             SLOTS.with(|v| Rc::downgrade(&v.borrow().0[0]))
         };
         SLOTS.with(|v| v.borrow_mut().remove(|_| false));
