@@ -307,18 +307,30 @@ impl Cache {
 
     /// Finds `key`: lock-free, no system call (for a read-write handle), no
     /// allocation. Expired and soft-invalidated entries are returned only
-    /// with `stale_ok`; hard-invalidated ones never.
+    /// with `stale_ok`; hard-invalidated ones never. A record found is
+    /// handed to `finish` ([`read::lookup`]).
     #[inline]
-    pub(crate) fn lookup(&self, key: &[u8], stale_ok: bool) -> Result<Option<Found<'_>>> {
+    pub(crate) fn lookup<'c, R>(
+        &'c self,
+        key: &[u8],
+        stale_ok: bool,
+        finish: impl FnOnce(Found<'c>) -> Option<R>,
+    ) -> Result<Option<R>> {
         Self::check_key(key)?;
         let kh = KeyHash::new(key, self.shared.header.seed, &self.shared.geo);
-        self.lookup_hashed(key, &kh, stale_ok)
+        self.lookup_hashed(key, &kh, stale_ok, finish)
     }
 
     /// [`lookup`](Self::lookup) of a checked key whose hash is known.
     #[inline]
-    fn lookup_hashed(&self, key: &[u8], kh: &KeyHash, stale_ok: bool) -> Result<Option<Found<'_>>> {
-        read::lookup(&self.shared, key, kh, stale_ok)
+    fn lookup_hashed<'c, R>(
+        &'c self,
+        key: &[u8],
+        kh: &KeyHash,
+        stale_ok: bool,
+        finish: impl FnOnce(Found<'c>) -> Option<R>,
+    ) -> Result<Option<R>> {
+        read::lookup(&self.shared, key, kh, stale_ok, finish)
     }
 
     /// Hands out a found record as a `V` (a counted hit), or counts why
@@ -326,13 +338,11 @@ impl Cache {
     /// not check (corrupt).
     #[inline]
     fn typed<'c, V: ?Sized>(
-        &'c self,
-        found: Option<Found<'c>>,
+        f: Found<'c>,
         want_kind: u8,
         want_schema: u64,
         access: impl FnOnce(&'c [u8]) -> Option<&'c V>,
     ) -> Option<Guard<'c, V>> {
-        let f = found?;
         if f.rh.kind != want_kind || f.rh.schema != want_schema {
             f.pin.count(reader::MISMATCHED);
             f.pin.count(reader::MISSES);
@@ -359,8 +369,8 @@ impl Cache {
     /// [`typed`](Self::typed) for a [`Value`]: its kind, its schema, its
     /// check.
     #[inline]
-    fn valued<'c, V: Value>(&'c self, found: Option<Found<'c>>) -> Option<Guard<'c, V::View>> {
-        self.typed(found, V::KIND, V::schema(), V::view)
+    fn valued<V: Value>(f: Found<'_>) -> Option<Guard<'_, V::View>> {
+        Self::typed(f, V::KIND, V::schema(), V::view)
     }
 
     /// Reads the value stored under `key`, without copying: the guard
@@ -387,16 +397,14 @@ impl Cache {
     /// ```
     #[inline]
     pub fn get<V: Value>(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, V::View>>> {
-        let found = self.lookup(key.as_ref(), false)?;
-        Ok(self.valued::<V>(found))
+        self.lookup(key.as_ref(), false, Self::valued::<V>)
     }
 
     /// Like [`get`](Self::get), but also returns expired and
     /// soft-invalidated entries (see [`EntryMeta::is_stale`](crate::EntryMeta::is_stale)). Hard
     /// invalidation still hides them.
     pub fn get_stale<V: Value>(&self, key: impl AsRef<[u8]>) -> Result<Option<Guard<'_, V::View>>> {
-        let found = self.lookup(key.as_ref(), true)?;
-        Ok(self.valued::<V>(found))
+        self.lookup(key.as_ref(), true, Self::valued::<V>)
     }
 
     /// Like [`get`](Self::get) of a typed value, without `bytecheck`
@@ -416,14 +424,13 @@ impl Cache {
             // cannot be referenced in place (`get` reports it as corrupt).
             return Ok(None);
         }
-        let found = self.lookup(key.as_ref(), false)?;
-        Ok(
-            self.typed(found, kind::ARCHIVED, schema_fingerprint::<T>(), |b| {
+        self.lookup(key.as_ref(), false, |f| {
+            Self::typed(f, kind::ARCHIVED, schema_fingerprint::<T>(), |b| {
                 // SAFETY: the caller promises the bytes are a valid archive of T;
                 // they are 16-aligned and immutable while the guard lives.
                 Some(unsafe { rkyv::access_unchecked::<T::Archived>(b) })
-            }),
-        )
+            })
+        })
     }
 
     /// Reads the value under `key` into an owned `V`: deserialized for a
@@ -438,10 +445,10 @@ impl Cache {
 
     /// Whether a fresh entry (of any type) exists under `key`.
     pub fn contains(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        let found = self.lookup(key.as_ref(), false)?;
-        if let Some(f) = &found {
+        let found = self.lookup(key.as_ref(), false, |f| {
             f.pin.count(reader::HITS);
-        }
+            Some(())
+        })?;
         Ok(found.is_some())
     }
 
@@ -467,7 +474,7 @@ impl Cache {
         &self,
         keys: impl IntoIterator<Item = impl AsRef<[u8]>>,
     ) -> Result<Vec<Option<Guard<'_, V::View>>>> {
-        self.lookup_many(keys, false, |found| self.valued::<V>(found))
+        self.lookup_many(keys, false, Self::valued::<V>)
     }
 
     /// Like [`get_many`](Self::get_many), but also returns expired and
@@ -476,7 +483,7 @@ impl Cache {
         &self,
         keys: impl IntoIterator<Item = impl AsRef<[u8]>>,
     ) -> Result<Vec<Option<Guard<'_, V::View>>>> {
-        self.lookup_many(keys, true, |found| self.valued::<V>(found))
+        self.lookup_many(keys, true, Self::valued::<V>)
     }
 
     /// Looks up every key, prefetching the index lines of the key
@@ -487,7 +494,7 @@ impl Cache {
         &'c self,
         keys: impl IntoIterator<Item = K>,
         stale_ok: bool,
-        mut finish: impl FnMut(Option<Found<'c>>) -> Option<R>,
+        mut finish: impl FnMut(Found<'c>) -> Option<R>,
     ) -> Result<Vec<Option<R>>> {
         let (sh, geo) = (&self.shared, &self.shared.geo);
         let keys = keys
@@ -501,7 +508,7 @@ impl Cache {
         let mut out = Vec::with_capacity(keys.len());
         for (j, (k, kh)) in keys.iter().enumerate() {
             self.prefetch_ahead(j, |i| keys.get(i).map(|p| &p.1));
-            out.push(finish(self.lookup_hashed(k.as_ref(), kh, stale_ok)?));
+            out.push(self.lookup_hashed(k.as_ref(), kh, stale_ok, &mut finish)?);
         }
         Ok(out)
     }

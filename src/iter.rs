@@ -340,18 +340,17 @@ impl Cache {
     }
 
     fn entry_of(&self, key: &[u8], stale_ok: bool) -> Result<Option<Entry<'_>>> {
-        let Some(f) = self.lookup(key, stale_ok)? else {
-            return Ok(None);
-        };
-        f.pin.count(crate::layout::reader::HITS);
-        let stripe = KeyHash::new(key, self.seed(), self.geo()).stripe;
-        Ok(Some(Entry {
-            _pin: f.pin,
-            rh: f.rh,
-            all: f.all,
-            meta: f.meta,
-            stripe,
-        }))
+        self.lookup(key, stale_ok, |f| {
+            f.pin.count(crate::layout::reader::HITS);
+            let stripe = KeyHash::new(key, self.seed(), self.geo()).stripe;
+            Some(Entry {
+                _pin: f.pin,
+                rh: f.rh,
+                all: f.all,
+                meta: f.meta,
+                stripe,
+            })
+        })
     }
 }
 

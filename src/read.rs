@@ -209,14 +209,19 @@ pub(crate) struct Found<'c> {
 /// system call (for a read-write handle), no allocation. Expired and
 /// soft-invalidated entries are returned only with `stale_ok`;
 /// hard-invalidated ones never. Counts misses, corrupt and expired records
-/// (hits are counted by the caller, which may still refuse the record).
+/// (hits are counted by `finish`, which may still refuse the record).
+///
+/// `finish` turns the record found into the caller's result (a guard, an
+/// entry) right here, so that a hit is built once in place rather than
+/// moved out through layers of `Result`s and `Option`s.
 #[inline]
-pub(crate) fn lookup<'c>(
+pub(crate) fn lookup<'c, R>(
     sh: &'c Arc<Shared>,
     key: &[u8],
     kh: &KeyHash,
     stale_ok: bool,
-) -> Result<Option<Found<'c>>> {
+    finish: impl FnOnce(Found<'c>) -> Option<R>,
+) -> Result<Option<R>> {
     let tails = Tails::load(&sh.map, kh.stripe);
     let bucket = Buckets::of(&sh.map, kh);
     for (slot, w) in bucket.candidates(kh.tag, tails) {
@@ -240,7 +245,7 @@ pub(crate) fn lookup<'c>(
         if sh.map.writable() {
             mark_visited(slot, w);
         }
-        return Ok(Some(Found {
+        return Ok(finish(Found {
             pin,
             rh,
             all,

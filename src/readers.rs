@@ -30,7 +30,7 @@ use crate::barrier;
 use crate::error::{Error, Result};
 use crate::fork::generation;
 use crate::layout::locks::{LIVE, RO_PIN};
-use crate::layout::reader::{Counter, PINS_FENCED, PINS_PLAIN};
+use crate::layout::reader::{Counter, ReaderCounters, PINS_FENCED, PINS_PLAIN};
 use crate::locks::{self, Mode};
 use crate::process::{Process, ProcessPinState, ProcessPins};
 use crate::shared::Shared;
@@ -48,9 +48,27 @@ pub(crate) struct ThreadSlot {
     /// Pins are published with plain stores ([`PINS_PLAIN`]: this process
     /// is registered for the evictors' barrier).
     plain: bool,
-    counts: Box<[Cell<u32>]>,
-    pinned: Box<[Cell<u64>]>,
+    /// Per stripe: the thread's pins and its pin word (one bounds check).
+    stripes: Box<[StripePins]>,
+    /// The slot's counter line in the mapping: located once, at the claim,
+    /// rather than on every read (the mapping stays at its address for as
+    /// long as the file is open, also across `fork`, see
+    /// `map::remap_in_child`). Dereferenced only through
+    /// [`counters`](ThreadSlot::counters), with the file at hand.
+    counters: *const ReaderCounters,
     owner: Weak<Shared>,
+}
+
+/// A thread's pins on one stripe of a file.
+struct StripePins {
+    /// How many live pins ([`Pin`]s, and pins being taken) of the thread.
+    count: Cell<u32>,
+    /// What the pin word holds (lowest pinned position + 1), 0 for none.
+    pinned: Cell<u64>,
+    /// The slot's pin word for this stripe in the mapping, located at the
+    /// claim like [`ThreadSlot::counters`]; dereferenced only through
+    /// [`ThreadSlot::pin_word`].
+    word: *const AtomicU64,
 }
 
 /// The error for a read from a thread whose thread-locals are being destroyed.
@@ -59,27 +77,100 @@ fn tls_gone(shared: &Shared) -> Error {
     Error::io("reading", &shared.path, e)
 }
 
+/// The current thread's slots, one per file it read (and per fork
+/// generation). A slot is freed when it leaves this list (its file is gone,
+/// or it is a fork parent's) or with the thread's locals, unless a
+/// [`Pin`] still counts on it: then it is leaked, for [`Pin::Slot`] holds a
+/// plain reference to it (see [`ThreadSlots::remove`]).
+struct ThreadSlots(Vec<Rc<ThreadSlot>>);
+
+impl ThreadSlots {
+    /// Takes the slots `keep` rejects out of the list, freeing those that
+    /// no pin counts on and leaking the others. Forgets [`LAST`] first.
+    fn remove(&mut self, keep: impl Fn(&ThreadSlot) -> bool) {
+        LAST.set(NO_SLOT);
+        let mut i = 0;
+        while i < self.0.len() {
+            if keep(&self.0[i]) {
+                i += 1;
+                continue;
+            }
+            let t = self.0.swap_remove(i);
+            if t.stripes.iter().any(|p| p.count.get() != 0) {
+                // A live `Pin` (say, a guard kept by another thread-local
+                // whose destructor runs later, or inherited across `fork`)
+                // refers to it: it must stay allocated. Its reader slot stays
+                // claimed until the process exits (a rare, bounded leak).
+                std::mem::forget(t);
+            }
+        }
+    }
+}
+
+impl Drop for ThreadSlots {
+    fn drop(&mut self) {
+        self.remove(|_| false);
+    }
+}
+
+/// The last slot [`ThreadSlot::get`] found: `(file id, fork generation,
+/// slot)`. File ids start at 1, so [`NO_SLOT`] matches none.
+type Last = (u64, u64, *const ThreadSlot);
+
+/// [`LAST`] when it names no slot.
+const NO_SLOT: Last = (0, 0, std::ptr::null());
+
 thread_local! {
-    static SLOTS: RefCell<Vec<Rc<ThreadSlot>>> = const { RefCell::new(Vec::new()) };
+    static SLOTS: RefCell<ThreadSlots> = const { RefCell::new(ThreadSlots(Vec::new())) };
+    /// Without a destructor, so it is readable at any time, including
+    /// while the thread's locals are destroyed; [`ThreadSlots::remove`]
+    /// (run by `SLOTS`'s destructor too) resets it before it frees a slot.
+    static LAST: Cell<Last> = const { Cell::new(NO_SLOT) };
 }
 
 impl ThreadSlot {
     /// The current thread's slot for `shared`, claiming one on first use.
+    ///
+    /// The reference is valid until this thread next claims a slot or
+    /// destroys its locals, or, while a [`Pin`] made with it counts on it,
+    /// for as long as that pin lives ([`ThreadSlots::remove`] leaks a slot
+    /// something counts on). Callers use it at once or through a pin.
     #[inline]
-    pub(crate) fn get(shared: &Arc<Shared>) -> Result<Rc<ThreadSlot>> {
+    pub(crate) fn get(shared: &Arc<Shared>) -> Result<&ThreadSlot> {
+        let (id, gen, slot) = LAST.get();
+        if id == shared.id && gen == generation() {
+            // SAFETY: `LAST` names a slot of `SLOTS` (set by `find`, reset
+            // by `ThreadSlots::remove` before any slot leaves the list), so
+            // it is allocated; `ThreadSlot` is not `Sync`, so only this
+            // thread reaches it, and the reference's use follows the
+            // contract above.
+            return Ok(unsafe { &*slot });
+        }
+        Self::find(shared)
+    }
+
+    /// [`get`](ThreadSlot::get) when [`LAST`] names another slot: searches
+    /// the thread's slots, claiming one if it has none for `shared`, and
+    /// remembers it in [`LAST`].
+    #[cold]
+    fn find(shared: &Arc<Shared>) -> Result<&ThreadSlot> {
         let gen = generation();
         let found = SLOTS
             .try_with(|v| {
                 v.borrow()
+                    .0
                     .iter()
                     .find(|t| t.shared_id == shared.id && t.generation == gen)
-                    .cloned()
+                    .map(Rc::as_ptr)
             })
             .map_err(|_| tls_gone(shared))?;
-        match found {
-            Some(t) => Ok(t),
-            None => Self::claim(shared),
-        }
+        let slot = match found {
+            Some(t) => t,
+            None => Self::claim(shared)?,
+        };
+        LAST.set((shared.id, gen, slot));
+        // SAFETY: `slot` is in `SLOTS` (found or just pushed); see `get`.
+        Ok(unsafe { &*slot })
     }
 
     /// The index of the current thread's slot for `shared`, if it has one.
@@ -88,6 +179,7 @@ impl ThreadSlot {
         SLOTS
             .try_with(|v| {
                 v.borrow()
+                    .0
                     .iter()
                     .find(|t| t.shared_id == shared.id && t.generation == gen)
                     .map(|t| t.index)
@@ -96,8 +188,9 @@ impl ThreadSlot {
             .flatten()
     }
 
+    /// Claims a slot of the table for this thread, adding it to `SLOTS`.
     #[cold]
-    fn claim(shared: &Arc<Shared>) -> Result<Rc<ThreadSlot>> {
+    fn claim(shared: &Arc<Shared>) -> Result<*const ThreadSlot> {
         let pr = shared.process()?;
         let geo = &shared.geo;
         let i = pr.claim_slot(&shared.map, &shared.path)?;
@@ -118,32 +211,55 @@ impl ThreadSlot {
                 generation: pr.generation,
                 index: i,
                 plain,
-                counts: (0..2 * geo.stripes).map(|_| Cell::new(0)).collect(),
-                pinned: (0..2 * geo.stripes).map(|_| Cell::new(0)).collect(),
+                // One entry per ring id (format.md §2.3): main rings
+                // `0..stripes`, probation rings `stripes..2*stripes`.
+                stripes: (0..2 * geo.stripes)
+                    .map(|r| StripePins {
+                        count: Cell::new(0),
+                        pinned: Cell::new(0),
+                        word: shared.map.pin(i, r),
+                    })
+                    .collect(),
+                counters: shared.map.counters(i),
                 owner: Arc::downgrade(shared),
             });
+            let ptr = Rc::as_ptr(&slot);
             SLOTS
                 .try_with(|v| {
                     let mut v = v.borrow_mut();
-                    v.retain(|t| t.owner.strong_count() > 0 && t.generation == pr.generation);
-                    v.push(slot.clone());
+                    v.remove(|t| t.owner.strong_count() > 0 && t.generation == pr.generation);
+                    v.0.push(slot);
                 })
                 .map_err(|_| tls_gone(shared))?;
-            Ok(slot)
+            Ok(ptr)
         }
     }
 
-    /// This slot's pin word for stripe `s`.
+    /// The pin word of `p` (one of this slot's stripes) in `shared`, the
+    /// slot's file.
     #[inline]
-    fn pin_word<'s>(&self, shared: &'s Shared, s: u32) -> &'s AtomicU64 {
-        shared.map.pin(self.index, s)
+    fn pin_word<'s>(&self, shared: &'s Shared, p: &StripePins) -> &'s AtomicU64 {
+        debug_assert_eq!(shared.id, self.shared_id, "another file's slot");
+        // SAFETY: `p.word` is `shared.map.pin(self.index, s)` for its
+        // stripe `s`, a word in the mapping of `shared`, which the caller
+        // holds alive for 's and which never moves while it lives.
+        unsafe { &*p.word }
+    }
+
+    /// This slot's counter line in `shared`, the slot's file.
+    #[inline]
+    fn counters<'s>(&self, shared: &'s Shared) -> &'s ReaderCounters {
+        debug_assert_eq!(shared.id, self.shared_id, "another file's slot");
+        // SAFETY: `counters` is `shared.map.counters(self.index)`, in the
+        // mapping of `shared`, alive and unmoved for 's (as in `pin_word`).
+        unsafe { &*self.counters }
     }
 
     /// Adds one to counter `field`. Only this thread writes the slot's
     /// counters, so a plain load and store do.
     #[inline]
     pub(crate) fn count(&self, shared: &Shared, field: Counter) {
-        let c = shared.map.counters(self.index).get(field);
+        let c = self.counters(shared).get(field);
         c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 
@@ -154,16 +270,16 @@ impl ThreadSlot {
     /// sequentially consistent swap otherwise.
     #[inline]
     fn pin(&self, shared: &Shared, s: u32, pos: u64) -> u64 {
-        let c = &self.counts[s as usize];
-        let cur = &self.pinned[s as usize];
+        let p = &self.stripes[s as usize];
+        let (c, cur) = (&p.count, &p.pinned);
         let prev = cur.get();
         let want = pos + 1;
         if c.get() == 0 || want < prev {
             if self.plain {
-                self.pin_word(shared, s).store(want, Ordering::Relaxed);
+                self.pin_word(shared, p).store(want, Ordering::Relaxed);
                 barrier::light();
             } else {
-                self.pin_word(shared, s).swap(want, Ordering::SeqCst);
+                self.pin_word(shared, p).swap(want, Ordering::SeqCst);
             }
             cur.set(want);
         }
@@ -188,11 +304,11 @@ impl ThreadSlot {
     /// restoring the word to what the other guards on the stripe need.
     #[cold]
     fn back_off(&self, shared: &Shared, s: u32, prev: u64) {
-        let c = &self.counts[s as usize];
-        if c.get() > 1 && self.pinned[s as usize].get() != prev {
-            c.set(c.get() - 1);
-            self.pin_word(shared, s).store(prev, Ordering::Release);
-            self.pinned[s as usize].set(prev);
+        let p = &self.stripes[s as usize];
+        if p.count.get() > 1 && p.pinned.get() != prev {
+            p.count.set(p.count.get() - 1);
+            self.pin_word(shared, p).store(prev, Ordering::Release);
+            p.pinned.set(prev);
         } else {
             self.unpin(shared, s);
         }
@@ -200,11 +316,11 @@ impl ThreadSlot {
 
     #[inline]
     fn unpin(&self, shared: &Shared, s: u32) {
-        let c = &self.counts[s as usize];
-        c.set(c.get() - 1);
-        if c.get() == 0 && self.generation == generation() {
-            self.pin_word(shared, s).store(0, Ordering::Release);
-            self.pinned[s as usize].set(0);
+        let p = &self.stripes[s as usize];
+        p.count.set(p.count.get() - 1);
+        if p.count.get() == 0 && self.generation == generation() {
+            self.pin_word(shared, p).store(0, Ordering::Release);
+            p.pinned.set(0);
         }
     }
 }
@@ -330,8 +446,12 @@ fn release_ro_pin(pr: &Process, off: u64) {
 pub(crate) enum Pin<'c> {
     /// A pin word in the thread's reader slot.
     Slot {
-        /// The slot.
-        slot: Rc<ThreadSlot>,
+        /// The slot: a plain reference, valid while this pin lives because
+        /// the pin counts on it ([`ThreadSlots::remove`] never frees a slot
+        /// that a pin counts on), and reached only from this thread
+        /// (`ThreadSlot` is not `Sync`, so neither `Pin` nor a guard holding
+        /// it is `Send`).
+        slot: &'c ThreadSlot,
         /// The file.
         shared: &'c Arc<Shared>,
         /// The stripe pinned.
@@ -645,6 +765,32 @@ impl PinScan for FileReaders<'_> {
 mod tests {
     use super::*;
     use crate::{Cache, Options, Raw};
+
+    /// A slot that a live pin counts on survives leaving the thread's list
+    /// (the pin holds a plain reference to it); one nobody counts on is
+    /// freed, and [`LAST`] forgets both.
+    #[test]
+    fn a_slot_a_pin_counts_on_is_never_freed() {
+        let d = crate::testing::TestDir::new("slot-leak");
+        let cache = Cache::open(d.join("c"), Options::new().capacity(8 << 20)).unwrap();
+        cache.set("k", &Raw(b"v")).unwrap();
+        let shared = cache.shared_arc();
+        let g = cache.get::<Raw>("k").unwrap().unwrap();
+        let weak = SLOTS.with(|v| Rc::downgrade(&v.borrow().0[0]));
+        assert_eq!(LAST.get().0, shared.id);
+        SLOTS.with(|v| v.borrow_mut().remove(|_| false));
+        assert_eq!(LAST.get(), NO_SLOT);
+        assert!(weak.upgrade().is_some(), "freed under a live guard");
+        drop(g); // unpins through the kept slot
+        let weak = {
+            let slot = ThreadSlot::get(shared).unwrap(); // claims a new one
+            assert!(slot.stripes.iter().all(|p| p.count.get() == 0));
+            SLOTS.with(|v| Rc::downgrade(&v.borrow().0[0]))
+        };
+        SLOTS.with(|v| v.borrow_mut().remove(|_| false));
+        assert!(weak.upgrade().is_none(), "an unpinned slot is freed");
+        drop(cache);
+    }
 
     /// A live reader slot marked for plain pins, holding no pin: an evictor
     /// that issued the barrier sees no pin; one that could not must treat
