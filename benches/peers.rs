@@ -1055,7 +1055,7 @@ unsafe fn floor_crc32c_sse42(bytes: &[u8]) -> u32 {
 }
 
 /// Keys of the hot-`get` and floor benchmarks (`read_floor` group).
-const HOT_KEYS: usize = 64;
+const FLOOR_KEYS: usize = 64;
 
 /// One 64-byte index line of the floor prototype: eight slot words
 /// (`tag << 51 | position + 1`, as slotcache's).
@@ -1193,7 +1193,7 @@ fn bench_floor(c: &mut Criterion) {
         slotcache::Options::new().capacity(8 << 20),
     )
     .expect("open");
-    let items: Vec<(Key, Vec<u8>)> = (0..HOT_KEYS)
+    let items: Vec<(Key, Vec<u8>)> = (0..FLOOR_KEYS)
         .map(|i| (key(i), value(i, VALUE_LEN)))
         .collect();
     for (k, v) in &items {
@@ -1210,7 +1210,7 @@ fn bench_floor(c: &mut Criterion) {
     let mut i = 0usize;
     g.bench_function("slotcache_get_hot", |b| {
         b.iter(|| {
-            i = (i + 1) % HOT_KEYS;
+            i = (i + 1) % FLOOR_KEYS;
             let guard = cache
                 .get::<Raw>(black_box(&items[i].0))
                 .expect("get")
@@ -1221,7 +1221,7 @@ fn bench_floor(c: &mut Criterion) {
     for (id, f) in [("floor", &floors[0]), ("floor_seqcst_pin", &floors[1])] {
         g.bench_function(id, |b| {
             b.iter(|| {
-                i = (i + 1) % HOT_KEYS;
+                i = (i + 1) % FLOOR_KEYS;
                 let guard = f.get(black_box(&items[i].0)).expect("hit");
                 black_box(guard.value);
             })
