@@ -572,15 +572,24 @@ impl Cache {
         ttl: Option<Duration>,
     ) -> Result<()> {
         self.writable(op)?;
-        let mut placed = items
+        let placed = items
             .into_iter()
             .map(|(k, v)| Ok((self.prepare(k, v.len())?, k, v)))
             .collect::<Result<Vec<_>>>()?;
-        placed.sort_by_key(|p| p.0.stripe);
+        // The items in stripe order, by sorting small `(stripe, index)`
+        // pairs rather than the items: the index keeps a stripe's items in
+        // call order (the last write of a key wins), so an unstable sort
+        // does, and it moves 16 bytes an item instead of the whole item.
+        let mut order: Vec<(u32, usize)> = placed
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.0.stripe, i))
+            .collect();
+        order.sort_unstable();
         let pr = self.shared.process()?;
         let now = now_ns();
-        let groups: Vec<_> = placed.chunk_by(|a, b| a.0.stripe == b.0.stripe).collect();
-        let stripes: Vec<u32> = groups.iter().map(|g| g[0].0.stripe).collect();
+        let groups: Vec<_> = order.chunk_by(|a, b| a.0 == b.0).collect();
+        let stripes: Vec<u32> = groups.iter().map(|g| g[0].0).collect();
         if stripes.is_empty() {
             return Ok(());
         }
@@ -593,10 +602,11 @@ impl Cache {
         for (groups, stripes) in groups.chunks(per_chunk).zip(stripes.chunks(per_chunk)) {
             let _locks = self.lock_stripes(pr, stripes)?;
             for group in groups {
-                let s = group[0].0.stripe;
+                let s = group[0].0;
                 let mut w = StripeWriter::new(&self.shared.map, &readers, s, self.pin_wait, now);
-                for (kh, key, value) in *group {
-                    self.prefetch_ahead(j, |i| placed.get(i).map(|p| &p.0));
+                for &(_, i) in *group {
+                    let (kh, key, value) = &placed[i];
+                    self.prefetch_ahead(j, |o| order.get(o).map(|&(_, i)| &placed[i].0));
                     j += 1;
                     w.put(kh, &self.record((kind, schema), key, value, now, ttl))?;
                 }

@@ -366,3 +366,20 @@ fn two_handles_in_one_process_exclude_each_other() {
         assert_eq!(&*g, &[t; 100][..]);
     }
 }
+
+#[test]
+fn a_key_given_twice_in_one_batch_ends_with_its_last_value() {
+    let d = TempDir::new("basic", "batch-dup");
+    let c = Cache::open(d.join("c"), Options::new().capacity(8 << 20).stripes(8)).unwrap();
+    // 40 keys, each given 5 times in one call with its round as the value,
+    // interleaved across stripes so the grouping reorders the items.
+    let items: Vec<(String, Raw<Vec<u8>>)> = (0..5)
+        .flat_map(|round| (0..40).map(move |i| (format!("k{i}"), Raw(vec![round as u8; 3]))))
+        .collect();
+    c.set_many(items.iter().map(|(k, v)| (k, v))).unwrap();
+    for i in 0..40 {
+        let got = c.get::<Raw>(format!("k{i}")).unwrap().unwrap();
+        assert_eq!(&*got, &[4u8; 3], "k{i}");
+    }
+    assert_eq!(c.stats().entries, 40);
+}
