@@ -1176,3 +1176,47 @@ mod async_api {
         assert_eq!(won, 3, "{:?} {:?}", a.stats(), b.stats());
     }
 }
+
+/// `try_lease`/`set_leased`/`release_lease`: one holder across hosts, even
+/// over an old value still in Redis; a writer's `set` or `delete` voids the
+/// lease, so the holder's late fill writes nothing; a released lease can
+/// be taken again.
+#[test]
+fn a_side_lease_is_exclusive_and_voided_by_writers() {
+    let s = Server::start();
+    let (_d, a, b) = two_hosts(&s, "side-lease");
+    a.set("k", b"old", None).unwrap();
+    let la = a.try_lease("k").unwrap().expect("a takes the lease");
+    assert!(
+        b.try_lease("k").unwrap().is_none(),
+        "b must not get a's lease"
+    );
+    assert!(a.set_leased(&la, b"made by a", None).unwrap());
+    assert_eq!(
+        owned(b.get("k").unwrap()).as_deref(),
+        Some(&b"made by a"[..])
+    );
+    a.release_lease(la).unwrap();
+
+    for writer in ["set", "delete"] {
+        let lb = b
+            .try_lease("k")
+            .unwrap()
+            .expect("the filled lease is free again");
+        match writer {
+            "set" => a.set("k", b"newer", None).unwrap(),
+            _ => a.delete("k").unwrap(),
+        }
+        assert!(
+            !b.set_leased(&lb, b"late", None).unwrap(),
+            "{writer} must void the lease"
+        );
+        b.release_lease(lb).unwrap();
+        let want = (writer == "set").then_some(&b"newer"[..]);
+        wait_until("a's write reaching b", Duration::from_secs(5), || {
+            owned(b.get("k").unwrap()).as_deref() == want
+        });
+    }
+    assert_eq!(b.stats().leases_voided, 2);
+    assert_eq!(b.stats().leases_lost, 1);
+}
