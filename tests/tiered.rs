@@ -1220,3 +1220,26 @@ fn a_side_lease_is_exclusive_and_voided_by_writers() {
     assert_eq!(b.stats().leases_voided, 2);
     assert_eq!(b.stats().leases_lost, 1);
 }
+
+/// `keep_local`: a value made while Redis is down is served from L1 while
+/// it stays down, and never once it is back (it was never verified).
+#[test]
+fn a_value_kept_locally_is_served_only_while_redis_is_down() {
+    let mut s = Server::start();
+    let (_d, a, _b) = two_hosts(&s, "keep-local");
+    a.set("k", b"in redis", None).unwrap();
+    s.kill();
+    assert!(a.set("k", b"made while down", None).is_err());
+    a.keep_local("k", b"made while down", None).unwrap();
+    let v = a.get("k").unwrap().expect("kept in L1");
+    assert!(v.is_stale());
+    assert_eq!(&*v, b"made while down");
+    drop(v);
+    s.restart();
+    // Redis restarted empty (no persistence): once it answers, the kept
+    // value is no longer served.
+    wait_until("Redis back", Duration::from_secs(10), || {
+        a.get("k").unwrap().is_none()
+    });
+    assert!(a.stats().stale_served >= 1);
+}

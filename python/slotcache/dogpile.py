@@ -56,9 +56,9 @@ the fleet; names as in the Rust ``TieredOptions``):
     region's ``expiration_time``.
 
 Redis unreachable: reads serve the file's copy (for ``max_stale``), the
-mutex falls back to the host's lock and ``set`` keeps nothing (the value
-created is returned, not cached: each host creates again until Redis is
-back); nothing raises but ``delete``. ``backend.tier_stats()`` gives the
+mutex falls back to the host's lock and ``set`` keeps the value in the
+file only, unverified (served while Redis stays down, never once it is
+back): one creation per key per host; nothing raises but ``delete``. ``backend.tier_stats()`` gives the
 tier's counters.
 
 Values are dogpile's ``CachedValue``s: the metadata is a 10-byte binary
@@ -231,7 +231,8 @@ class SlotcacheBackend(CacheBackend):
             else:
                 self.tier.set(key, data)
         except RedisError:
-            pass  # Redis down: the value is returned, not kept (see the docs)
+            # Redis down: kept in this host's file only, unverified.
+            self.tier.keep_local(key, data)
 
     def _tier_set(self, key, value):
         payload, meta = value

@@ -113,6 +113,22 @@ impl TieredStore {
         py.detach(|| t.set(k, &v, ttl)).map_err(|e| tier_err(py, e))
     }
 
+    /// Keeps `value` in this host's file only, unverified (Redis down).
+    #[pyo3(signature = (key, value, ttl=None))]
+    fn keep_local(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let k = convert::key(key)?;
+        let v = convert::value(value)?;
+        let ttl = secs(ttl, "ttl")?;
+        let t = &self.tier;
+        py.detach(|| t.keep_local(k, &v, ttl)).py_err(py)
+    }
+
     /// Deletes from Redis and L1; voids any lease on the key.
     fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
         let k = convert::key(key)?;

@@ -771,6 +771,20 @@ impl TieredCache {
         }
     }
 
+    /// Keeps `value` in this host's L1 only, unverified: what a creator
+    /// made while Redis was unreachable (its `set` failed). Served by
+    /// [`get`](Self::get) while Redis stays unreachable (within
+    /// [`max_stale`](TieredOptions::max_stale) past `ttl`, capped by
+    /// [`l1_ttl`](TieredOptions::l1_ttl)); never a hit once Redis is back.
+    pub fn keep_local(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        self.keep_degraded(&self.full_key(key), ttl, value)
+    }
+
     /// Gives a [`Lease`] back (if still ours), so another host may create
     /// at once. A no-op after [`set_leased`](Self::set_leased).
     pub fn release_lease(&self, lease: Lease) -> Result<(), TieredError> {
