@@ -1176,3 +1176,70 @@ mod async_api {
         assert_eq!(won, 3, "{:?} {:?}", a.stats(), b.stats());
     }
 }
+
+/// `try_lease`/`set_leased`/`release_lease`: one holder across hosts, even
+/// over an old value still in Redis; a writer's `set` or `delete` voids the
+/// lease, so the holder's late fill writes nothing; a released lease can
+/// be taken again.
+#[test]
+fn a_side_lease_is_exclusive_and_voided_by_writers() {
+    let s = Server::start();
+    let (_d, a, b) = two_hosts(&s, "side-lease");
+    a.set("k", b"old", None).unwrap();
+    let la = a.try_lease("k").unwrap().expect("a takes the lease");
+    assert!(
+        b.try_lease("k").unwrap().is_none(),
+        "b must not get a's lease"
+    );
+    assert!(a.set_leased(&la, b"made by a", None).unwrap());
+    assert_eq!(
+        owned(b.get("k").unwrap()).as_deref(),
+        Some(&b"made by a"[..])
+    );
+    a.release_lease(la).unwrap();
+
+    for writer in ["set", "delete"] {
+        let lb = b
+            .try_lease("k")
+            .unwrap()
+            .expect("the filled lease is free again");
+        match writer {
+            "set" => a.set("k", b"newer", None).unwrap(),
+            _ => a.delete("k").unwrap(),
+        }
+        assert!(
+            !b.set_leased(&lb, b"late", None).unwrap(),
+            "{writer} must void the lease"
+        );
+        b.release_lease(lb).unwrap();
+        let want = (writer == "set").then_some(&b"newer"[..]);
+        wait_until("a's write reaching b", Duration::from_secs(5), || {
+            owned(b.get("k").unwrap()).as_deref() == want
+        });
+    }
+    assert_eq!(b.stats().leases_voided, 2);
+    assert_eq!(b.stats().leases_lost, 1);
+}
+
+/// `keep_local`: a value made while Redis is down is served from L1 while
+/// it stays down, and never once it is back (it was never verified).
+#[test]
+fn a_value_kept_locally_is_served_only_while_redis_is_down() {
+    let mut s = Server::start();
+    let (_d, a, _b) = two_hosts(&s, "keep-local");
+    a.set("k", b"in redis", None).unwrap();
+    s.kill();
+    assert!(a.set("k", b"made while down", None).is_err());
+    a.keep_local("k", b"made while down", None).unwrap();
+    let v = a.get("k").unwrap().expect("kept in L1");
+    assert!(v.is_stale());
+    assert_eq!(&*v, b"made while down");
+    drop(v);
+    s.restart();
+    // Redis restarted empty (no persistence): once it answers, the kept
+    // value is no longer served.
+    wait_until("Redis back", Duration::from_secs(10), || {
+        a.get("k").unwrap().is_none()
+    });
+    assert!(a.stats().stale_served >= 1);
+}

@@ -25,6 +25,7 @@ from ._errors import (
     ReadersFull,
     ReadOnly,
     Reentrant,
+    RedisError,
     ValueTooLarge,
 )
 from ._types import Info, Stats, VerifyReport

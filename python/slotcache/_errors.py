@@ -53,7 +53,13 @@ class ReadersFull(Error):
     """Every reader slot of the file is taken by a live thread."""
 
 
+class RedisError(Error):
+    """Redis refused or failed a write of the tiered backend (``redis_url``),
+    or its URL is invalid. Reads never raise it: they fall back to the file."""
+
+
 __all__ = [
+    "RedisError",
     "Error",
     "NotACacheFile",
     "NewerFormat",

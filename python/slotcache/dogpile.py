@@ -33,6 +33,34 @@ Arguments (unknown ones are ignored; the dict is never modified):
     ``get_or_create``): such a wait could deadlock across processes, so it
     is bounded (default 5 s; format.md §5.9).
 
+In front of Redis (every host's file as the near cache, Redis shared by
+the fleet; names as in the Rust ``TieredOptions``):
+
+``redis_url``
+    Turns the tier on: ``"redis://host:port/db"``. Reads go to the file,
+    then Redis; writes and deletes go through to both; every host applies
+    the others' invalidations. An invalid URL raises ``slotcache.RedisError``.
+``redis_prefix``
+    Prepended to every key in Redis (and tracked for invalidations); give
+    every application its own. Default ``"dogpile:"``.
+``lease``
+    The fleet lease of a creator, seconds (default 30): ``get_mutex`` is the
+    host's regeneration lock, then a lease in Redis, so one process of the
+    fleet creates a value; others wait for its fill (at most ``lease``) or
+    serve the old value. A ``set`` or ``delete`` by anyone voids the lease,
+    and the creator's late ``set`` is then dropped. Make it longer than
+    your slowest creator (it is not extended).
+``l1_ttl``, ``max_stale``, ``io_timeout``, ``retry_interval``, ``heartbeat``, ``stream_timeout``
+    Seconds, as in ``TieredOptions`` (defaults 60, 30, 0.5, 0.25, 0.2, 1).
+    ``l1_ttl`` is also the TTL of values in Redis: make it longer than the
+    region's ``expiration_time``.
+
+Redis unreachable: reads serve the file's copy (for ``max_stale``), the
+mutex falls back to the host's lock and ``set`` keeps the value in the
+file only, unverified (served while Redis stays down, never once it is
+back): one creation per key per host; nothing raises but ``delete``. ``backend.tier_stats()`` gives the
+tier's counters.
+
 Values are dogpile's ``CachedValue``s: the metadata is a 10-byte binary
 header and only the payload is pickled (``bytes`` payloads are stored as
 they are). A region configured with its own ``serializer`` goes through
@@ -60,7 +88,24 @@ except Exception:  # pragma: no cover - dogpile.cache missing or broken
 
     NO_VALUE = CachedValue = None  # type: ignore[assignment]
 
+import pickle
+import threading
+import time
+
 __all__ = ["SlotcacheBackend", "FileInvalidation"]
+
+# Tags of the values the tiered mode stores in Redis.
+_TAG_CACHED = b"P"
+_TAG_SERIALIZED = b"S"
+
+_TIER_TIMES = (
+    "l1_ttl",
+    "max_stale",
+    "io_timeout",
+    "retry_interval",
+    "heartbeat",
+    "stream_timeout",
+)
 
 _NATIVE_METHODS = (
     "get",
@@ -116,6 +161,107 @@ class SlotcacheBackend(CacheBackend):
         for name in _NATIVE_METHODS:
             setattr(self, name, getattr(store, name))
         self.get_mutex = store.mutex
+        self.tier = None
+        if args.get("redis_url") is not None:
+            self._init_tier(args)
+
+    def _init_tier(self, args):
+        from . import _slotcache
+
+        if not hasattr(_slotcache, "TieredStore"):  # pragma: no cover
+            raise RuntimeError(
+                "redis_url: this build of slotcache has no Redis tier (built without the redis feature)"
+            )
+        url = args["redis_url"]
+        if not isinstance(url, str):
+            raise TypeError(f"redis_url must be a str like 'redis://host:6379/0', found {type(url).__name__}")
+        times = {n: args[n] for n in _TIER_TIMES if args.get(n) is not None}
+        self._lease_s = float(args.get("lease", 30))
+        self.tier = _slotcache.TieredStore(
+            self.cache,
+            url,
+            args.get("redis_prefix", "dogpile:"),
+            lease=self._lease_s,
+            **times,
+        )
+        self._held = threading.local()
+        for name in _NATIVE_METHODS:
+            setattr(self, name, getattr(self, "_tier_" + name))
+        self.get_mutex = self._tier_mutex
+
+    # -- the tiered mode (redis_url) ---------------------------------------
+
+    def tier_stats(self):
+        """The Redis tier's counters of this process (a dict; ``None``
+        without ``redis_url``)."""
+        return None if self.tier is None else self.tier.stats()
+
+    def _leases(self):
+        d = getattr(self._held, "leases", None)
+        if d is None:
+            d = self._held.leases = {}
+        return d
+
+    def _tier_mutex(self, key):
+        return _FleetMutex(self, key, self._store.mutex(key))
+
+    def _tier_read(self, key, tag):
+        b = self.tier.get(key)
+        if b is None or b[:1] != tag:
+            return None
+        return b[1:]
+
+    def _tier_get(self, key):
+        b = self._tier_read(key, _TAG_CACHED)
+        if b is None:
+            return NO_VALUE
+        payload, meta = pickle.loads(b)
+        return CachedValue(payload, meta)
+
+    def _tier_get_multi(self, keys):
+        return [self._tier_get(k) for k in keys]
+
+    def _tier_write(self, key, data):
+        from ._errors import RedisError
+
+        lease = self._leases().get(key)
+        try:
+            if lease is not None:
+                self.tier.set_leased(lease, data)
+            else:
+                self.tier.set(key, data)
+        except RedisError:
+            # Redis down: kept in this host's file only, unverified.
+            self.tier.keep_local(key, data)
+
+    def _tier_set(self, key, value):
+        payload, meta = value
+        self._tier_write(key, _TAG_CACHED + pickle.dumps((payload, dict(meta)), -1))
+
+    def _tier_set_multi(self, mapping):
+        for k, v in mapping.items():
+            self._tier_set(k, v)
+
+    def _tier_get_serialized(self, key):
+        b = self._tier_read(key, _TAG_SERIALIZED)
+        return NO_VALUE if b is None else b
+
+    def _tier_get_serialized_multi(self, keys):
+        return [self._tier_get_serialized(k) for k in keys]
+
+    def _tier_set_serialized(self, key, value):
+        self._tier_write(key, _TAG_SERIALIZED + bytes(value))
+
+    def _tier_set_serialized_multi(self, mapping):
+        for k, v in mapping.items():
+            self._tier_set_serialized(k, v)
+
+    def _tier_delete(self, key):
+        self.tier.delete(key)
+
+    def _tier_delete_multi(self, keys):
+        for k in keys:
+            self.tier.delete(k)
 
     def get_mutex(self, key):  # replaced per instance by the native one
         return self._store.mutex(key)
@@ -152,6 +298,62 @@ class SlotcacheBackend(CacheBackend):
 
     def delete_multi(self, keys):  # pragma: no cover
         self._store.delete_multi(keys)
+
+
+class _FleetMutex:
+    """The mutex of the tiered mode: the host's regeneration lock, then the
+    fleet lease in Redis (held by this thread until ``release``; the
+    backend's ``set`` of the key under it is the fenced fill)."""
+
+    def __init__(self, backend, key, host):
+        self._backend = backend
+        self._key = key
+        self._host = host
+
+    def acquire(self, wait=True):
+        from ._errors import RedisError
+
+        if not self._host.acquire(wait):
+            return False
+        b = self._backend
+        deadline = time.monotonic() + b._lease_s + 1.0
+        pause = 0.005
+        while True:
+            try:
+                lease = b.tier.try_lease(self._key)
+            except RedisError:
+                return True  # Redis down: the host's lock only
+            if lease is not None:
+                b._leases()[self._key] = lease
+                return True
+            if not wait:
+                self._host.release()
+                return False
+            if time.monotonic() >= deadline:
+                return True  # the holder's lease has run out
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.1)
+
+    def release(self):
+        from ._errors import RedisError
+
+        lease = self._backend._leases().pop(self._key, None)
+        try:
+            if lease is not None:
+                self._backend.tier.release_lease(lease)
+        except RedisError:
+            pass
+        finally:
+            self._host.release()
+
+    def locked(self):
+        return self._host.locked()
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 class FileInvalidation(RegionInvalidationStrategy):

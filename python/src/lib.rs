@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod cache;
 mod convert;
 mod dogpile;
+mod tiered;
 mod view;
 
 /// Declared free-threading compatible (`gil_used = false`): the module's
@@ -16,6 +17,8 @@ fn _slotcache(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<view::PinnedEntry>()?;
     m.add_class::<dogpile::DogpileStore>()?;
     m.add_class::<dogpile::RegenMutex>()?;
+    m.add_class::<tiered::TieredStore>()?;
+    m.add_class::<tiered::TierLease>()?;
     m.add_function(wrap_pyfunction!(dogpile::_after_fork_in_child, m)?)?;
     m.add("MAX_KEY_LEN", slotcache::MAX_KEY_LEN)?;
     m.add("FORMAT_VERSION", slotcache::FORMAT_VERSION)?;

@@ -30,6 +30,19 @@ const RELEASE_IF_LEASED: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0";
 
+/// `SET key value [PX ms]` and `DEL` of the side lease only while the side
+/// lease key (`KEYS[2]`) holds the token: the fill of a
+/// [`Lease`](super::Lease) holder. A writer's `set`/`delete` deletes the
+/// side key, which voids the lease.
+const FILL_IF_SIDE_LEASED: &str = r"
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2])
+  else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0";
+
 /// What L2 holds under a key.
 pub(crate) enum Held {
     /// A value with its remaining TTL in ms (`None`: no expiry).
@@ -55,6 +68,7 @@ pub(crate) struct L2 {
     fill_script: redis::Script,
     extend_script: redis::Script,
     release_script: redis::Script,
+    side_fill_script: redis::Script,
 }
 
 impl L2 {
@@ -73,6 +87,7 @@ impl L2 {
             fill_script: redis::Script::new(FILL_IF_LEASED),
             extend_script: redis::Script::new(EXTEND_IF_LEASED),
             release_script: redis::Script::new(RELEASE_IF_LEASED),
+            side_fill_script: redis::Script::new(FILL_IF_SIDE_LEASED),
         })
     }
 
@@ -179,8 +194,53 @@ impl L2 {
         })
     }
 
-    pub(crate) fn delete(&self, key: &[u8]) -> RedisResult<()> {
-        self.with(|c| redis::cmd("DEL").arg(key).query::<()>(c))
+    /// `SET key value [PX ms]` and `DEL side` (voids a side lease), in
+    /// one transaction.
+    pub(crate) fn set_voiding(
+        &self,
+        key: &[u8],
+        side: &[u8],
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> RedisResult<()> {
+        self.with(|c| {
+            let mut p = redis::pipe();
+            p.atomic();
+            let cmd = p.cmd("SET").arg(key).arg(value);
+            if let Some(ms) = ttl_ms {
+                cmd.arg("PX").arg(ms.max(1));
+            }
+            p.ignore().cmd("DEL").arg(side).ignore();
+            p.query::<()>(c)
+        })
+    }
+
+    /// `DEL key side`: the value and any side lease.
+    pub(crate) fn delete(&self, key: &[u8], side: &[u8]) -> RedisResult<()> {
+        self.with(|c| redis::cmd("DEL").arg(key).arg(side).query::<()>(c))
+    }
+
+    /// The side lease holder's fill: whether the value was written (the
+    /// side key still held `token`).
+    pub(crate) fn fill_side_leased(
+        &self,
+        key: &[u8],
+        side: &[u8],
+        token: &[u8],
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> RedisResult<bool> {
+        self.with(|c| {
+            let n: i64 = self
+                .side_fill_script
+                .key(key)
+                .key(side)
+                .arg(token)
+                .arg(value)
+                .arg(ttl_ms.map_or(0, |m| m.max(1)))
+                .invoke(c)?;
+            Ok(n == 1)
+        })
     }
 
     /// `SET key token NX PX lease`: whether this caller now holds the lease.

@@ -367,6 +367,21 @@ pub struct TieredCache {
     candidate: Option<(std::thread::JoinHandle<()>, u64)>,
 }
 
+/// A fleet lease on a key, from [`TieredCache::try_lease`].
+#[derive(Debug)]
+pub struct Lease {
+    key: Vec<u8>,
+    side: Vec<u8>,
+    token: Vec<u8>,
+}
+
+/// The side key of `k`'s [`Lease`] (`k`: `prefix + key`).
+fn side_key(k: &[u8]) -> Vec<u8> {
+    let mut s = b"\0lease\0".to_vec();
+    s.extend_from_slice(k);
+    s
+}
+
 /// What the read path found.
 enum Lookup<'c> {
     Hit(TieredValue<'c>),
@@ -627,7 +642,8 @@ impl TieredCache {
     }
 
     /// Writes `value` to Redis (with `ttl`, or
-    /// [`l1_ttl`](TieredOptions::l1_ttl) when `None`), then to L1. Redis
+    /// [`l1_ttl`](TieredOptions::l1_ttl) when `None`), then to L1, and
+    /// voids any [`Lease`] on the key. Redis
     /// unreachable: an error, and this host's L1 no longer holds the key.
     pub fn set(
         &self,
@@ -639,7 +655,7 @@ impl TieredCache {
         let k = self.full_key(key);
         let ttl = ttl.unwrap_or(i.opts.l1_ttl);
         let sent = Instant::now();
-        if let Err(e) = i.l2.set(&k, value, Some(ms(ttl))) {
+        if let Err(e) = i.l2.set_voiding(&k, &side_key(&k), value, Some(ms(ttl))) {
             bump(&i.stats.l2_errors);
             i.invalidate_local(&k);
             return Err(e.into());
@@ -659,16 +675,127 @@ impl TieredCache {
         Ok(())
     }
 
-    /// Deletes `key` from Redis, then from L1 (and voids any lease on it).
+    /// Deletes `key` from Redis, then from L1 (and voids any lease on it,
+    /// [`Lease`]s included).
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<(), TieredError> {
         let i = &*self.inner;
         let k = self.full_key(key);
-        let r = i.l2.delete(&k);
+        let r = i.l2.delete(&k, &side_key(&k));
         i.invalidate_local(&k);
         if r.is_err() {
             bump(&i.stats.l2_errors);
         }
         Ok(r?)
+    }
+
+    /// Takes the fleet lease of `key` for a creator that runs outside
+    /// [`get_or_create`](Self::get_or_create) (dogpile.cache's mutex in the
+    /// Python package): `None` when another holder has it. Unlike
+    /// `get_or_create`'s lease it lives on a side key (`"\0lease\0" + prefix +
+    /// key`, outside the tracked prefix), so a key whose old value is still in Redis can be leased. It
+    /// is not extended: it expires after [`lease`](TieredOptions::lease).
+    /// Take the host's lock first (one process per host asks the fleet).
+    /// Fill with [`set_leased`](Self::set_leased); a [`set`](Self::set) or
+    /// [`delete`](Self::delete) of the key by anyone voids it (fencing).
+    ///
+    /// ```no_run
+    /// # use slotcache::{Cache, Options, tiered::{TieredCache, TieredOptions}};
+    /// # let l1 = Cache::open("app.slotcache", Options::new())?;
+    /// # let t = TieredCache::open(l1, TieredOptions::new("redis://127.0.0.1/", "app:"))?;
+    /// if let Some(lease) = t.try_lease("report")? {
+    ///     let value = b"made by the one creator of the fleet".to_vec();
+    ///     let written = t.set_leased(&lease, &value, None)?; // false: voided
+    ///     t.release_lease(lease)?;
+    /// #   let _ = written;
+    /// }
+    /// # Ok::<(), slotcache::tiered::TieredError>(())
+    /// ```
+    pub fn try_lease(&self, key: impl AsRef<[u8]>) -> Result<Option<Lease>, TieredError> {
+        let i = &*self.inner;
+        let k = self.full_key(key);
+        let side = side_key(&k);
+        let token = lease_token();
+        match i.l2.take_lease(&side, &token, ms(i.opts.lease)) {
+            Ok(true) => {
+                bump(&i.stats.leases_won);
+                Ok(Some(Lease {
+                    key: k,
+                    side,
+                    token,
+                }))
+            }
+            Ok(false) => {
+                bump(&i.stats.leases_lost);
+                Ok(None)
+            }
+            Err(e) => {
+                bump(&i.stats.l2_errors);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The fill of a [`Lease`] holder: writes `value` to Redis (TTL as in
+    /// [`set`](Self::set)) only if the lease is still ours (not voided by a
+    /// writer, not expired), then to L1, and ends the lease. Whether it was
+    /// written.
+    pub fn set_leased(
+        &self,
+        lease: &Lease,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, TieredError> {
+        let i = &*self.inner;
+        bump(&i.stats.creates);
+        let ttl = ttl.unwrap_or(i.opts.l1_ttl);
+        let sent = Instant::now();
+        let r =
+            i.l2.fill_side_leased(&lease.key, &lease.side, &lease.token, value, Some(ms(ttl)));
+        match r {
+            Ok(true) => {
+                i.invalidate_local(&lease.key);
+                let seq = i.seq(&lease.key);
+                let (epoch, _) = i.epoch_now();
+                let in_redis = Some(Duration::from_millis(ms(ttl)));
+                self.fill(&lease.key, value, in_redis, sent, seq, epoch)?;
+                Ok(true)
+            }
+            Ok(false) => {
+                bump(&i.stats.leases_voided);
+                Ok(false)
+            }
+            Err(e) => {
+                bump(&i.stats.l2_errors);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Keeps `value` in this host's L1 only, unverified: what a creator
+    /// made while Redis was unreachable (its `set` failed). Served by
+    /// [`get`](Self::get) while Redis stays unreachable (within
+    /// [`max_stale`](TieredOptions::max_stale) past `ttl`, capped by
+    /// [`l1_ttl`](TieredOptions::l1_ttl)); never a hit once Redis is back.
+    pub fn keep_local(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        self.keep_degraded(&self.full_key(key), ttl, value)
+    }
+
+    /// Gives a [`Lease`] back (if still ours), so another host may create
+    /// at once. A no-op after [`set_leased`](Self::set_leased).
+    pub fn release_lease(&self, lease: Lease) -> Result<(), TieredError> {
+        self.inner
+            .l2
+            .release_lease(&lease.side, &lease.token)
+            .map(drop)
+            .map_err(|e| {
+                bump(&self.inner.stats.l2_errors);
+                e.into()
+            })
     }
 
     /// The value of `key`, or the one `creator` makes — with one creator
