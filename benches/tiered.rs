@@ -156,9 +156,14 @@ mod with_redis {
             TieredOptions::new(s.url(), PREFIX).subscriber(false),
         )
         .expect("open the tier");
-        let hit = near.get("k").expect("get").expect("a value");
-        assert!(hit.is_near() && *hit == *value, "an L1 hit");
-        drop(hit);
+        // The tracking stream also delivers the invalidation of this
+        // handle's own write, which may land after `set` returned and drop
+        // the L1 copy; the next read refills it. Wait for a verified copy.
+        wait_until("an L1 hit", || {
+            near.get("k")
+                .expect("get")
+                .is_some_and(|v| v.is_near() && *v == *value)
+        });
         let got = far.get("k").expect("get").expect("a value");
         assert!(!got.is_near() && *got == *value, "an L2 read");
         drop(got);
