@@ -148,11 +148,48 @@ pub(crate) unsafe fn lock(m: &StripeMutex) -> io::Result<Locked> {
         ));
     }
     // SAFETY: the caller's contract: an initialised robust mutex of our ABI.
-    match unsafe { libc::pthread_mutex_lock(ptr(m)) } {
+    let mut r = unsafe { libc::pthread_mutex_trylock(ptr(m)) };
+    while r == libc::EBUSY || r == libc::ETIMEDOUT {
+        // A held mutex whose owner thread does not exist was never on a
+        // robust list the kernel could walk (its lock word was written
+        // from outside): waiting would be forever.
+        if owner_gone(m) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the stripe mutex is damaged (its owner thread does not exist and it was not marked owner-died)",
+            ));
+        }
+        let mut deadline = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut deadline) };
+        deadline.tv_sec += OWNER_CHECK_SECS;
+        // SAFETY: as above.
+        r = unsafe { libc::pthread_mutex_timedlock(ptr(m), &deadline) };
+    }
+    match r {
         0 => Ok(Locked::Clean),
         libc::EOWNERDEAD => Ok(Locked::OwnerDied),
         e => Err(io::Error::from_raw_os_error(e)),
     }
+}
+
+/// Seconds a locker waits between checks that the holder exists.
+const OWNER_CHECK_SECS: libc::time_t = 1;
+
+/// Whether `m`'s lock word names an owner thread that does not exist
+/// (glibc's `__lock`, bytes 0..4: the owner's thread id in its low 30
+/// bits). Thread ids are those of this PID namespace (format.md §6).
+fn owner_gone(m: &StripeMutex) -> bool {
+    use std::sync::atomic::Ordering;
+    let tid = (m.raw[0].load(Ordering::Relaxed) as u32 & 0x3fff_ffff) as libc::pid_t;
+    // SAFETY: signal 0 only checks that the id exists; Linux's kill()
+    // accepts any thread id.
+    tid != 0
+        && unsafe { libc::kill(tid, 0) } == -1
+        && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// Marks `m`, held after [`Locked::OwnerDied`], consistent again.
