@@ -147,16 +147,32 @@ pub(crate) unsafe fn lock(m: &StripeMutex) -> io::Result<Locked> {
             "the stripe mutex is damaged (its type word is not a robust process-shared mutex's)",
         ));
     }
-    // SAFETY: the caller's contract: an initialised robust mutex of our ABI.
+    // Counted before the attempt: a thread of this process that owns the
+    // lock word already counts (see `HELD_HERE`).
+    HELD_HERE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // Orders the count before the C library's store of our thread id in
+    // the lock word (paired with the fence in `owner_gone`).
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    let r = lock_counted(m);
+    if r.is_err() {
+        HELD_HERE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    r
+}
+
+/// [`lock`] once this thread is counted in [`HELD_HERE`].
+fn lock_counted(m: &StripeMutex) -> io::Result<Locked> {
+    // SAFETY: `lock`'s contract: an initialised robust mutex of our ABI.
     let mut r = unsafe { libc::pthread_mutex_trylock(ptr(m)) };
+    let mut waited: libc::time_t = 0;
     while r == libc::EBUSY || r == libc::ETIMEDOUT {
-        // A held mutex whose owner thread does not exist was never on a
+        // A held mutex whose owner cannot be holding it was never on a
         // robust list the kernel could walk (its lock word was written
         // from outside): waiting would be forever.
-        if owner_gone(m) {
+        if owner_gone(m, waited) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "the stripe mutex is damaged (its owner thread does not exist and it was not marked owner-died)",
+                "the stripe mutex is damaged (its lock word names an owner that cannot hold it, and it was not marked owner-died)",
             ));
         }
         let mut deadline = libc::timespec {
@@ -166,6 +182,7 @@ pub(crate) unsafe fn lock(m: &StripeMutex) -> io::Result<Locked> {
         // SAFETY: a valid out-pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut deadline) };
         deadline.tv_sec += OWNER_CHECK_SECS;
+        waited += OWNER_CHECK_SECS;
         // SAFETY: as above.
         r = unsafe { libc::pthread_mutex_timedlock(ptr(m), &deadline) };
     }
@@ -176,20 +193,112 @@ pub(crate) unsafe fn lock(m: &StripeMutex) -> io::Result<Locked> {
     }
 }
 
+/// Threads of this process that hold a stripe mutex or are trying to take
+/// one (any file; counted before the attempt, uncounted at unlock): an
+/// owner that is a thread of this process while only the checking thread
+/// is counted is a damaged lock word.
+static HELD_HERE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Seconds a locker waits for an owner whose `/proc` entry it cannot read
+/// before it takes the lock word as damaged.
+const UNINSPECTABLE_SECS: libc::time_t = 2;
+
+/// The last uninspectable owner thread id found holding a stripe mutex
+/// past [`UNINSPECTABLE_SECS`] (0: none).
+static UNINSPECTABLE_DAMAGED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 /// Seconds a locker waits between checks that the holder exists.
 const OWNER_CHECK_SECS: libc::time_t = 1;
 
-/// Whether `m`'s lock word names an owner thread that does not exist
-/// (glibc's `__lock`, bytes 0..4: the owner's thread id in its low 30
-/// bits). Thread ids are those of this PID namespace (format.md §6).
-fn owner_gone(m: &StripeMutex) -> bool {
+/// Whether `m`'s lock word names an owner that cannot be holding it: a
+/// thread id (glibc's `__lock`, bytes 0..4, low 30 bits) that does not
+/// exist, a thread of this process while no thread of it holds a stripe
+/// mutex, or a thread whose process does not map the file `m` lies in (read from
+/// `/proc`; when that cannot be read, the owner is presumed real until
+/// the locker has waited [`UNINSPECTABLE_SECS`]). Thread ids are those of this PID namespace
+/// (format.md §6). Called only after the lock was found busy.
+fn owner_gone(m: &StripeMutex, waited: libc::time_t) -> bool {
     use std::sync::atomic::Ordering;
-    let tid = (m.raw[0].load(Ordering::Relaxed) as u32 & 0x3fff_ffff) as libc::pid_t;
+    let word = m.raw[0].load(Ordering::SeqCst) as u32;
+    // The word is read again after the verdict: an owner that unlocked or
+    // died meanwhile (the kernel marks a dead owner's mutexes before its
+    // thread id and mappings disappear) has changed it, and what was seen
+    // of the old owner proves nothing.
+    owner_cannot_hold(m, word, waited) && m.raw[0].load(Ordering::SeqCst) as u32 == word
+}
+
+/// [`owner_gone`]'s verdict on one reading `word` of `m`'s lock word.
+fn owner_cannot_hold(m: &StripeMutex, word: u32, waited: libc::time_t) -> bool {
+    use std::sync::atomic::Ordering;
+    let tid = (word & 0x3fff_ffff) as libc::pid_t;
+    if tid == 0 {
+        // Free (0), or owner-died (the next lock takes it): fine. Waiter
+        // bits with no owner and no owner-died mark are no state glibc or
+        // the kernel leaves: nobody would ever wake the waiters.
+        return word != 0 && word & 0x4000_0000 == 0;
+    }
     // SAFETY: signal 0 only checks that the id exists; Linux's kill()
     // accepts any thread id.
-    tid != 0
-        && unsafe { libc::kill(tid, 0) } == -1
-        && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    if unsafe { libc::kill(tid, 0) } == -1 {
+        return io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    if std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
+        // A thread of this process: it can hold a stripe mutex only while
+        // some thread besides the checking one is counted.
+        // An owner uncounted since the word was read has unlocked, which
+        // `owner_gone`'s second reading sees (unless it locked again,
+        // counted first).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        return HELD_HERE.load(Ordering::SeqCst) <= 1;
+    }
+    let addr = m as *const StripeMutex as usize;
+    let Some(file) = mapped_file("/proc/self/maps", |lo, hi| (lo..hi).contains(&addr)) else {
+        return false;
+    };
+    match std::fs::read_to_string(format!("/proc/{tid}/maps")) {
+        Ok(maps) => !maps
+            .lines()
+            .any(|l| map_file(l).is_some_and(|(_, _, f)| f == file)),
+        // An owner this process may not inspect: a stripe write holds the
+        // lock for microseconds, so one held past `UNINSPECTABLE_SECS` is
+        // taken as damaged (format.md §6).
+        // The verdict is remembered for that thread id, so the other
+        // stripes it names are refused without waiting again.
+        Err(_) => {
+            if UNINSPECTABLE_DAMAGED.load(Ordering::Relaxed) == tid {
+                return true;
+            }
+            let damaged = waited >= UNINSPECTABLE_SECS;
+            if damaged {
+                UNINSPECTABLE_DAMAGED.store(tid, Ordering::Relaxed);
+            }
+            damaged
+        }
+    }
+}
+
+/// The (device, inode) of the mapping of `path`'s first line whose address
+/// range satisfies `pick`.
+fn mapped_file(path: &str, pick: impl Fn(usize, usize) -> bool) -> Option<(String, u64)> {
+    let maps = std::fs::read_to_string(path).ok()?;
+    maps.lines()
+        .filter_map(map_file)
+        .find(|&(lo, hi, _)| pick(lo, hi))
+        .map(|(_, _, f)| f)
+}
+
+/// One `/proc/*/maps` line: its address range and (device, inode), for a
+/// mapping of a file (inode not 0).
+fn map_file(line: &str) -> Option<(usize, usize, (String, u64))> {
+    let mut f = line.split_ascii_whitespace();
+    let (lo, hi) = f.next()?.split_once('-')?;
+    let (_perms, _off, dev, ino) = (f.next()?, f.next()?, f.next()?, f.next()?);
+    let ino: u64 = ino.parse().ok()?;
+    (ino != 0).then_some((
+        usize::from_str_radix(lo, 16).ok()?,
+        usize::from_str_radix(hi, 16).ok()?,
+        (dev.to_string(), ino),
+    ))
 }
 
 /// Marks `m`, held after [`Locked::OwnerDied`], consistent again.
@@ -213,4 +322,7 @@ pub(crate) unsafe fn unlock(m: &StripeMutex) {
     unsafe {
         libc::pthread_mutex_unlock(ptr(m));
     }
+    // After the unlock: until then the lock word names this thread, which
+    // must still be counted (`owner_gone`).
+    HELD_HERE.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
 }
