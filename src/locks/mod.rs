@@ -36,6 +36,8 @@
 //!   whole file, which would cover all the others.
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod holders;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub(crate) mod robust;
 pub(crate) mod stripe;
 

@@ -148,19 +148,16 @@ pub(crate) unsafe fn lock(m: &StripeMutex) -> io::Result<Locked> {
         ));
     }
     // Counted before the attempt: a thread of this process that owns the
-    // lock word already counts (see `HELD_HERE`).
-    HELD_HERE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    // Orders the count before the C library's store of our thread id in
-    // the lock word (paired with the fence in `owner_gone`).
-    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    // lock word is counted (`holders`).
+    super::holders::attempt();
     let r = lock_counted(m);
     if r.is_err() {
-        HELD_HERE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        super::holders::release();
     }
     r
 }
 
-/// [`lock`] once this thread is counted in [`HELD_HERE`].
+/// [`lock`] once this thread is counted in `holders`.
 fn lock_counted(m: &StripeMutex) -> io::Result<Locked> {
     // SAFETY: `lock`'s contract: an initialised robust mutex of our ABI.
     let mut r = unsafe { libc::pthread_mutex_trylock(ptr(m)) };
@@ -193,12 +190,6 @@ fn lock_counted(m: &StripeMutex) -> io::Result<Locked> {
     }
 }
 
-/// Threads of this process that hold a stripe mutex or are trying to take
-/// one (any file; counted before the attempt, uncounted at unlock): an
-/// owner that is a thread of this process while only the checking thread
-/// is counted is a damaged lock word.
-static HELD_HERE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 /// Seconds a locker waits for an owner whose `/proc` entry it cannot read
 /// before it takes the lock word as damaged.
 const UNINSPECTABLE_SECS: libc::time_t = 2;
@@ -210,55 +201,92 @@ static UNINSPECTABLE_DAMAGED: std::sync::atomic::AtomicI32 = std::sync::atomic::
 /// Seconds a locker waits between checks that the holder exists.
 const OWNER_CHECK_SECS: libc::time_t = 1;
 
-/// Whether `m`'s lock word names an owner that cannot be holding it: a
-/// thread id (glibc's `__lock`, bytes 0..4, low 30 bits) that does not
-/// exist, a thread of this process while no thread of it holds a stripe
-/// mutex, or a thread whose process does not map the file `m` lies in (read from
-/// `/proc`; when that cannot be read, the owner is presumed real until
-/// the locker has waited [`UNINSPECTABLE_SECS`]). Thread ids are those of this PID namespace
+/// Whether `m`'s lock word names an owner that cannot be holding it:
+/// waiter bits without an owner; a thread id (glibc's `__lock`, bytes
+/// 0..4, low 30 bits) that does not exist; the checking thread; another
+/// thread of this process while no other thread of it holds or attempts
+/// a stripe mutex (`holders`); or a thread whose process does not map
+/// the file `m` lies in (read from `/proc`; when that cannot be read, the
+/// owner is presumed real until the locker has waited
+/// [`UNINSPECTABLE_SECS`]). Thread ids are those of this PID namespace
 /// (format.md §6). Called only after the lock was found busy.
 fn owner_gone(m: &StripeMutex, waited: libc::time_t) -> bool {
     use std::sync::atomic::Ordering;
+    let before = super::holders::snapshot();
     let word = m.raw[0].load(Ordering::SeqCst) as u32;
+    let verdict = owner_verdict(m, word, waited);
     // The word is read again after the verdict: an owner that unlocked or
     // died meanwhile (the kernel marks a dead owner's mutexes before its
     // thread id and mappings disappear) has changed it, and what was seen
     // of the old owner proves nothing.
-    owner_cannot_hold(m, word, waited) && m.raw[0].load(Ordering::SeqCst) as u32 == word
+    let unchanged = || m.raw[0].load(Ordering::SeqCst) as u32 == word;
+    match verdict {
+        Owner::Possible => false,
+        Owner::Impossible => unchanged(),
+        // A thread of this process may have unlocked and locked again in
+        // between (the same word): only a process that began no attempt
+        // since `before` proves nothing was re-taken.
+        Owner::ImpossibleIfQuiet => unchanged() && super::holders::snapshot().quiet_since(before),
+    }
+}
+
+/// What one reading of a busy mutex's lock word says of its owner.
+enum Owner {
+    /// It may hold the mutex: wait.
+    Possible,
+    /// It cannot.
+    Impossible,
+    /// An idle thread of this process: it cannot, unless it re-took the
+    /// mutex meanwhile.
+    ImpossibleIfQuiet,
 }
 
 /// [`owner_gone`]'s verdict on one reading `word` of `m`'s lock word.
-fn owner_cannot_hold(m: &StripeMutex, word: u32, waited: libc::time_t) -> bool {
+fn owner_verdict(m: &StripeMutex, word: u32, waited: libc::time_t) -> Owner {
     use std::sync::atomic::Ordering;
+    let impossible = |yes: bool| {
+        if yes {
+            Owner::Impossible
+        } else {
+            Owner::Possible
+        }
+    };
     let tid = (word & 0x3fff_ffff) as libc::pid_t;
     if tid == 0 {
         // Free (0), or owner-died (the next lock takes it): fine. Waiter
         // bits with no owner and no owner-died mark are no state glibc or
         // the kernel leaves: nobody would ever wake the waiters.
-        return word != 0 && word & 0x4000_0000 == 0;
+        return impossible(word != 0 && word & 0x4000_0000 == 0);
     }
     // SAFETY: signal 0 only checks that the id exists; Linux's kill()
     // accepts any thread id.
     if unsafe { libc::kill(tid, 0) } == -1 {
-        return io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        return impossible(io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH));
+    }
+    // SAFETY: gettid has no preconditions.
+    if tid == unsafe { libc::gettid() } {
+        // The checking thread, which is trying to take `m`, not holding it.
+        return Owner::Impossible;
     }
     if std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
-        // A thread of this process: it can hold a stripe mutex only while
-        // some thread besides the checking one is counted.
-        // An owner uncounted since the word was read has unlocked, which
-        // `owner_gone`'s second reading sees (unless it locked again,
-        // counted first).
-        std::sync::atomic::fence(Ordering::SeqCst);
-        return HELD_HERE.load(Ordering::SeqCst) <= 1;
+        // Another thread of this process: it can hold a stripe mutex only
+        // while it is counted.
+        return if super::holders::snapshot().others == 0 {
+            Owner::ImpossibleIfQuiet
+        } else {
+            Owner::Possible
+        };
     }
     let addr = m as *const StripeMutex as usize;
     let Some(file) = mapped_file("/proc/self/maps", |lo, hi| (lo..hi).contains(&addr)) else {
-        return false;
+        return Owner::Possible;
     };
     match std::fs::read_to_string(format!("/proc/{tid}/maps")) {
-        Ok(maps) => !maps
-            .lines()
-            .any(|l| map_file(l).is_some_and(|(_, _, f)| f == file)),
+        Ok(maps) => impossible(
+            !maps
+                .lines()
+                .any(|l| map_file(l).is_some_and(|(_, _, f)| f == file)),
+        ),
         // An owner this process may not inspect: a stripe write holds the
         // lock for microseconds, so one held past `UNINSPECTABLE_SECS` is
         // taken as damaged (format.md §6).
@@ -266,13 +294,13 @@ fn owner_cannot_hold(m: &StripeMutex, word: u32, waited: libc::time_t) -> bool {
         // stripes it names are refused without waiting again.
         Err(_) => {
             if UNINSPECTABLE_DAMAGED.load(Ordering::Relaxed) == tid {
-                return true;
+                return Owner::Impossible;
             }
             let damaged = waited >= UNINSPECTABLE_SECS;
             if damaged {
                 UNINSPECTABLE_DAMAGED.store(tid, Ordering::Relaxed);
             }
-            damaged
+            impossible(damaged)
         }
     }
 }
@@ -324,5 +352,5 @@ pub(crate) unsafe fn unlock(m: &StripeMutex) {
     }
     // After the unlock: until then the lock word names this thread, which
     // must still be counted (`owner_gone`).
-    HELD_HERE.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    super::holders::release();
 }
