@@ -4,7 +4,8 @@
 //! file is opened ([`OpenLock`]), the stripe write locks themselves
 //! ([`stripe`]: one stripe, or a batch's stripes; byte-range locks with
 //! their in-process halves, or robust mutexes) and the robust
-//! process-shared mutexes of Linux with glibc (`robust`). Which kind a
+//! process-shared mutexes of Linux with glibc (`robust`, with `holders`:
+//! which threads of this process hold or are taking one). Which kind a
 //! file's stripe locks are is recorded in its header ([`check_kind`]).
 //!
 //! Each lock is one byte at an offset far beyond the data
