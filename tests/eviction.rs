@@ -3,7 +3,8 @@
 //! leave a ghost and come back straight to main when the admission sketch
 //! estimates them at least as frequent as main's next victim (else to
 //! probation again), main reinserts what was read since its last pass, a
-//! loop over more keys than fit keeps a stable part cached, and a writer
+//! loop over more keys than fit keeps a stable part cached, a damaged
+//! sketch changes nothing but those decisions, and a writer
 //! killed (`SIGKILL`) while it promotes leaves a file that verifies clean
 //! and keeps working.
 
@@ -190,6 +191,54 @@ fn a_loop_over_more_keys_than_fit_keeps_a_stable_part_cached() {
         "{st:?}"
     );
     assert!(c.verify().unwrap().is_clean());
+}
+
+/// Little-endian `u64` at `off` of `b`.
+fn le64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+
+#[test]
+fn a_damaged_sketch_only_changes_which_ghosts_enter_main() {
+    let d = TempDir::new("eviction", "damaged-sketch");
+    let path = d.join("c");
+    let c = Cache::open(&path, one_stripe()).unwrap();
+    let lap = probation_lap(&c);
+    write_read(&c, "warm", 12 * lap);
+    drop(c);
+    // Every byte of the sketch region (format.md §2.4a: from the end of
+    // the index to the data region) set to 0xFF, every counter 15, and
+    // the stripe's addition count (stripe entry byte 184) about to wrap.
+    let mut file = std::fs::read(&path).unwrap();
+    let stripes = u32::from_le_bytes(file[24..28].try_into().unwrap()) as u64;
+    let buckets = u32::from_le_bytes(file[40..44].try_into().unwrap()) as u64;
+    let (index_off, data_off) = (le64(&file, 104), le64(&file, 112));
+    let sketch_off = index_off + stripes * buckets * 64;
+    assert!(sketch_off < data_off, "a sketch region");
+    file[sketch_off as usize..data_off as usize].fill(0xFF);
+    file[4096 + 184..4096 + 192].copy_from_slice(&(u64::MAX - 2).to_le_bytes());
+    std::fs::write(&path, &file).unwrap();
+    let c = Cache::open(&path, one_stripe()).unwrap();
+    // Keys written, left unread (ghosts), written again, read: ghosts come
+    // back and the writer decides on the damaged counts.
+    for round in 0..4 {
+        write_only(&c, "ghost", lap);
+        write_read(&c, &format!("read{round}-"), lap);
+    }
+    for i in 0..lap {
+        let k = format!("ghost{i}");
+        if let Some(v) = c.get::<Raw>(&k).unwrap() {
+            assert_eq!(&*v, &VALUE[..], "{k}");
+        }
+    }
+    let st = c.stats();
+    assert!(st.ghost_hits > 0, "{st:?}");
+    assert!(
+        st.sketch_additions < u64::MAX - 2,
+        "the count wrapped: {st:?}"
+    );
+    let r = c.verify().unwrap();
+    assert!(r.is_clean(), "{r:?}");
 }
 
 #[test]
