@@ -821,6 +821,8 @@ struct EngineOutcome {
     reinserts: u64,
     ghosts: u64,
     ghost_hits: u64,
+    /// Of `ghost_hits`, those the admission sketch sent to probation.
+    ghost_rejections: u64,
     index_evictions: u64,
     /// The file's geometry.
     info: slotcache::Info,
@@ -875,6 +877,7 @@ fn engine_replay(dir: &BenchDir, w: &Workload, entries: usize) -> EngineOutcome 
         reinserts: end.reinserts - start.reinserts,
         ghosts: end.ghosts - start.ghosts,
         ghost_hits: end.ghost_hits - start.ghost_hits,
+        ghost_rejections: end.ghost_rejections - start.ghost_rejections,
         index_evictions: end.index_evictions - start.index_evictions,
         info,
     }
@@ -1033,6 +1036,7 @@ fn engine_main(test: bool) {
                     "reinserts": e.reinserts,
                     "ghosts": e.ghosts,
                     "ghost_hits": e.ghost_hits,
+                    "ghost_rejections": e.ghost_rejections,
                     "index_evictions": e.index_evictions,
                     "seconds": e.o.secs,
                     "geometry": {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(test)]
 pub(crate) use crate::layout::index::slot_word;
 pub(crate) use crate::layout::index::{
-    occupied, ring_word, word_pos, word_ring, word_tag, COUNT_BITS, VISITED, VISITED2,
+    hit_count, occupied, ring_word, word_pos, word_ring, word_tag, COUNT_BITS, VISITED, VISITED2,
 };
 
 /// The tails of a stripe's two rings, as loaded together (format.md §2.2:

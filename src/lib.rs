@@ -87,6 +87,7 @@ mod readers;
 mod regen;
 mod regen_lock;
 mod shared;
+mod sketch;
 mod stats;
 #[cfg(test)]
 mod testing;

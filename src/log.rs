@@ -10,8 +10,10 @@
 //! probation ring; when its tail passes an entry, one read since it was
 //! written is copied (promoted) to the main ring and one never read leaves
 //! a ghost in its index slot (a `set` that finds its key's ghost goes to
-//! main directly); the main ring reinserts entries read since their last
-//! pass (a 2-bit count in the slot, decremented at each pass).
+//! main directly if the stripe's admission sketch says it is at least as
+//! frequent as main's next victim, else to probation again); the main ring
+//! reinserts entries read since their last pass (a 2-bit count in the
+//! slot, decremented at each pass).
 //!
 //! Invariants, per ring (see `format.md`, "Log"):
 //! - `tail <= head`; positions below `tail` are dead: readers ignore index
@@ -25,11 +27,13 @@
 use crate::error::{Error, PinHolder, Result};
 use crate::index::{self, Bucket, Buckets, KeyHash, Tails, COUNT_BITS, VISITED, VISITED2};
 use crate::layout::record::{self, RecordHeader, RECORD_HEADER};
+use crate::layout::sketch::sketch_entries;
 use crate::layout::stripe::StripeEntry;
 use crate::layout::{Geometry, Ring, RingGeo, BUCKET_SLOTS, MAX_POSITION, RECORD_ALIGN};
 use crate::map::Map;
 use crate::read::record_at;
 use crate::readers::{Holder, PinScan};
+use crate::sketch::Sketch;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -244,6 +248,69 @@ impl<'a> StripeWriter<'a> {
         (2 * main.segments as u64 - 3) * main.segment_size / 2
     }
 
+    /// The stripe's admission sketch (format.md §2.4a).
+    fn sketch(&self) -> Sketch<'a> {
+        Sketch::new(
+            self.map.sketch(self.s),
+            &self.entry.sketch_additions,
+            sketch_entries(self.geo.buckets),
+        )
+    }
+
+    /// Whether main has room for `size` more bytes without evicting: true
+    /// only until main first fills after being empty (format.md §5.4).
+    fn main_has_room(&self, size: u64) -> bool {
+        let (head, tail) = (self.head(Ring::Main), self.tail(Ring::Main));
+        head - tail + size + 2 * self.geo.segment_size <= self.ring(Ring::Main).size()
+    }
+
+    /// Whether a returning ghost of hash `hash` (a record of `size` bytes)
+    /// enters main (format.md §5.2): while main has room, yes; otherwise
+    /// if the sketch's estimate for it is at least the victim's estimate
+    /// plus the victim's hit count.
+    fn admits(&self, hash: u64, size: u64) -> bool {
+        if self.main_has_room(size) {
+            return true;
+        }
+        let Some((victim, count)) = self.main_victim() else {
+            return true;
+        };
+        let sketch = self.sketch();
+        sketch.estimate(hash) >= sketch.estimate(victim).saturating_add(count)
+    }
+
+    /// Main's next victim, as its hash and hit count: the first record
+    /// from main's tail, within the tail's segment, named by a slot with
+    /// count 0, else the first named one; `None` if none is.
+    fn main_victim(&self) -> Option<(u64, u64)> {
+        let seg = self.geo.segment_size;
+        let (head, tail) = (self.head(Ring::Main), self.tail(Ring::Main));
+        let end = head.min((tail / seg + 1) * seg);
+        let mut p = tail;
+        let mut first = None;
+        while p < end {
+            let Some((rh, _)) = self.record_at(Ring::Main, p) else {
+                break; // an end marker: the segment's last record was passed
+            };
+            let kh = KeyHash::from_hash(rh.hash, self.geo);
+            if kh.stripe != self.s {
+                break; // a corrupt record: the rest of the segment is unknown
+            }
+            let named = Buckets::of(self.map, &kh)
+                .find_pos(Ring::Main, p)
+                .filter(|&(_, w)| index::word_tag(w) == kh.tag);
+            if let Some((_, w)) = named {
+                let count = index::hit_count(w);
+                if count == 0 {
+                    return Some((rh.hash, 0));
+                }
+                first.get_or_insert((rh.hash, count));
+            }
+            p += rh.size();
+        }
+        first
+    }
+
     /// The header of the record at `pos` of ring `r` and the whole
     /// record's bytes, if `pos` holds a well-formed record within its
     /// segment.
@@ -278,16 +345,26 @@ impl<'a> StripeWriter<'a> {
     pub(crate) fn put(&mut self, kh: &KeyHash, rec: &NewRecord<'_>) -> Result<()> {
         let size = record::record_size(rec.key.len(), rec.value.len());
         let bucket = Buckets::of(self.map, kh);
+        let large = size > self.ring(Ring::Probation).segment_size;
         let ring = match self.find_key(&bucket, kh, rec.key) {
-            _ if size > self.ring(Ring::Probation).segment_size => Ring::Main,
+            Some(_) if large => Ring::Main,
             Some((_, w)) => index::word_ring(w),
-            None => match bucket.find_ghost(kh.tag, self.tails(), self.ghost_window()) {
-                Some(_) => {
-                    bump(&self.entry.ghost_hits, 1);
-                    Ring::Main
+            None => {
+                self.sketch().add(kh.hash, 1);
+                match bucket.find_ghost(kh.tag, self.tails(), self.ghost_window()) {
+                    _ if large => Ring::Main,
+                    Some(_) => {
+                        bump(&self.entry.ghost_hits, 1);
+                        if self.admits(kh.hash, size) {
+                            Ring::Main
+                        } else {
+                            bump(&self.entry.ghost_rejections, 1);
+                            Ring::Probation
+                        }
+                    }
+                    None => Ring::Probation,
                 }
-                None => Ring::Probation,
-            },
+            }
         };
         let pos = self.reserve(ring, size)?;
         let header = RecordHeader {
@@ -625,6 +702,8 @@ impl<'a> StripeWriter<'a> {
                 // R1 means read at least once; R2 alone marks an entry
                 // lent to main unread (format.md §2.4), which counts 0.
                 let read = w & VISITED != 0;
+                // The writer folds the hits it passes into the sketch.
+                self.sketch().add(rh.hash, index::hit_count(w));
                 let (kept, ghost) = match r {
                     Ring::Main => {
                         let hits = if w & VISITED2 != 0 {
@@ -687,10 +766,10 @@ impl<'a> StripeWriter<'a> {
     /// doing that once, from empty.
     fn main_lends(&self, size: u64) -> Option<Hits> {
         let seg = self.geo.segment_size;
-        let (head, tail) = (self.head(Ring::Main), self.tail(Ring::Main));
-        if head - tail + size + 2 * seg <= self.ring(Ring::Main).size() {
+        if self.main_has_room(size) {
             return Some(Hits::Lent);
         }
+        let (head, tail) = (self.head(Ring::Main), self.tail(Ring::Main));
         // Whether main's oldest segment holds a lent entry, remembered per
         // tail in the stripe entry so the segment is walked once per lap.
         let memo = (tail + RECORD_ALIGN) << 1;

@@ -1,7 +1,7 @@
 //! The shared mapping, and the one place where offsets into it become
 //! references ([`Map::view`]) — typed views of the tables of
 //! [`layout`](crate::layout): `map.header()`, `map.stripe(s)`,
-//! `map.reader(i)`, `map.pin(i, s)`, `map.bucket(s, b)` — and byte slices
+//! `map.reader(i)`, `map.pin(i, s)`, `map.bucket(s, b)`, `map.sketch(s)` — and byte slices
 //! of log records (`bytes`, `write`, `copy_within`). Every such place says
 //! why it is sound.
 //!
@@ -196,6 +196,27 @@ impl Map {
             "bucket {s}/{b} out of range"
         );
         self.view(self.geo.bucket(s, b))
+    }
+
+    /// Stripe `s`'s admission sketch words (format.md §2.4a).
+    ///
+    /// Panics if `s` is not a stripe of the file.
+    pub(crate) fn sketch(&self, s: u32) -> &[AtomicU64] {
+        assert!(s < self.geo.stripes, "stripe {s} out of range");
+        let off = self.geo.sketch(s);
+        debug_assert!(off % crate::layout::LINE == 0);
+        // SAFETY: as for `view`: `assert_fits` checked that the sketch
+        // region (`stripes` runs of `sketch_bytes`, line-aligned, a whole
+        // number of lines) lies inside the mapping before the data region,
+        // so the `sketch_bytes / 8` words from `off` (8-aligned) are
+        // inside it, alive as long as `self`, and only ever accessed
+        // atomically (stores only by the stripe's lock holder).
+        unsafe {
+            std::slice::from_raw_parts(
+                self.raw.as_ptr().add(off as usize) as *const AtomicU64,
+                (self.geo.sketch_bytes / WORD) as usize,
+            )
+        }
     }
 
     /// Asks the CPU to start loading the cache line at byte offset `off`

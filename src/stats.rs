@@ -46,9 +46,16 @@ pub struct Stats {
     /// Entries that left the probation ring unread and left a ghost in
     /// their index slot.
     pub ghosts: u64,
-    /// New keys written straight to the main ring because their ghost was
-    /// found.
+    /// New keys whose ghost was found: written straight to the main ring,
+    /// unless the admission sketch refused them (`ghost_rejections`).
     pub ghost_hits: u64,
+    /// Of `ghost_hits`, the keys written to the probation ring because the
+    /// admission sketch estimated them less frequent than the main ring's
+    /// next victim (format.md §5.2).
+    pub ghost_rejections: u64,
+    /// Additions made to the admission sketches (one per new key written,
+    /// plus the hit counts the evictor passes).
+    pub sketch_additions: u64,
     /// Bytes copied by reinsertions and promotions: the log's write
     /// amplification (divide by `hits` for bytes rewritten per hit).
     pub rewritten_bytes: u64,
@@ -115,8 +122,12 @@ pub struct StripeStats {
     pub promotions: u64,
     /// Entries that left probation unread as ghosts.
     pub ghosts: u64,
-    /// New keys sent to main because their ghost was found.
+    /// New keys whose ghost was found.
     pub ghost_hits: u64,
+    /// Of `ghost_hits`, those the admission sketch sent to probation.
+    pub ghost_rejections: u64,
+    /// Additions made to the stripe's admission sketch.
+    pub sketch_additions: u64,
     /// Bytes copied by reinsertions and promotions.
     pub rewritten_bytes: u64,
 }
@@ -145,6 +156,8 @@ pub(crate) fn stripe_counters(map: &Map, s: u32) -> StripeStats {
         promotions: a(&e.promotions),
         ghosts: a(&e.ghosts),
         ghost_hits: a(&e.ghost_hits),
+        ghost_rejections: a(&e.ghost_rejections),
+        sketch_additions: a(&e.sketch_additions),
         rewritten_bytes: a(&e.rewritten_bytes),
     }
 }
@@ -175,6 +188,8 @@ impl Stats {
             st.promotions = st.promotions.wrapping_add(c.promotions);
             st.ghosts = st.ghosts.wrapping_add(c.ghosts);
             st.ghost_hits = st.ghost_hits.wrapping_add(c.ghost_hits);
+            st.ghost_rejections = st.ghost_rejections.wrapping_add(c.ghost_rejections);
+            st.sketch_additions = st.sketch_additions.wrapping_add(c.sketch_additions);
             st.rewritten_bytes = st.rewritten_bytes.wrapping_add(c.rewritten_bytes);
         }
         if (st.entries as i64) < 0 {

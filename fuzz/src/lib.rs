@@ -294,7 +294,14 @@ pub fn relayout_header(h: &mut [u8]) -> u64 {
         4096,
     );
     let index_len = stripes.saturating_mul(buckets).saturating_mul(64);
-    let data_off = align_up(index_off.saturating_add(index_len), 4096);
+    // The admission sketch follows the index (format.md §2.4a): per stripe
+    // max(128, next_pow2(8 * buckets)) 4-bit counters.
+    let sketch_bytes = (8 * buckets).next_power_of_two().max(128) / 2;
+    let sketch_off = index_off.saturating_add(index_len);
+    let data_off = align_up(
+        sketch_off.saturating_add(stripes.saturating_mul(sketch_bytes)),
+        4096,
+    );
     let size = data_off.saturating_add(
         stripes
             .saturating_mul(segments)

@@ -59,6 +59,17 @@ pub fn ring_word(tag: u64, ring: Ring, pos: u64) -> u64 {
         }
 }
 
+/// The hit count of a slot word (format.md §2.4): R1 + R2, except that R2
+/// without R1 (an entry lent to main unread) counts 0.
+#[inline]
+pub fn hit_count(w: u64) -> u64 {
+    if w & VISITED == 0 {
+        0
+    } else {
+        1 + (w & VISITED2 != 0) as u64
+    }
+}
+
 /// The ring a non-empty slot word names.
 #[inline]
 pub fn word_ring(w: u64) -> Ring {

@@ -9,7 +9,8 @@
 //! offsets are in [`locks`].
 //!
 //! A file is, in order: the header (one 4 KiB page), the stripe table, the
-//! stripe mutex table ([`mutex::StripeMutex`]), the reader table, the index and the data region. [`Geometry::new`] computes
+//! stripe mutex table ([`mutex::StripeMutex`]), the reader table, the index, the admission
+//! sketch ([`sketch::SketchLine`]) and the data region. [`Geometry::new`] computes
 //! where each one starts from the five numbers that define a file; it
 //! serves both [`Geometry::plan`] (a new file) and [`Header::decode`]
 //! (an existing one, which compares every stored offset with it). The
@@ -23,6 +24,7 @@ pub mod mutex;
 pub mod reader;
 pub mod record;
 pub mod regen_hint;
+pub mod sketch;
 pub mod stripe;
 
 pub use header::Header;
@@ -193,6 +195,10 @@ pub struct Geometry {
     pub reader_off: u64,
     /// Offset of the index.
     pub index_off: u64,
+    /// Offset of the admission sketch (not stored: follows the index).
+    pub sketch_off: u64,
+    /// Bytes of one stripe's sketch.
+    pub sketch_bytes: u64,
     /// Offset of the data region.
     pub data_off: u64,
     /// Division by `segment_size`, by multiplication.
@@ -261,10 +267,11 @@ impl Geometry {
         // Two pin words per stripe: one per ring (format.md §2.3).
         let reader_slot_size = READER_COUNTERS + align_up(2 * stripes as u64 * WORD, LINE);
         let index_off = align_up(reader_off + reader_slots as u64 * reader_slot_size, PAGE);
-        let data_off = align_up(
-            index_off + stripes as u64 * buckets as u64 * BUCKET_SIZE,
-            PAGE,
-        );
+        // The index is whole lines, so the sketch that follows it is
+        // line-aligned (format.md §2.4a).
+        let sketch_off = index_off + stripes as u64 * buckets as u64 * BUCKET_SIZE;
+        let sketch_bytes = sketch::sketch_bytes(buckets);
+        let data_off = align_up(sketch_off + stripes as u64 * sketch_bytes, PAGE);
         let ring = segments as u64 * segment_size;
         let (main_segments, prob_segments, prob_segment_size) =
             probation_shape(segments, segment_size);
@@ -282,6 +289,8 @@ impl Geometry {
             mutex_off,
             reader_off,
             index_off,
+            sketch_off,
+            sketch_bytes,
             data_off,
             seg_div: Divisor::new(segment_size),
             main,
@@ -362,6 +371,11 @@ impl Geometry {
         self.index_off + (s as u64 * self.buckets as u64 + b as u64) * BUCKET_SIZE
     }
 
+    /// Offset of stripe `s`'s admission sketch.
+    pub fn sketch(&self, s: u32) -> u64 {
+        self.sketch_off + s as u64 * self.sketch_bytes
+    }
+
     /// Offset in the file of position `pos` of ring `r` of stripe `s`.
     #[inline]
     pub fn ring_data(&self, s: u32, r: Ring, pos: u64) -> u64 {
@@ -395,7 +409,10 @@ impl Geometry {
             self.reader_off + self.reader_slots as u64 * self.reader_slot_size <= self.index_off
         );
         assert!(self.index_off % LINE == 0);
-        assert!(self.index_off + stripes * self.buckets as u64 * BUCKET_SIZE <= self.data_off);
+        assert!(self.index_off + stripes * self.buckets as u64 * BUCKET_SIZE <= self.sketch_off);
+        assert!(self.sketch_off % LINE == 0 && self.sketch_bytes % LINE == 0);
+        assert!(self.sketch_bytes == sketch::sketch_bytes(self.buckets));
+        assert!(self.sketch_off + stripes * self.sketch_bytes <= self.data_off);
         assert!(self.data_off + stripes * self.ring_size() <= self.file_size);
         assert!(self.main.base == 0 && self.prob.base == self.main.size());
         assert!(self.main.size() + self.prob.size() == self.ring_size());
@@ -471,6 +488,11 @@ mod tests {
         assert_eq!(g.mutex_off, g.stripe_off + 8 * STRIPE_ENTRY);
         assert_eq!(g.reader_off, g.mutex_off + 8 * STRIPE_MUTEX);
         assert!(g.index_off >= g.reader_off + 64 * g.reader_slot_size);
+        // The sketch follows the index, about two 4-bit counters per entry.
+        assert_eq!(g.sketch_off, g.index_off + 8 * g.buckets as u64 * 64);
+        assert_eq!(g.sketch_bytes, sketch::sketch_bytes(g.buckets));
+        assert!(g.sketch_bytes * 2 >= 2 * 100_000 / 8);
+        assert!(g.data_off >= g.sketch_off + 8 * g.sketch_bytes);
         assert_eq!(
             g.ring_data(3, Ring::Main, g.main.size() + 5),
             g.ring_data(3, Ring::Main, 5)

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 /// the two ring tails, which every reader loads (one line for both), and
 /// `repairs`, written only on the rare repair path; the second the main
 /// ring's head and the writer's counters; the third the probation ring's
-/// head and the counters of the probation policy. Only a holder of the
+/// head and the counters of the probation policy and the admission sketch. Only a holder of the
 /// stripe's write lock stores to it.
 #[repr(C, align(64))]
 pub struct StripeEntry {
@@ -41,7 +41,8 @@ pub struct StripeEntry {
     pub promotions: AtomicU64,
     /// Entries that left probation unread and became ghosts.
     pub ghosts: AtomicU64,
-    /// Writes of a new key whose ghost was found (they went to main).
+    /// Writes of a new key whose ghost was found (to main, or to probation
+    /// when the admission sketch refused it: `ghost_rejections`).
     pub ghost_hits: AtomicU64,
     /// Bytes copied by promotions and reinsertions (write amplification).
     pub rewritten_bytes: AtomicU64,
@@ -49,7 +50,13 @@ pub struct StripeEntry {
     /// `(tail + 16) << 1 | answer` for the main tail it was found at, 0 =
     /// not known (format.md §5.4). A hint: any value is safe.
     pub lend_memo: AtomicU64,
-    _pad2: [AtomicU64; 2],
+    /// Of `ghost_hits`, the keys the admission sketch sent to probation
+    /// (format.md §5.2).
+    pub ghost_rejections: AtomicU64,
+    /// Additions made to the stripe's admission sketch; its counters are
+    /// halved at the additions that bring it to `period + k × period / 2`
+    /// (format.md §2.4a). Any value is safe.
+    pub sketch_additions: AtomicU64,
 }
 
 /// Size of one stripe-table entry.
@@ -74,5 +81,7 @@ const _: () = {
     assert!(offset_of!(StripeEntry, ghost_hits) == 152);
     assert!(offset_of!(StripeEntry, rewritten_bytes) == 160);
     assert!(offset_of!(StripeEntry, lend_memo) == 168);
+    assert!(offset_of!(StripeEntry, ghost_rejections) == 176);
+    assert!(offset_of!(StripeEntry, sketch_additions) == 184);
     assert!(STRIPE_ENTRY == 192);
 };

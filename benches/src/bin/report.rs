@@ -282,8 +282,8 @@ fn engine_targets(r: &mut Report, e: Option<&Value>) {
 /// Every cell of the engine run, with the write amplification.
 fn engine_table(r: &mut Report, e: &Value) {
     r.line("\n### Eviction: the engine against exact LRU, moka and S3-FIFO (same entries)\n");
-    r.line("| workload | size | entries held | engine | LRU | moka | S3-FIFO (sim) | − LRU | − moka | bytes rewritten per hit | promotions | reinserts | ghost hits |");
-    r.line("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    r.line("| workload | size | entries held | engine | LRU | moka | S3-FIFO (sim) | − LRU | − moka | bytes rewritten per hit | promotions | reinserts | ghost hits | ghost rejections |");
+    r.line("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for w in e["workloads"].as_array().into_iter().flatten() {
         for c in w["sizes"].as_array().into_iter().flatten() {
             let en = &c["engine"];
@@ -291,7 +291,7 @@ fn engine_table(r: &mut Report, e: &Value) {
             let h = |v: &Value| json_f(v, "hit_ratio").unwrap_or(f64::NAN) * 100.0;
             let (sc, lru, moka) = (h(en), h(&refs["lru"]), h(&refs["moka"]));
             r.line(format!(
-                "| {} | {} | {:.0} | {sc:.2}% | {lru:.2}% | {moka:.2}% | {:.2}% | {:+.2} pp | {:+.2} pp | {:.1} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {sc:.2}% | {lru:.2}% | {moka:.2}% | {:.2}% | {:+.2} pp | {:+.2} pp | {:.1} | {} | {} | {} | {} |",
                 w["name"].as_str().unwrap_or("?"),
                 c["entries"],
                 json_f(en, "entries_held").unwrap_or(f64::NAN),
@@ -302,6 +302,7 @@ fn engine_table(r: &mut Report, e: &Value) {
                 en["promotions"],
                 en["reinserts"],
                 en["ghost_hits"],
+                en["ghost_rejections"],
             ));
         }
     }
